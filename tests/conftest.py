@@ -1,0 +1,29 @@
+"""Fixtures: the repository root on sys.path, float64 mode, and `test.py` as a module."""
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def float64():
+    """Run a test with float64 as torch's default dtype, so gradients can be compared tightly."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="session")
+def script():
+    """`test.py` imported under a name that cannot collide with the standard library's `test`."""
+    spec = importlib.util.spec_from_file_location("maml_test_script", ROOT / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

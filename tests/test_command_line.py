@@ -1,0 +1,75 @@
+"""`python test.py` as a user runs it: headless, short, and refusing bad arguments."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from assignment import MAML
+from helpers import ROOT, is_png
+from utils import SineGenerator, TrainFromScratch
+
+HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+
+
+def run_script(*arguments):
+    return subprocess.run(
+        [sys.executable, "test.py", *arguments], cwd=ROOT, env=HEADLESS, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize("extra", [[], ["--plot-tfs"]], ids=["maml", "maml+scratch"])
+def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
+    out = tmp_path / "curve.png"
+    result = run_script("--episodes", "600", "--no-show", "--out", str(out), *extra)
+    assert result.returncode == 0, result.stderr
+    assert is_png(out)
+    assert "MAML (S=1): query MSE" in result.stdout
+    assert ("from scratch (10 Adam steps)" in result.stdout) == bool(extra)
+    assert "Warning" not in result.stderr
+
+
+def test_headless_run_without_no_show_does_not_warn(tmp_path):
+    out = tmp_path / "curve.png"
+    result = run_script("--episodes", "300", "--steps", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert is_png(out)
+    assert "Warning" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--episodes", "0"], "must be at least 1"),
+        (["--episodes", "ten"], "expected a whole number"),
+        (["--steps", "-1"], "must be at least 0"),
+        (["--out", "no/such/folder/curve.png"], "does not exist"),
+    ],
+)
+def test_bad_arguments_exit_2_before_training(arguments, message):
+    result = run_script(*arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.startswith("usage:") and result.stdout == "", "nothing may run before the error"
+
+
+def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch(script):
+    """MAML and the from-scratch learner are both built, in this order, whatever `plot_tfs` says."""
+    histories = {}
+    for plot_tfs in (False, True):
+        np.random.seed(1337)
+        torch.manual_seed(42)
+        maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=plot_tfs, episodes=20, show=False)
+        histories[plot_tfs] = maml.history
+        assert (scratch is not None) == plot_tfs
+    np.random.seed(1337)
+    torch.manual_seed(42)
+    sine = SineGenerator(k=10, k_test=40)
+    maml = MAML(num_steps=1)
+    TrainFromScratch(num_steps=10)
+    for _, task in sine.generator(20):
+        maml.train(task)
+    assert histories[False] == histories[True] == maml.history
