@@ -153,6 +153,12 @@ def show_figures() -> None:
         plt.show()
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def save_figure(figure, path: str | os.PathLike) -> None:
     """Write `figure` as a PNG at `path` atomically: a crash never leaves half a file."""
     path = Path(path)
@@ -160,6 +166,7 @@ def save_figure(figure, path: str | os.PathLike) -> None:
     os.close(handle)
     try:
         figure.savefig(temporary, format="png", dpi=150)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp made it private (0600)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

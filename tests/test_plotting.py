@@ -1,11 +1,14 @@
 """The sliding-window curve, the figure and its atomic save."""
 
+import subprocess
+import sys
+
 import matplotlib
 import numpy as np
 import pytest
 
 import utils
-from helpers import is_png
+from helpers import ROOT, is_png
 
 matplotlib.use("Agg")
 
@@ -50,3 +53,11 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         utils.save_figure(figure, out)
     assert out.read_bytes() == b"previous figure"
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_diagram_script_draws_maml_png(tmp_path):
+    out = tmp_path / "maml.png"
+    script = ROOT / "scripts" / "draw_maml_diagram.py"
+    result = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert is_png(out)
