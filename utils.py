@@ -190,9 +190,10 @@ def plot_history(
     Returns the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    maml_label = "MAML" if maml_steps is None else f"MAML, S={maml_steps} inner step(s)"
+    maml_label = "MAML" if maml_steps is None else f"MAML, S={maml_steps} inner SGD step{'s' * (maml_steps != 1)}"
     axes.plot(*windowed_mean(maml_history), label=maml_label, color="tab:blue")
     title = "MAML: query MSE after adapting to each new task"
     if tfs_history is not None:
@@ -200,6 +201,9 @@ def plot_history(
         axes.plot(*windowed_mean(tfs_history), label=tfs_label, color="tab:orange")
         title = "MAML vs. learning each task from scratch: query MSE per new task"
     axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axes.set_xlabel("meta-training episode (one task each)")
     axes.set_ylabel(f"query MSE, mean of last {PLOT_WINDOW} episodes (log)")
     axes.set_title(title)

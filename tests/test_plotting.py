@@ -34,7 +34,7 @@ def test_plot_history_writes_a_labelled_png(tmp_path, with_tfs):
     figure = utils.plot_history(tfs_history, maml_history, maml_steps=1, tfs_steps=10, out=out, show=False)
     (axes,) = figure.axes
     labels = [line.get_label() for line in axes.get_lines()]
-    assert labels == ["MAML, S=1 inner step(s)"] + (["from scratch, 10 Adam steps"] if with_tfs else [])
+    assert labels == ["MAML, S=1 inner SGD step"] + (["from scratch, 10 Adam steps"] if with_tfs else [])
     assert axes.get_xlabel() and axes.get_ylabel() and axes.get_title()
     assert is_png(out)
     assert list(tmp_path.iterdir()) == [out], "no temporary file may be left behind"
