@@ -36,7 +36,7 @@ class MAML:
         first_order: bool = False,
         inner_lr: float = LR_BASE,
         meta_lr: float = LR_META,
-    ):
+    ) -> None:
         self.num_steps = num_steps
         self.first_order = first_order
         self.inner_lr = inner_lr

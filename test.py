@@ -12,6 +12,7 @@ sliding window of 300 episodes, as meta-training goes on.
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,10 @@ def learning_curve(
 ) -> tuple[MAML, TrainFromScratch | None]:
     """Meta-train MAML (and, if `plot_tfs`, the from-scratch learner) and plot both curves.
 
-    Both learners are always constructed, MAML first: the torch RNG draws, and so
-    the seeded curves, do not depend on `plot_tfs`. Returns the trained learners
-    (None for the from-scratch learner when it did not run).
+    The contract fixes the order of construction, MAML first, and builds the
+    from-scratch learner even when it does not train: what either draws from torch's
+    RNG, and so any seeded run that follows, is the same with or without `plot_tfs`.
+    Returns the trained learners (None for the from-scratch learner if it did not run).
     """
     sine = SineGenerator(k=SUPPORT_POINTS, k_test=QUERY_POINTS)
     maml = MAML(num_steps=maml_steps)
@@ -57,13 +59,16 @@ def learning_curve(
             if plot_tfs:
                 scratch.train(task)
             if episode % PROGRESS_EVERY == 0:
-                progress.set_postfix(maml_mse=f"{_recent_mse(maml.history):.3f}", refresh=False)
+                recent = {"maml_mse": _recent_mse(maml.history)}
+                if plot_tfs:
+                    recent["scratch_mse"] = _recent_mse(scratch.history)
+                progress.set_postfix({name: f"{mse:.3f}" for name, mse in recent.items()}, refresh=False)
     scratch_history = scratch.history if plot_tfs else None
     plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
     return maml, (scratch if plot_tfs else None)
 
 
-def _count(minimum: int):
+def _count(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum`."""
 
     def parse(text: str) -> int:
@@ -86,6 +91,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
     args = parser.parse_args(argv)
+    if args.out.is_dir():
+        parser.error(f"--out: {str(args.out)!r} is a folder; give the path of a PNG file")
     if not args.out.parent.is_dir():
         parser.error(f"--out: folder {str(args.out.parent)!r} does not exist")
     return args

@@ -3,16 +3,22 @@
 Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.py`.
 """
 
+import contextlib
 import numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn: `import utils` stays light
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, np.pi)
@@ -36,7 +42,7 @@ class SineGenerator:
     (to be judged on), all with x ~ U[-5, 5).
     """
 
-    def __init__(self, k: int, k_test: int):
+    def __init__(self, k: int, k_test: int) -> None:
         _require_count("k", k, minimum=1)
         _require_count("k_test", k_test, minimum=1)
         self.k = k
@@ -56,14 +62,13 @@ class SineGenerator:
 
         train_x = np.random.uniform(*X_RANGE, size=(self.k, 1)).astype(np.float32)
         test_x = np.random.uniform(*X_RANGE, size=(self.k_test, 1)).astype(np.float32)
-        arrays = [train_x, fn(train_x), test_x, fn(test_x)]
-        return fn, [torch.from_numpy(a.astype(np.float32, copy=False)) for a in arrays]
+        arrays = [train_x, fn(train_x), test_x, fn(test_x)]  # a float times float32 stays float32
+        return fn, [torch.from_numpy(array) for array in arrays]
 
     def generator(self, episodes: int) -> Iterator[tuple[Callable, list[torch.Tensor]]]:
-        """Yield `generate_task()` `episodes` times."""
+        """Yield `generate_task()` `episodes` times (a bad count is refused here, not at the first task)."""
         _require_count("episodes", episodes, minimum=0)
-        for _ in range(episodes):
-            yield self.generate_task()
+        return (self.generate_task() for _ in range(episodes))
 
 
 class BaseLearner:
@@ -105,7 +110,7 @@ class TrainFromScratch:
     MSE and records the query MSE. Nothing is carried from one task to the next.
     """
 
-    def __init__(self, num_steps: int):
+    def __init__(self, num_steps: int) -> None:
         _require_count("num_steps", num_steps, minimum=0)
         self.num_steps = num_steps
         self.loss_fn = torch.nn.MSELoss()
@@ -153,23 +158,25 @@ def show_figures() -> None:
         plt.show()
 
 
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
+    """Write `figure` as a PNG at `path`, atomically.
 
-
-def save_figure(figure, path: str | os.PathLike) -> None:
-    """Write `figure` as a PNG at `path` atomically: a crash never leaves half a file."""
+    The PNG goes to a temporary file in the same folder, reaches the disk, and only
+    then replaces `path`: a failed or interrupted save leaves any previous file whole
+    and no partial file behind.
+    """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        figure.savefig(temporary, format="png", dpi=150)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp made it private (0600)
+        with os.fdopen(handle, "wb") as file:
+            figure.savefig(file, format="png", dpi=150)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes files readable by their owner only
         os.replace(temporary, path)
     except BaseException:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
 
 
@@ -181,37 +188,44 @@ def plot_history(
     tfs_steps: int | None = None,
     out: str | os.PathLike | None = None,
     show: bool = True,
-):
+) -> "Figure":
     """Plot the 300-episode sliding mean of each learner's query MSE against the episode.
 
-    `tfs_history` may be None (MAML alone). The y axis is logarithmic so that the
-    from-scratch learner (MSE of a few units) and MAML (tenths) both stay readable.
-    Saves a PNG at `out` if given; opens a window only if `show` and a display exists.
-    Returns the matplotlib Figure.
+    `tfs_history` may be None (MAML alone). Saves a PNG at `out` if given; opens a
+    window only if `show` and a display exists. Returns the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter
 
-    figure, axes = plt.subplots(figsize=(8, 4.5))
     maml_label = "MAML" if maml_steps is None else f"MAML, S={maml_steps} inner SGD step{'s' * (maml_steps != 1)}"
-    axes.plot(*windowed_mean(maml_history), label=maml_label, color="tab:blue")
-    title = "MAML: query MSE after adapting to each new task"
+    curves = {maml_label: maml_history}
     if tfs_history is not None:
-        tfs_label = "from scratch" if tfs_steps is None else f"from scratch, {tfs_steps} Adam steps"
-        axes.plot(*windowed_mean(tfs_history), label=tfs_label, color="tab:orange")
-        title = "MAML vs. learning each task from scratch: query MSE per new task"
-    axes.set_yscale("log")
-    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    axes.set_xlabel("meta-training episode (one task each)")
-    axes.set_ylabel(f"query MSE, mean of last {PLOT_WINDOW} episodes (log)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+        curves["from scratch" if tfs_steps is None else f"from scratch, {tfs_steps} Adam steps"] = tfs_history
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for (label, history), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
+        axes.plot(*windowed_mean(history), label=label, color=color)
+    _label_learning_curve(axes, compared=tfs_history is not None)
     figure.tight_layout()
     if out is not None:
         save_figure(figure, out)
     if show:
         show_figures()
     return figure
+
+
+def _label_learning_curve(axes: "Axes", compared: bool) -> None:
+    """Title, labels, grid and legend. The y axis is logarithmic so that the from-scratch
+    learner (MSE of a few units) and MAML (tenths) both stay readable."""
+    from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter
+
+    axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    axes.set_xlabel("meta-training episode (one task each)")
+    axes.set_ylabel(f"query MSE, mean of last {PLOT_WINDOW} episodes (log)")
+    if compared:
+        axes.set_title("MAML vs. learning each task from scratch: query MSE per new task")
+    else:
+        axes.set_title("MAML: query MSE after adapting to each new task")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()

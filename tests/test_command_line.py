@@ -15,9 +15,11 @@ from utils import SineGenerator, TrainFromScratch
 HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
 
 
-def run_script(*arguments):
+def run_script(*arguments, backend="Agg"):
+    """Run `python test.py` with no display; `backend=None` lets matplotlib choose one itself."""
+    environment = HEADLESS if backend is None else {**HEADLESS, "MPLBACKEND": backend}
     return subprocess.run(
-        [sys.executable, "test.py", *arguments], cwd=ROOT, env=HEADLESS, capture_output=True, text=True, timeout=600
+        [sys.executable, "test.py", *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
     )
 
 
@@ -32,9 +34,10 @@ def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     assert "Warning" not in result.stderr
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux falls back to no window without a DISPLAY")
 def test_headless_run_without_no_show_does_not_warn(tmp_path):
     out = tmp_path / "curve.png"
-    result = run_script("--episodes", "300", "--steps", "0", "--out", str(out))
+    result = run_script("--episodes", "300", "--steps", "0", "--out", str(out), backend=None)
     assert result.returncode == 0, result.stderr
     assert is_png(out)
     assert "Warning" not in result.stderr
@@ -47,6 +50,7 @@ def test_headless_run_without_no_show_does_not_warn(tmp_path):
         (["--episodes", "ten"], "expected a whole number"),
         (["--steps", "-1"], "must be at least 0"),
         (["--out", "no/such/folder/curve.png"], "does not exist"),
+        (["--out", "tests"], "is a folder"),
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message):
@@ -58,12 +62,12 @@ def test_bad_arguments_exit_2_before_training(arguments, message):
 
 def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch(script):
     """MAML and the from-scratch learner are both built, in this order, whatever `plot_tfs` says."""
-    histories = {}
+    histories, torch_states = {}, {}
     for plot_tfs in (False, True):
         np.random.seed(1337)
         torch.manual_seed(42)
         maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=plot_tfs, episodes=20, show=False)
-        histories[plot_tfs] = maml.history
+        histories[plot_tfs], torch_states[plot_tfs] = maml.history, torch.get_rng_state()
         assert (scratch is not None) == plot_tfs
     np.random.seed(1337)
     torch.manual_seed(42)
@@ -73,3 +77,5 @@ def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch
     for _, task in sine.generator(20):
         maml.train(task)
     assert histories[False] == histories[True] == maml.history
+    assert torch.equal(torch_states[False], torch.get_rng_state())
+    assert torch.equal(torch_states[True], torch.get_rng_state())

@@ -102,8 +102,8 @@ def test_sine_generator_draws_in_contract_order():
         assert tuple(tensor.shape) == shape
     assert np.array_equal(train_x.numpy(), support_x)
     assert np.array_equal(test_x.numpy(), query_x)
-    np.testing.assert_allclose(train_y.numpy(), amplitude * np.sin(support_x + phase), rtol=1e-6)
-    np.testing.assert_allclose(test_y.numpy(), amplitude * np.sin(query_x + phase), rtol=1e-6)
+    assert np.array_equal(train_y.numpy(), amplitude * np.sin(support_x + phase))
+    assert np.array_equal(test_y.numpy(), amplitude * np.sin(query_x + phase))
     np.testing.assert_allclose(fn(np.float64(0.5)), amplitude * np.sin(0.5 + phase))
 
 
@@ -150,6 +150,7 @@ def test_train_from_scratch_matches_adam_on_an_nn_module():
         optimizer.step()
     expected = torch.nn.functional.mse_loss(network(task[2]), task[3]).item()
     assert learner.history == [pytest.approx(expected, rel=1e-5)] * 2, "each task must start afresh"
+    assert all(type(loss) is float for loss in learner.history)
     assert all(torch.equal(a.detach(), b) for a, b in zip(learner.initialization, initialization))
 
 

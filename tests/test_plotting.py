@@ -3,14 +3,11 @@
 import subprocess
 import sys
 
-import matplotlib
 import numpy as np
 import pytest
 
 import utils
 from helpers import ROOT, is_png
-
-matplotlib.use("Agg")
 
 
 def test_windowed_mean_matches_a_plain_loop():
