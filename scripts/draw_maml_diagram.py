@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ INNER_STEPS = 3
 META_PATH = np.array([[-4.6, -3.4], [-4.1, -2.0], [-3.0, -1.3], [-1.9, -0.9], [-0.9, -0.4], THETA])
 
 
-def draw_task(axes, task: int, optimum: np.ndarray) -> None:
+def draw_task(axes: Axes, task: int, optimum: np.ndarray) -> None:
     """A task's loss basin around theta*_i and S shrinking SGD steps from theta towards it."""
     color = TASK_COLORS[task]
     angle = np.degrees(np.arctan2(*(optimum - THETA)[::-1]))
@@ -49,38 +50,41 @@ def draw_task(axes, task: int, optimum: np.ndarray) -> None:
     axes.annotate(rf"$\phi_{task}$", points[-1], fontsize=13, color=color, **label_offset)
 
 
-def draw(out: Path) -> None:
-    figure, axes = plt.subplots(figsize=(8, 5.6))
-    for task, optimum in TASK_OPTIMA.items():
-        draw_task(axes, task, optimum)
-
+def draw_meta_path(axes: Axes) -> None:
+    """The meta-training path from a random theta_0 to the learned theta, one dot per update."""
     axes.plot(*META_PATH.T, color="black", lw=3, solid_capstyle="round")
     axes.plot(*META_PATH[:-1].T, "o", color="black", markersize=4)
     axes.plot(*META_PATH[0], "s", color="gray", markersize=9)
     axes.annotate(r"$\theta_0$ (random)", META_PATH[0], xytext=(10, -4), textcoords="offset points", fontsize=12)
     axes.plot(*THETA, "o", color="black", markersize=12)
     axes.annotate(r"$\theta$", THETA, xytext=(10, -18), textcoords="offset points", fontsize=16, weight="bold")
-    axes.annotate(
-        "meta-learning: one Adam step\non each task's query loss",
-        META_PATH[2],
-        xytext=(-3.5, -2.75),
-        fontsize=10,
-        arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8},
-    )
-    axes.annotate(
-        f"adaptation: S = {INNER_STEPS} SGD steps\non task i's support set",
-        THETA + 0.5 * (TASK_OPTIMA[2] - THETA),
-        xytext=(1.5, -0.9),
-        fontsize=10,
-        arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.8},
-    )
+
+
+def draw_explanations(axes: Axes) -> None:
+    """What the two kinds of step are, and the update equations."""
+    pointer = {"arrowstyle": "-", "color": "gray", "lw": 0.8}
+    meta_text = "meta-learning: one Adam step\non each task's query loss"
+    axes.annotate(meta_text, META_PATH[2], xytext=(-3.5, -2.75), fontsize=10, arrowprops=pointer)
+    adaptation_text = f"adaptation: S = {INNER_STEPS} SGD steps\non task i's support set"
+    adaptation_step = THETA + 0.5 * (TASK_OPTIMA[2] - THETA)
+    axes.annotate(adaptation_text, adaptation_step, xytext=(1.5, -0.9), fontsize=10, arrowprops=pointer)
     equations = (
         r"$\phi_i \leftarrow \phi_i - \alpha\,\nabla_{\phi}\mathcal{L}^{\mathrm{support}}_i(\phi_i)$"
         r"  (S times, from $\phi_i = \theta$)"
         "\n"
-        r"$\theta \leftarrow \theta - \beta\,\nabla_{\theta}\mathcal{L}^{\mathrm{query}}_i(\phi_i(\theta))$"
+        r"$\theta \leftarrow \mathrm{Adam}_\beta\left(\theta,\ "
+        r"\nabla_{\theta}\mathcal{L}^{\mathrm{query}}_i(\phi_i(\theta))\right)$"
     )
     axes.text(0.5, 0.02, equations, transform=axes.transAxes, ha="center", va="bottom", fontsize=11)
+
+
+def draw(out: Path) -> None:
+    """Draw the whole diagram and save it as a PNG at `out`."""
+    figure, axes = plt.subplots(figsize=(8, 5.6))
+    for task, optimum in TASK_OPTIMA.items():
+        draw_task(axes, task, optimum)
+    draw_meta_path(axes)
+    draw_explanations(axes)
     axes.set_xlim(-5.3, 4.6)
     axes.set_ylim(-5.4, 3.2)
     axes.set_aspect("equal")
