@@ -63,9 +63,11 @@ def learning_curve(
                 if plot_tfs:
                     recent["scratch_mse"] = _recent_mse(scratch.history)
                 progress.set_postfix({name: f"{mse:.3f}" for name, mse in recent.items()}, refresh=False)
-    scratch_history = scratch.history if plot_tfs else None
+    if not plot_tfs:
+        scratch = None
+    scratch_history = scratch.history if scratch else None
     plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
-    return maml, (scratch if plot_tfs else None)
+    return maml, scratch
 
 
 def _count(minimum: int) -> Callable[[str], int]:
