@@ -53,18 +53,15 @@ def learning_curve(
     sine = SineGenerator(k=SUPPORT_POINTS, k_test=QUERY_POINTS)
     maml = MAML(num_steps=maml_steps)
     scratch = TrainFromScratch(num_steps=TFS_STEPS)
+    learners = {"maml": maml, "scratch": scratch} if plot_tfs else {"maml": maml}
     with tqdm(sine.generator(episodes), total=episodes, unit="episode", mininterval=0.5) as progress:
         for episode, (_, task) in enumerate(progress, start=1):
-            maml.train(task)
-            if plot_tfs:
-                scratch.train(task)
+            for learner in learners.values():
+                learner.train(task)
             if episode % PROGRESS_EVERY == 0:
-                recent = {"maml_mse": _recent_mse(maml.history)}
-                if plot_tfs:
-                    recent["scratch_mse"] = _recent_mse(scratch.history)
-                progress.set_postfix({name: f"{mse:.3f}" for name, mse in recent.items()}, refresh=False)
-    if not plot_tfs:
-        scratch = None
+                recent = {f"{name}_mse": f"{_recent_mse(learner.history):.3f}" for name, learner in learners.items()}
+                progress.set_postfix(recent, refresh=False)
+    scratch = learners.get("scratch")
     scratch_history = scratch.history if scratch else None
     plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
     return maml, scratch
