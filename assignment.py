@@ -11,14 +11,18 @@ so it contains second derivatives of the support loss (Hessian-vector products).
 First-order MAML drops them by treating each inner gradient as a constant.
 """
 
+import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from utils import BaseLearner
 
 LR_BASE = 0.01
 LR_META = 0.001
+TASK_PARTS = ("train_x", "train_y", "test_x", "test_y")
 
 
 class MAML:
@@ -27,6 +31,11 @@ class MAML:
     Public state: `num_steps` (S), `loss_fn` (MSE), `initialization` (6 leaf tensors,
     see `BaseLearner`), `meta_optimizer` (Adam over them) and `history` (one query
     loss per `train` call). `first_order=True` gives first-order MAML.
+
+    Bad arguments and bad tasks raise an error that names the problem, and leave the
+    learner as it was: nothing is drawn from torch's RNG before the arguments are
+    checked, and `train` changes no state before the query loss and the
+    meta-gradient are known to be finite.
     """
 
     def __init__(
@@ -37,6 +46,7 @@ class MAML:
         inner_lr: float = LR_BASE,
         meta_lr: float = LR_META,
     ) -> None:
+        _check_options(num_steps, first_order, inner_lr, meta_lr)
         self.num_steps = num_steps
         self.first_order = first_order
         self.inner_lr = inner_lr
@@ -65,11 +75,105 @@ class MAML:
 
         Adapts to the support set (train), scores the fast weights on the query set
         (test), takes one Adam step on the initialization, and records the query loss.
+        The task is checked first (see `check_task`); a task whose query loss or
+        meta-gradient is not finite raises before the step, so nothing is updated.
         """
-        train_x, train_y, test_x, test_y = task
+        train_x, train_y, test_x, test_y = check_task(task, self.initialization[0].dtype)
         fast_weights = self.adapt(train_x, train_y)
         query_loss = self.loss_fn(BaseLearner.forward(test_x, fast_weights), test_y)
+        query_loss_value = query_loss.item()
+        check_finite(
+            (train_x, train_y, test_x, test_y),
+            query_loss_value,
+            support_used=self.num_steps > 0,
+            consequence="the meta-update was not applied",
+        )
         self.meta_optimizer.zero_grad()
         query_loss.backward()
+        if not _all_finite([weight.grad for weight in self.initialization]):
+            self.meta_optimizer.zero_grad()
+            raise FloatingPointError(
+                f"the meta-gradient is not finite on this task (query loss {query_loss_value:.3g}); "
+                "the meta-update was not applied"
+            )
         self.meta_optimizer.step()
-        self.history.append(query_loss.item())
+        self.history.append(query_loss_value)
+
+
+def _check_options(num_steps: object, first_order: object, inner_lr: object, meta_lr: object) -> None:
+    """Refuse bad constructor arguments before anything is drawn from torch's RNG."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
+        raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__} {num_steps!r}")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if not isinstance(first_order, bool):
+        raise TypeError(f"first_order must be True or False, got {first_order!r}")
+    for name, rate in (("inner_lr", inner_lr), ("meta_lr", meta_lr)):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {type(rate).__name__} {rate!r}")
+        if not 0 <= rate < math.inf:
+            raise ValueError(f"{name} must be finite and >= 0, got {rate}")
+
+
+def check_task(task: Sequence, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return `(train_x, train_y, test_x, test_y)` as (n, 1) tensors of `dtype`, or raise.
+
+    Accepted: a sequence of four torch tensors or numpy arrays of floating-point
+    numbers, each of shape (n, 1), x and y of the same length, neither set empty.
+    Any floating dtype is cast to `dtype` (the weights'), so a float64 task gives
+    the result of its float32 cast. Values are not inspected here: `MAML.train`
+    finds NaN and infinity through the losses it computes anyway.
+    """
+    if isinstance(task, str | bytes) or not isinstance(task, Sequence):
+        raise TypeError(f"task must be a sequence (train_x, train_y, test_x, test_y), got {type(task).__name__}")
+    if len(task) != len(TASK_PARTS):
+        raise ValueError(f"task must have 4 parts (train_x, train_y, test_x, test_y), got {len(task)}")
+    columns = tuple(_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, task))
+    for x_name, y_name, x, y in ((*TASK_PARTS[:2], *columns[:2]), (*TASK_PARTS[2:], *columns[2:])):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}: every x needs its y")
+        if x.shape[0] == 0:
+            raise ValueError(f"{x_name} and {y_name} are empty: a task needs at least one support and one query point")
+    return columns
+
+
+def _as_column(name: str, value: object, dtype: torch.dtype) -> torch.Tensor:
+    """`value` as an (n, 1) tensor of `dtype`; a clear error if it is not one."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind != "f":
+            raise TypeError(f"{name} must hold floating-point numbers, got numpy {value.dtype}")
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, 1), got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must hold floating-point numbers, got {value.dtype}")
+    if value.ndim != 2 or value.shape[1] != 1:
+        hint = f" (reshape it with {name}.reshape(-1, 1))" if value.ndim == 1 else ""
+        raise ValueError(f"{name} must have shape (n, 1), got {tuple(value.shape)}{hint}")
+    return value if value.dtype == dtype else value.to(dtype)
+
+
+def check_finite(
+    task: Sequence[torch.Tensor], query_loss_value: float, *, support_used: bool, consequence: str
+) -> None:
+    """Raise if the query loss is not finite, saying whether the task's values or an overflow is to blame.
+
+    A NaN or infinity anywhere in a task the learner adapted to reaches the query
+    loss, so the loss is the only check a normal episode pays for; a support set
+    the learner did not use (S = 0) is checked directly. `consequence` ends the message.
+    """
+    if math.isfinite(query_loss_value) and (support_used or _all_finite(task[:2])):
+        return
+    bad_parts = [name for name, column in zip(TASK_PARTS, task) if not torch.isfinite(column).all()]
+    if bad_parts:
+        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; {consequence}")
+    largest_y = max(task[1].abs().max().item(), task[3].abs().max().item())
+    raise FloatingPointError(
+        f"the query loss is {query_loss_value} on this task (largest |y| is {largest_y:.3g}): "
+        f"the losses overflow {task[0].dtype}; {consequence}"
+    )
+
+
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
+    """True if no tensor holds a NaN or an infinity (one reduction, one sync)."""
+    return math.isfinite(torch.cat([tensor.reshape(-1) for tensor in tensors]).sum().item())

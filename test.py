@@ -11,8 +11,9 @@ sliding window of 300 episodes, as meta-training goes on.
 
 import argparse
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +55,27 @@ def learning_curve(
     maml = MAML(num_steps=maml_steps)
     scratch = TrainFromScratch(num_steps=TFS_STEPS)
     learners = {"maml": maml, "scratch": scratch} if plot_tfs else {"maml": maml}
-    with tqdm(sine.generator(episodes), total=episodes, unit="episode", mininterval=0.5) as progress:
+    try:
+        _meta_train(learners, sine.generator(episodes), episodes)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {len(maml.history):,} of {episodes:,} episodes", file=sys.stderr)
+        raise
+    finally:  # on Ctrl-C too: the curve so far is plotted and saved before the interrupt goes on
+        scratch = learners.get("scratch")
+        scratch_history = scratch.history if scratch else None
+        plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
+    return maml, scratch
+
+
+def _meta_train(learners: dict[str, MAML | TrainFromScratch], tasks: Iterable, episodes: int) -> None:
+    """Train every learner on every task, showing progress and each learner's recent query MSE."""
+    with tqdm(tasks, total=episodes, unit="episode", mininterval=0.5) as progress:
         for episode, (_, task) in enumerate(progress, start=1):
             for learner in learners.values():
                 learner.train(task)
             if episode % PROGRESS_EVERY == 0:
                 recent = {f"{name}_mse": f"{_recent_mse(learner.history):.3f}" for name, learner in learners.items()}
                 progress.set_postfix(recent, refresh=False)
-    scratch = learners.get("scratch")
-    scratch_history = scratch.history if scratch else None
-    plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
-    return maml, scratch
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -94,7 +105,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--out: {str(args.out)!r} is a folder; give the path of a PNG file")
     if not args.out.parent.is_dir():
         parser.error(f"--out: folder {str(args.out.parent)!r} does not exist")
+    if args.out.suffix.lower() != ".png":
+        parser.error(f"--out: {str(args.out)!r} must end in .png (the figure is saved as a PNG)")
+    if not _can_write_in(args.out.parent):
+        parser.error(f"--out: cannot write in folder {str(args.out.parent)!r}")
     return args
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Try it, rather than trust permission bits (root ignores them; read-only mounts do not)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(TORCH_SEED)
     args = _parse_args(argv)
     start = time.perf_counter()
-    maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
+    try:
+        maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
+    except KeyboardInterrupt:
+        print(f"the curve so far is saved to {args.out}", file=sys.stderr)
+        sys.exit(130)  # the shell's code for "stopped by Ctrl-C"
     seconds = time.perf_counter() - start
     print(f"MAML (S={args.steps}): query MSE {_recent_mse(maml.history):.3f} over the last {PLOT_WINDOW} episodes")
     if scratch is not None:

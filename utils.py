@@ -118,8 +118,16 @@ class TrainFromScratch:
         self.history: list[float] = []
 
     def train(self, task: Sequence[torch.Tensor]) -> None:
-        """Fit a copy of the initialization to the support set; append the query MSE."""
-        train_x, train_y, test_x, test_y = task
+        """Fit a copy of the initialization to the support set; append the query MSE.
+
+        The task is checked as `MAML.train` checks it; a non-finite query loss raises
+        and is not recorded.
+        """
+        # assignment.py must run beside the assignment's original utils.py, so the task
+        # checks live there; importing them here rather than at the top avoids a cycle.
+        from assignment import check_finite, check_task
+
+        train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
         weights = [w.detach().clone().requires_grad_() for w in self.initialization]
         optimizer = torch.optim.Adam(weights)
         for _ in range(self.num_steps):
@@ -127,8 +135,9 @@ class TrainFromScratch:
             self.loss_fn(BaseLearner.forward(train_x, weights), train_y).backward()
             optimizer.step()
         with torch.no_grad():
-            query_loss = self.loss_fn(BaseLearner.forward(test_x, weights), test_y)
-        self.history.append(query_loss.item())
+            query_loss_value = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
+        check_finite(task, query_loss_value, support_used=self.num_steps > 0, consequence="nothing was recorded")
+        self.history.append(query_loss_value)
 
 
 def windowed_mean(history: Sequence[float], window: int = PLOT_WINDOW) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,11 @@
 """`python test.py` as a user runs it: headless, short, and refusing bad arguments."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -47,10 +50,19 @@ def test_headless_run_without_no_show_does_not_warn(tmp_path):
     "arguments, message",
     [
         (["--episodes", "0"], "must be at least 1"),
-        (["--episodes", "ten"], "expected a whole number"),
+        (["--episodes", "-5"], "must be at least 1, got -5"),
+        (["--episodes", "ten"], "expected a whole number, got 'ten'"),
+        (["--episodes", "2.5"], "expected a whole number, got '2.5'"),
         (["--steps", "-1"], "must be at least 0"),
+        (["--steps", "one"], "expected a whole number"),
         (["--out", "no/such/folder/curve.png"], "does not exist"),
         (["--out", "tests"], "is a folder"),
+        (["--out", "curve.jpg"], "must end in .png"),
+        pytest.param(
+            ["--out", "/proc/curve.png"],
+            "cannot write in folder '/proc'",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's"),
+        ),
     ],
 )
 def test_bad_arguments_exit_2_before_training(arguments, message):
@@ -79,3 +91,29 @@ def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch
     assert histories[False] == histories[True] == maml.history
     assert torch.equal(torch_states[False], torch.get_rng_state())
     assert torch.equal(torch_states[True], torch.get_rng_state())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
+    out, log = tmp_path / "curve.png", tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "test.py", "--episodes", "1000000", "--no-show", "--out", str(out)],
+            cwd=ROOT,
+            env={**HEADLESS, "MPLBACKEND": "Agg"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            # A shell starts background jobs with SIGINT ignored, and a child inherits that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + 120
+        while not re.search(r"\|\s*[1-9]\d*/1000000", log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=120)
+    errors = log.read_text()
+    assert returncode == 130, errors
+    done = re.search(r"interrupted after ([\d,]+) of 1,000,000 episodes", errors)
+    assert done and int(done[1].replace(",", "")) > 0, errors
+    assert f"the curve so far is saved to {out}" in errors
+    assert is_png(out)
