@@ -110,9 +110,10 @@ def trained_or_loaded(name: str, learner: Learner, args: argparse.Namespace) -> 
     if path.exists() and not args.retrain:
         maml = load_maml(path)
         found = (maml.num_steps, maml.first_order, len(maml.history))
-        if found != (learner.num_steps, learner.first_order, args.episodes):
-            problem = f"holds (S, first_order, episodes) = {found}, not {learner.num_steps, learner.first_order}"
-            raise CheckpointError(path, f"{problem}, {args.episodes}; delete it or run with --retrain")
+        expected = (learner.num_steps, learner.first_order, args.episodes)
+        if found != expected:
+            problem = f"holds (S, first_order, episodes) = {found}, expected {expected}; delete it or use --retrain"
+            raise CheckpointError(path, problem)
         return maml, "checkpoint"
     maml = meta_train(learner, args.episodes)
     save_maml(maml, path)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from extras.adaptation import mse_after_each_step, predictions_after_each_step
-from extras.checkpoint import load_maml
+from extras.checkpoint import CheckpointError, load_maml
 from extras.heldout import draw_held_out_tasks
 from extras.statistics import mean_and_ci95
 from helpers import ROOT, is_png
@@ -104,6 +104,17 @@ def test_second_run_loads_the_checkpoints_and_reproduces_the_numbers(evaluate, s
         "first_order_maml": "checkpoint",
         "pretrained": "checkpoint",
     }
+
+
+def test_a_checkpoint_of_another_learner_is_refused(evaluate, small_run, tmp_path):
+    arguments, _, checkpoint_dir, _ = small_run
+    maml_checkpoint = (checkpoint_dir / f"maml-{EPISODES}.pt").read_bytes()
+    (tmp_path / f"first_order_maml-{EPISODES}.pt").write_bytes(maml_checkpoint)
+    arguments = [*arguments[:-1], str(tmp_path)]  # the same run with this checkpoint dir
+    with pytest.raises(
+        CheckpointError, match=r"first_order_maml-200\.pt.*\(1, False, 200\), expected \(1, True, 200\)"
+    ):
+        evaluate.main(arguments)
 
 
 def test_maml_is_trained_exactly_as_test_py_trains_it(evaluate, script):
