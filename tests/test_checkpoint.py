@@ -1,0 +1,147 @@
+"""extras/checkpoint.py: an exact round trip, clear refusals of bad files, and saves that never destroy the old file."""
+
+import numpy as np
+import pytest
+import torch
+
+from assignment import MAML
+from extras import checkpoint
+from extras.checkpoint import CheckpointError, load_maml, save_maml
+from utils import SineGenerator
+
+
+def trained_maml(num_steps=1, first_order=False, episodes=5):
+    """A MAML with a few meta-updates behind it, so Adam has state worth saving."""
+    np.random.seed(0)
+    torch.manual_seed(0)
+    maml = MAML(num_steps, first_order=first_order)
+    for _, task in SineGenerator(k=10, k_test=40).generator(episodes):
+        maml.train(task)
+    return maml
+
+
+def adam_state(maml):
+    return maml.meta_optimizer.state_dict()
+
+
+@pytest.mark.parametrize("num_steps, first_order", [(1, False), (1, True), (0, False)])
+def test_round_trip_rebuilds_the_learner_exactly(tmp_path, num_steps, first_order):
+    original = trained_maml(num_steps, first_order)
+    path = tmp_path / "learner.pt"
+    save_maml(original, path)
+    rng_before = torch.get_rng_state()
+    loaded = load_maml(path)
+
+    assert torch.equal(torch.get_rng_state(), rng_before), "loading must not draw from torch's RNG"
+    assert (loaded.num_steps, loaded.first_order, loaded.inner_lr) == (num_steps, first_order, original.inner_lr)
+    assert loaded.history == original.history
+    for saved, rebuilt in zip(original.initialization, loaded.initialization, strict=True):
+        assert torch.equal(saved, rebuilt) and rebuilt.is_leaf and rebuilt.requires_grad
+    assert all(a is b for a, b in zip(loaded.meta_optimizer.param_groups[0]["params"], loaded.initialization))
+    saved_state, rebuilt_state = adam_state(original), adam_state(loaded)
+    assert saved_state["param_groups"] == rebuilt_state["param_groups"]
+    for index, state in saved_state["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, rebuilt_state["state"][index][key]), (index, key)
+
+    np.random.seed(1)
+    _, task = SineGenerator(k=10, k_test=40).generate_task()
+    original.train(task)
+    loaded.train(task)
+    assert loaded.history == original.history
+    assert all(torch.equal(a, b) for a, b in zip(original.initialization, loaded.initialization))
+
+
+def save_raw(path, content):
+    torch.save(content, path)
+    return path
+
+
+def broken_checkpoint(tmp_path, change):
+    """A real checkpoint, loaded as a plain dict, changed by `change`, and saved again."""
+    path = tmp_path / "learner.pt"
+    save_maml(trained_maml(), path)
+    content = torch.load(path, weights_only=True)
+    change(content)
+    return save_raw(path, content)
+
+
+def wrong_weight_shape(content):
+    content["initialization"][2] = torch.zeros(40, 30)
+
+
+def wrong_adam_shape(content):
+    content["meta_optimizer"]["state"][0]["exp_avg"] = torch.zeros(3)
+
+
+def test_corrupt_file_is_refused(tmp_path):
+    path = tmp_path / "learner.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(
+        CheckpointError, match=r"learner\.pt.*cannot be read as a torch checkpoint.*truncated or corrupt"
+    ):
+        load_maml(path)
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "learner.pt"
+    save_maml(trained_maml(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cannot be read as a torch checkpoint"):
+        load_maml(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"initialization": []}, "not a maml-sine-checkpoint file .it holds a dict"),
+        (torch.zeros(3), "not a maml-sine-checkpoint file .it holds a Tensor"),
+        ({"format": "maml-sine-checkpoint", "version": 99}, "format version 99; this code reads version 1"),
+        ({"format": "maml-sine-checkpoint", "version": 1, "kind": "TrainFromScratch"}, "holds a 'TrainFromScratch'"),
+        ({"format": "maml-sine-checkpoint", "version": 1, "kind": "MAML"}, "missing field.s. num_steps, first_order"),
+    ],
+    ids=["plain-dict", "tensor", "version", "kind", "fields"],
+)
+def test_file_of_another_kind_is_refused(tmp_path, content, message):
+    path = save_raw(tmp_path / "learner.pt", content)
+    with pytest.raises(CheckpointError, match=message):
+        load_maml(path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (wrong_weight_shape, r"initialization tensor 2 is \(40, 30\) torch.float32, expected \(40, 40\)"),
+        (lambda content: content["initialization"].pop(), "must be a list of 6 tensors"),
+        (wrong_adam_shape, "Adam's exp_avg for weight 0 does not match the weight's shape"),
+        (lambda content: content.update(num_steps=-1), "num_steps -1"),
+        (lambda content: content.update(history=torch.zeros(2, 2)), "history is not a 1-D tensor"),
+    ],
+    ids=["weight-shape", "weight-count", "adam-shape", "num-steps", "history"],
+)
+def test_checkpoint_of_the_wrong_shape_is_refused(tmp_path, change, message):
+    path = broken_checkpoint(tmp_path, change)
+    with pytest.raises(CheckpointError, match=message):
+        load_maml(path)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_maml(tmp_path / "absent.pt")
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "learner.pt"
+    save_maml(trained_maml(episodes=2), path)
+    previous = path.read_bytes()
+
+    def save_half_then_fail(content, file):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_maml(trained_maml(episodes=4), path)
+    assert path.read_bytes() == previous
+    assert list(tmp_path.iterdir()) == [path], "no temporary file may be left behind"
+    assert len(load_maml(path).history) == 2

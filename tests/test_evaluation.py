@@ -1,0 +1,223 @@
+"""scripts/evaluate.py and extras/{heldout,adaptation,statistics}.py: a small run end to end, the fixed held-out
+tasks, batched SGD against a plain per-task loop, and the command line."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from extras.adaptation import mse_after_each_step, predictions_after_each_step
+from extras.checkpoint import CheckpointError, load_maml
+from extras.heldout import draw_held_out_tasks
+from extras.statistics import mean_and_ci95
+from helpers import ROOT, is_png
+from utils import BaseLearner
+
+SCRIPT = ROOT / "scripts" / "evaluate.py"
+EPISODES, TASKS = 200, 24
+HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+@pytest.fixture(scope="module")
+def evaluate():
+    """scripts/evaluate.py imported as a module."""
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def small_run(evaluate, tmp_path_factory):
+    """One short evaluation: its arguments, out dir, checkpoint dir and report."""
+    out_dir, checkpoint_dir = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("checkpoints")
+    arguments = ["--episodes", str(EPISODES), "--tasks", str(TASKS)]
+    arguments += ["--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
+    return arguments, out_dir, checkpoint_dir, evaluate.main(arguments)
+
+
+def test_small_run_writes_results_and_figures(evaluate, small_run):
+    _, out_dir, checkpoint_dir, report = small_run
+    assert sorted(path.name for path in out_dir.iterdir()) == [
+        "fits.png",
+        "mse_vs_steps.png",
+        "results.json",
+        "results.md",
+    ]
+    assert is_png(out_dir / "fits.png") and is_png(out_dir / "mse_vs_steps.png")
+    assert json.loads((out_dir / "results.json").read_text()) == report
+    assert sorted(path.name for path in checkpoint_dir.iterdir()) == [
+        f"{name}-{EPISODES}.pt" for name in ("first_order_maml", "maml", "pretrained")
+    ]
+    table = (out_dir / "results.md").read_text()
+    assert all(learner.label in table for learner in evaluate.LEARNERS.values())
+    assert report["protocol"]["training"]["episodes"] == EPISODES
+    assert report["protocol"]["evaluation"]["tasks"] == TASKS
+
+
+def test_small_run_numbers_are_finite_and_consistent(evaluate, small_run):
+    report = small_run[3]
+    assert set(report["mse"]) == set(evaluate.LEARNERS)
+    for name, by_k in report["mse"].items():
+        assert set(by_k) == {"5", "10"}
+        for summary in by_k.values():
+            assert len(summary["mean"]) == len(summary["ci95"]) == evaluate.MAX_STEPS + 1
+            assert all(math.isfinite(m) and m > 0 for m in summary["mean"])
+            assert all(math.isfinite(c) and c > 0 for c in summary["ci95"])
+        assert by_k["5"]["mean"][0] == by_k["10"]["mean"][0], f"{name}: before adaptation K cannot matter"
+    sources = {name: learner["source"] for name, learner in report["learners"].items()}
+    assert sources == {"maml": "trained", "first_order_maml": "trained", "pretrained": "trained", "scratch": "random"}
+
+
+def unadapted_grid_mse(weights, tasks):
+    """Mean over tasks of the MSE of BaseLearner.forward on the grid, y from numpy: no shared evaluation code."""
+    grid_x = tasks.grid_x.double().numpy()
+    predictions = BaseLearner.forward(tasks.grid_x, weights).detach().double().numpy()
+    errors = [np.mean((predictions - a * np.sin(grid_x + p)) ** 2) for a, p in zip(tasks.amplitudes, tasks.phases)]
+    return np.mean(errors)
+
+
+def test_step_zero_is_the_unadapted_mse_on_the_grid(evaluate, small_run):
+    _, _, checkpoint_dir, report = small_run
+    tasks = draw_held_out_tasks(TASKS, max(evaluate.SUPPORT_SIZES), evaluate.HELD_OUT_SEED, evaluate.GRID_X)
+    assert tasks.grid_x.shape == (100, 1) and tasks.grid_x[0].item() == -5.0 and tasks.grid_x[-1].item() == 5.0
+    maml = load_maml(checkpoint_dir / f"maml-{EPISODES}.pt")
+    torch.manual_seed(evaluate.TORCH_SEED)
+    scratch = BaseLearner.random_initial_weights()
+    for name, weights in [("maml", maml.initialization), ("scratch", scratch)]:
+        step_zero = report["mse"][name]["10"]["mean"][0]
+        assert step_zero == pytest.approx(unadapted_grid_mse(weights, tasks), rel=1e-5)
+
+
+def test_second_run_loads_the_checkpoints_and_reproduces_the_numbers(evaluate, small_run):
+    arguments, _, _, first = small_run
+    second = evaluate.main(arguments)
+    assert second["mse"] == first["mse"]
+    assert {name: learner["source"] for name, learner in second["learners"].items() if name != "scratch"} == {
+        "maml": "checkpoint",
+        "first_order_maml": "checkpoint",
+        "pretrained": "checkpoint",
+    }
+
+
+def test_a_checkpoint_of_another_learner_is_refused(evaluate, small_run, tmp_path):
+    arguments, _, checkpoint_dir, _ = small_run
+    maml_checkpoint = (checkpoint_dir / f"maml-{EPISODES}.pt").read_bytes()
+    (tmp_path / f"first_order_maml-{EPISODES}.pt").write_bytes(maml_checkpoint)
+    arguments = [*arguments[:-1], str(tmp_path)]  # the same run with this checkpoint dir
+    with pytest.raises(
+        CheckpointError, match=r"first_order_maml-200\.pt.*\(1, False, 200\), expected \(1, True, 200\)"
+    ):
+        evaluate.main(arguments)
+
+
+def test_maml_is_trained_exactly_as_test_py_trains_it(evaluate, script):
+    np.random.seed(evaluate.NUMPY_SEED)
+    torch.manual_seed(evaluate.TORCH_SEED)
+    reference, _ = script.learning_curve(maml_steps=1, episodes=30, show=False)
+    torch.manual_seed(0)  # meta_train must re-seed both RNGs itself
+    np.random.seed(0)
+    maml = evaluate.meta_train(evaluate.LEARNERS["maml"], episodes=30)
+    assert maml.history == reference.history
+    assert all(torch.equal(a, b) for a, b in zip(maml.initialization, reference.initialization))
+
+
+def test_held_out_tasks_are_fixed_and_leave_numpy_alone():
+    numpy_state = np.random.get_state()
+    first = draw_held_out_tasks(20, 10, seed=5, grid=np.linspace(-5, 5, 100))
+    second = draw_held_out_tasks(20, 10, seed=5, grid=np.linspace(-5, 5, 100))
+    fewer = draw_held_out_tasks(7, 10, seed=5, grid=np.linspace(-5, 5, 100))
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+    assert np.array_equal(first.amplitudes, second.amplitudes) and np.array_equal(first.phases, second.phases)
+    assert torch.equal(first.support_x, second.support_x)
+    assert np.array_equal(fewer.amplitudes, first.amplitudes[:7]) and torch.equal(fewer.support_x, first.support_x[:7])
+    assert not np.array_equal(first.amplitudes, draw_held_out_tasks(20, 10, seed=6, grid=[0.0]).amplitudes)
+    assert np.all((first.amplitudes >= 0.1) & (first.amplitudes < 5.0))
+    assert np.all((first.phases >= 0.0) & (first.phases < np.pi))
+    assert torch.all((first.support_x >= -5.0) & (first.support_x < 5.0))
+    support_x, support_y = first.support(5)
+    assert support_x.shape == support_y.shape == (20, 5, 1) and torch.equal(support_x, first.support_x[:, :5])
+    expected_y = first.amplitudes[3] * np.sin(support_x[3].double().numpy() + first.phases[3])
+    np.testing.assert_allclose(support_y[3].numpy(), expected_y, rtol=1e-6)
+
+
+def reference_forward(weights, x):
+    w1, b1, w2, b2, w3, b3 = weights
+    hidden = torch.relu(x @ w1.T + b1)
+    return torch.relu(hidden @ w2.T + b2) @ w3.T + b3
+
+
+def sgd_one_task(initialization, support_x, support_y, grid_x, grid_y, steps, lr):
+    """A plain loop: grid MSE and grid predictions after 0..steps SGD steps on one task, via torch.autograd.grad."""
+    weights = [w.detach().clone().requires_grad_() for w in initialization]
+    losses, predictions = [], []
+    for step in range(steps + 1):
+        if step:
+            support_loss = ((reference_forward(weights, support_x) - support_y) ** 2).mean()
+            gradients = torch.autograd.grad(support_loss, weights)
+            weights = [(w - lr * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
+        with torch.no_grad():
+            prediction = reference_forward(weights, grid_x)
+        predictions.append(prediction)
+        losses.append(((prediction - grid_y) ** 2).mean())
+    return torch.stack(losses), torch.stack(predictions)
+
+
+def test_batched_adaptation_equals_a_per_task_loop(float64):
+    torch.manual_seed(3)
+    initialization = BaseLearner.random_initial_weights()
+    tasks = draw_held_out_tasks(6, 10, seed=11, grid=np.linspace(-5, 5, 100))
+    support = tuple(tensor.double() for tensor in tasks.support(5))
+    grid_x, grid_y = (tensor.double() for tensor in tasks.grid())
+    steps, lr = 10, 0.05  # a larger step than 0.01 makes the ten steps move the weights further
+    batched_mse = mse_after_each_step(initialization, support, (grid_x, grid_y), steps, lr)
+    batched_predictions = predictions_after_each_step(initialization, support, grid_x, steps, lr)
+    assert batched_mse.shape == (steps + 1, 6) and batched_predictions.shape == (steps + 1, 6, 100, 1)
+    for task in range(6):
+        losses, predictions = sgd_one_task(
+            initialization, support[0][task], support[1][task], grid_x, grid_y[task], steps, lr
+        )
+        torch.testing.assert_close(batched_mse[:, task], losses, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(batched_predictions[:, task], predictions, rtol=1e-10, atol=1e-12)
+    assert (batched_predictions[-1] - batched_predictions[0]).abs().max() > 0.1, "the steps must move the fit"
+    assert all(w.grad is None for w in initialization), "the initialization must be left untouched"
+
+
+def test_mean_and_ci95():
+    errors = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    mean, ci95 = mean_and_ci95(errors)
+    np.testing.assert_allclose(mean, [2.5, 2.0])
+    np.testing.assert_allclose(ci95, [1.96 * np.sqrt(1.25) / 2, 0.0])
+
+
+def run_script(*arguments):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *arguments], cwd=ROOT, env=HEADLESS, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_explains_the_script():
+    result = run_script("--help")
+    assert result.returncode == 0, result.stderr
+    for text in ("Finn et al. (2017)", "--checkpoint-dir", "--retrain", "600 new tasks", "results.json"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--tasks", "0"], "--tasks: expected a whole number of at least 2, got '0'"),
+        (["--out-dir", "README.md"], "is a file"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(arguments, message):
+    result = run_script(*arguments)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stdout == ""
