@@ -45,11 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from assignment import LR_BASE, MAML  # noqa: E402
 from extras.adaptation import mse_after_each_step, predictions_after_each_step  # noqa: E402
-from extras.atomic import write_text_atomically  # noqa: E402
 from extras.checkpoint import CheckpointError, load_maml, save_maml  # noqa: E402
 from extras.heldout import HeldOutTasks, draw_held_out_tasks  # noqa: E402
 from extras.statistics import mean_and_ci95  # noqa: E402
-from utils import X_RANGE, BaseLearner, SineGenerator, save_figure  # noqa: E402
+from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, write_text_atomically  # noqa: E402
 
 # Meta-training: the seeded task stream and budget of `python test.py`.
 NUMPY_SEED = 1337
