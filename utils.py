@@ -1,9 +1,10 @@
 """Sine-wave tasks, the functional base-learner, the from-scratch baseline and the plot.
 
 Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.py` and
-`scripts/`, atomic file writes among it.
+`scripts/`, atomic file writes and an argparse type for counts among it.
 """
 
+import argparse
 import contextlib
 import numbers
 import os
@@ -34,6 +35,21 @@ def _require_count(name: str, value: object, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 class SineGenerator:

@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from extras.adaptation import mse_after_each_step, predictions_after_each_step  
 from extras.checkpoint import CheckpointError, load_maml, save_maml  # noqa: E402
 from extras.heldout import HeldOutTasks, draw_held_out_tasks  # noqa: E402
 from extras.statistics import mean_and_ci95  # noqa: E402
-from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, write_text_atomically  # noqa: E402
+from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, whole_number, write_text_atomically  # noqa: E402
 
 # Meta-training: the seeded task stream and budget of `python test.py`.
 NUMPY_SEED = 1337
@@ -274,24 +273,13 @@ def protocol(args: argparse.Namespace, fit_task: int) -> dict:
     }
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum`."""
-
-    def parse(text: str) -> int:
-        if not text.strip().isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
-        return int(text)
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--episodes", type=_count(1), default=EPISODES, help=f"meta-training tasks (default {EPISODES})"
+        "--episodes", type=whole_number(1), default=EPISODES, help=f"meta-training tasks (default {EPISODES})"
     )
     parser.add_argument(
-        "--tasks", type=_count(2), default=HELD_OUT_TASKS, help=f"held-out tasks (default {HELD_OUT_TASKS})"
+        "--tasks", type=whole_number(2), default=HELD_OUT_TASKS, help=f"held-out tasks (default {HELD_OUT_TASKS})"
     )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the results and figures")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")

@@ -213,7 +213,7 @@ def test_help_explains_the_script():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--tasks", "0"], "--tasks: expected a whole number of at least 2, got '0'"),
+        (["--tasks", "0"], "--tasks: must be at least 2, got 0"),
         (["--out-dir", "README.md"], "is a file"),
     ],
 )
