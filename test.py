@@ -13,7 +13,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from assignment import MAML
-from utils import PLOT_WINDOW, SineGenerator, TrainFromScratch, plot_history, show_figures
+from utils import PLOT_WINDOW, SineGenerator, TrainFromScratch, plot_history, show_figures, whole_number
 
 NUMPY_SEED = 1337
 TORCH_SEED = 42
@@ -78,25 +78,10 @@ def _meta_train(learners: dict[str, MAML | TrainFromScratch], tasks: Iterable, e
                 progress.set_postfix(recent, refresh=False)
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=_count(0), default=1, help="MAML inner steps S (default 1)")
-    parser.add_argument("--episodes", type=_count(1), default=EPISODES, help="tasks to train on (default 40000)")
+    parser.add_argument("--steps", type=whole_number(0), default=1, help="MAML inner steps S (default 1)")
+    parser.add_argument("--episodes", type=whole_number(1), default=EPISODES, help="tasks to train on (default 40000)")
     parser.add_argument("--plot-tfs", action="store_true", help="also train and plot the from-scratch learner")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")

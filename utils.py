@@ -1,8 +1,10 @@
 """Sine-wave tasks, the functional base-learner, the from-scratch baseline and the plot.
 
-Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.py`.
+Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.py` and
+`scripts/`, atomic file writes and an argparse type for counts among it.
 """
 
+import argparse
 import contextlib
 import numbers
 import os
@@ -10,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -33,6 +35,21 @@ def _require_count(name: str, value: object, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 class SineGenerator:
@@ -167,18 +184,19 @@ def show_figures() -> None:
         plt.show()
 
 
-def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
-    """Write `figure` as a PNG at `path`, atomically.
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(file)` on a temporary binary file beside `path`, then move it onto `path`.
 
-    The PNG goes to a temporary file in the same folder, reaches the disk, and only
-    then replaces `path`: a failed or interrupted save leaves any previous file whole
-    and no partial file behind.
+    The temporary file is in the same folder and reaches the disk before `os.replace`
+    renames it, which is atomic: readers see either the old file or the complete new
+    one. If `write` or the disk fails, or the write is interrupted, the old file stays
+    as it was and the temporary file is removed.
     """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            figure.savefig(file, format="png", dpi=150)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes files readable by their owner only
@@ -187,6 +205,17 @@ def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write `text` as UTF-8 at `path`, atomically (see `write_atomically`)."""
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
+    """Write `figure` as a PNG at `path`, atomically (see `write_atomically`): a failed or
+    interrupted save leaves any previous file whole and no partial file behind."""
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
 
 
 def plot_history(

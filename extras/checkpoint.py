@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from assignment import MAML
-from extras.atomic import write_atomically
-from utils import LAYER_SIZES
+from utils import LAYER_SIZES, write_atomically
 
 FORMAT = "maml-sine-checkpoint"
 VERSION = 1

@@ -21,13 +21,16 @@ same tasks in every run: each learner takes 0..10 plain SGD steps (lr 0.01) on K
 points of a task and is scored by its MSE on 100 evenly spaced x in [-5, 5]. Written to --out-dir:
 results.json (mean and 95% confidence interval per learner, K and step, and the protocol), results.md
 (a table), mse_vs_steps.png (the paper's Figure 3) and fits.png (Figure 2, one held-out task).
+
+Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
+atomically, so nothing is left half-written, and the learners already trained stay in --checkpoint-dir.
 """
 
 import argparse
 import json
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from assignment import LR_BASE, MAML  # noqa: E402
 from extras.adaptation import mse_after_each_step, predictions_after_each_step  # noqa: E402
-from extras.atomic import write_text_atomically  # noqa: E402
 from extras.checkpoint import CheckpointError, load_maml, save_maml  # noqa: E402
 from extras.heldout import HeldOutTasks, draw_held_out_tasks  # noqa: E402
 from extras.statistics import mean_and_ci95  # noqa: E402
-from utils import X_RANGE, BaseLearner, SineGenerator, save_figure  # noqa: E402
+from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, whole_number, write_text_atomically  # noqa: E402
 
 # Meta-training: the seeded task stream and budget of `python test.py`.
 NUMPY_SEED = 1337
@@ -70,6 +72,8 @@ TABLE_STEPS = (0, 1, 5, 10)
 MSE_TICKS = (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5)
 FIT_STEPS = (0, 1, 10)
 FIT_AMPLITUDE = 3.0  # fits.png draws the first held-out task with a larger amplitude, where the fits differ visibly
+
+WRITING = "writing the figures and results"  # the last stage of a run
 
 DEFAULT_OUT_DIR = ROOT / "docs" / "evaluation"
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
@@ -99,8 +103,13 @@ def meta_train(learner: Learner, episodes: int) -> MAML:
     torch.manual_seed(TORCH_SEED)
     tasks = SineGenerator(k=TRAIN_SUPPORT_POINTS, k_test=TRAIN_QUERY_POINTS)
     maml = MAML(learner.num_steps, first_order=learner.first_order)
-    for _, task in tqdm(tasks.generator(episodes), total=episodes, desc=learner.label, unit="task", mininterval=0.5):
-        maml.train(task)
+    try:
+        with tqdm(tasks.generator(episodes), total=episodes, desc=learner.label, unit="task", mininterval=0.5) as bar:
+            for _, task in bar:
+                maml.train(task)
+    except KeyboardInterrupt:  # say how far it got; `main` adds what is kept
+        done = f"meta-training {learner.label}, after {len(maml.history):,} of {episodes:,} episodes"
+        raise KeyboardInterrupt(done) from None
     return maml
 
 
@@ -275,68 +284,74 @@ def protocol(args: argparse.Namespace, fit_task: int) -> dict:
     }
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum`."""
-
-    def parse(text: str) -> int:
-        if not text.strip().isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
-        return int(text)
-
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--episodes", type=_count(1), default=EPISODES, help=f"meta-training tasks (default {EPISODES})"
+        "--episodes", type=whole_number(1), default=EPISODES, help=f"meta-training tasks (default {EPISODES})"
     )
     parser.add_argument(
-        "--tasks", type=_count(2), default=HELD_OUT_TASKS, help=f"held-out tasks (default {HELD_OUT_TASKS})"
+        "--tasks", type=whole_number(2), default=HELD_OUT_TASKS, help=f"held-out tasks (default {HELD_OUT_TASKS})"
     )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the results and figures")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
     args = parser.parse_args(argv)
-    for option, folder in (("--out-dir", args.out_dir), ("--checkpoint-dir", args.checkpoint_dir)):
+    folders = {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir}
+    for option, folder in folders.items():
         if folder.exists() and not folder.is_dir():
             parser.error(f"{option}: {str(folder)!r} is a file, not a folder")
+    for option, folder in folders.items():
+        try:  # create it and write in it now: a folder that cannot hold the results must not cost the training
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the whole evaluation; returns what results.json holds."""
+    """Run the whole evaluation; returns what results.json holds.
+
+    Ctrl-C raises KeyboardInterrupt with one line for the user: where the run stopped and what it kept.
+    """
     args = parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stage, saved = "starting", []  # what the run is doing, and the learners in --checkpoint-dir, for that line
+    try:
+        initializations, records = {}, {}
+        for name, learner in LEARNERS.items():
+            stage = f"loading or saving {learner.label}"
+            initializations[name], records[name] = initialization_of(name, learner, args)
+            if learner.num_steps is not None:
+                saved.append(learner.label)
+        training_seconds = time.perf_counter() - start
 
-    initializations, records = {}, {}
-    for name, learner in LEARNERS.items():
-        initializations[name], records[name] = initialization_of(name, learner, args)
-    training_seconds = time.perf_counter() - start
+        stage = "evaluating"
+        tasks = draw_held_out_tasks(args.tasks, max(SUPPORT_SIZES), HELD_OUT_SEED, GRID_X)
+        results = {name: evaluate(weights, tasks) for name, weights in initializations.items()}
+        fit_task = task_to_draw(tasks)
+        fits = {name: fits_on_one_task(weights, tasks, fit_task) for name, weights in initializations.items()}
+        evaluation_seconds = time.perf_counter() - start - training_seconds
 
-    tasks = draw_held_out_tasks(args.tasks, max(SUPPORT_SIZES), HELD_OUT_SEED, GRID_X)
-    results = {name: evaluate(weights, tasks) for name, weights in initializations.items()}
-    fit_task = task_to_draw(tasks)
-    fits = {name: fits_on_one_task(weights, tasks, fit_task) for name, weights in initializations.items()}
-    evaluation_seconds = time.perf_counter() - start - training_seconds
-
-    plot_mse_against_steps(results, len(tasks), args.out_dir / "mse_vs_steps.png")
-    plot_fits(fits, tasks, fit_task, args.out_dir / "fits.png")
-    report = {
-        "protocol": protocol(args, fit_task),
-        "learners": {name: {"label": LEARNERS[name].label, **records[name]} for name in LEARNERS},
-        "wall_seconds": {
-            "train_or_load": round(training_seconds, 2),
-            "evaluate": round(evaluation_seconds, 2),
-            "total": round(time.perf_counter() - start, 2),
-        },
-        "mse": results,
-    }
-    write_text_atomically(args.out_dir / "results.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomically(args.out_dir / "results.md", markdown_table(results, len(tasks)))
+        stage = WRITING
+        plot_mse_against_steps(results, len(tasks), args.out_dir / "mse_vs_steps.png")
+        plot_fits(fits, tasks, fit_task, args.out_dir / "fits.png")
+        report = {
+            "protocol": protocol(args, fit_task),
+            "learners": {name: {"label": LEARNERS[name].label, **records[name]} for name in LEARNERS},
+            "wall_seconds": {
+                "train_or_load": round(training_seconds, 2),
+                "evaluate": round(evaluation_seconds, 2),
+                "total": round(time.perf_counter() - start, 2),
+            },
+            "mse": results,
+        }
+        write_text_atomically(args.out_dir / "results.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomically(args.out_dir / "results.md", markdown_table(results, len(tasks)))
+    except KeyboardInterrupt as interrupt:  # meta_train's message says how far it got; else the stage does
+        raise KeyboardInterrupt(_interrupted(str(interrupt) or stage, saved, args)) from None
     print(markdown_table(results, len(tasks)))
     for name, record in report["learners"].items():
         print(f"{LEARNERS[name].label}: {record['source']}, {record['seconds']:.1f} s")
@@ -346,8 +361,25 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def _interrupted(stage: str, saved: list[str], args: argparse.Namespace) -> str:
+    """The line for a run stopped by Ctrl-C: where it stopped and what is on disk (every write is atomic)."""
+    if saved:
+        again = "run again without --retrain" if args.retrain else "run again"
+        checkpoints = f"checkpoints of {', '.join(saved)} are kept in {args.checkpoint_dir}: {again} to go on from them"
+    else:
+        checkpoints = "no learner had finished, so no checkpoint was written"
+    if stage == WRITING:
+        results = f"the files in {args.out_dir} are each complete, but may not all be from this run"
+    else:
+        results = f"nothing was written to {args.out_dir}"
+    return f"interrupted while {stage}; {checkpoints}; {results}"
+
+
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
     except CheckpointError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt as interrupt:
+        print(str(interrupt) or "interrupted", file=sys.stderr)
+        sys.exit(130)  # the shell's code for "stopped by Ctrl-C"

@@ -5,15 +5,19 @@ import importlib.util
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from assignment import MAML
 from extras.adaptation import mse_after_each_step, predictions_after_each_step
-from extras.checkpoint import CheckpointError, load_maml
+from extras.checkpoint import CheckpointError, load_maml, save_maml
 from extras.heldout import draw_held_out_tasks
 from extras.statistics import mean_and_ci95
 from helpers import ROOT, is_png
@@ -117,6 +121,38 @@ def test_a_checkpoint_of_another_learner_is_refused(evaluate, small_run, tmp_pat
         evaluate.main(arguments)
 
 
+@pytest.mark.parametrize(
+    "stopped_in, stage, results, written",
+    [
+        ("evaluate", "evaluating", "nothing was written to {out}", []),
+        (
+            "plot_fits",
+            "writing the figures and results",
+            "the files in {out} are each complete, but may not all be from this run",
+            ["mse_vs_steps.png"],
+        ),
+    ],
+)
+def test_an_interrupt_after_training_says_where_it_stopped_and_what_is_kept(
+    evaluate, small_run, tmp_path, monkeypatch, stopped_in, stage, results, written
+):
+    arguments, _, checkpoint_dir, _ = small_run
+    out = tmp_path / "out"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, stopped_in, interrupt)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        evaluate.main([*arguments[:-3], str(out), *arguments[-2:]])  # the same run with another --out-dir
+    trained = "MAML, S=1, first-order MAML, S=1, pretrained (S=0)"
+    assert str(raised.value) == (
+        f"interrupted while {stage}; checkpoints of {trained} are kept in {checkpoint_dir}: "
+        f"run again to go on from them; {results.format(out=out)}"
+    )
+    assert sorted(path.name for path in out.iterdir()) == written
+
+
 def test_maml_is_trained_exactly_as_test_py_trains_it(evaluate, script):
     np.random.seed(evaluate.NUMPY_SEED)
     torch.manual_seed(evaluate.TORCH_SEED)
@@ -213,11 +249,62 @@ def test_help_explains_the_script():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--tasks", "0"], "--tasks: expected a whole number of at least 2, got '0'"),
-        (["--out-dir", "README.md"], "is a file"),
+        (["--tasks", "0"], "--tasks: must be at least 2, got 0"),
+        (["--episodes", "ten"], "--episodes: expected a whole number, got 'ten'"),
+        (["--out-dir", "README.md"], "--out-dir: 'README.md' is a file, not a folder"),
+        (["--checkpoint-dir", "README.md"], "--checkpoint-dir: 'README.md' is a file, not a folder"),
+        (["--out-dir", "README.md/evaluation"], "--out-dir: cannot write in folder 'README.md/evaluation'"),
+        pytest.param(
+            ["--out-dir", "/proc/evaluation"],
+            "--out-dir: cannot write in folder '/proc/evaluation'",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="/proc is Linux's"),
+        ),
     ],
 )
-def test_bad_arguments_exit_2_with_a_message(arguments, message):
-    result = run_script(*arguments)
+def test_bad_arguments_exit_2_before_training(tmp_path, arguments, message):
+    result = run_script("--checkpoint-dir", str(tmp_path / "checkpoints"), *arguments)
     assert result.returncode == 2
-    assert message in result.stderr and result.stdout == ""
+    assert message in result.stderr
+    assert result.stderr.startswith("usage:") and result.stdout == "", "nothing may run before the error"
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp_path):
+    """A real SIGINT while the second learner meta-trains: one line on stderr, exit 130, the first learner's
+    checkpoint untouched, no other or temporary file left behind."""
+    out_dir, checkpoint_dir, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
+    checkpoint_dir.mkdir()
+    episodes = 1_000_000
+    first = checkpoint_dir / f"maml-{episodes}.pt"  # as if MAML, S=1 were already trained: loaded, not trained
+    maml = MAML(num_steps=1)
+    maml.history = [1.0] * episodes
+    save_maml(maml, first)
+    saved = first.read_bytes()
+    arguments = ["--episodes", str(episodes), "--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *arguments],
+            cwd=ROOT,
+            env=HEADLESS,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            # A shell starts background jobs with SIGINT ignored, and a child inherits that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + 120
+        while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in meta-training
+        process.send_signal(signal.SIGINT)
+        returncode = process.wait(timeout=120)
+    errors = log.read_text()
+    assert returncode == 130, errors
+    done = re.search(
+        r"interrupted while meta-training first-order MAML, S=1, after ([\d,]+) of 1,000,000 episodes", errors
+    )
+    assert done and int(done[1].replace(",", "")) > 0, errors
+    assert f"checkpoints of MAML, S=1 are kept in {checkpoint_dir}: run again to go on from them" in errors
+    assert f"nothing was written to {out_dir}" in errors
+    assert "Traceback" not in errors
+    assert list(out_dir.iterdir()) == []
+    assert list(checkpoint_dir.iterdir()) == [first] and first.read_bytes() == saved
