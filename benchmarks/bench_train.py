@@ -1,0 +1,235 @@
+"""How long one episode takes: the textbook MAML loop, the shipped `train`, and the compiled fast path.
+
+    python benchmarks/bench_train.py            # the full table, then 40,000 episodes of memory (about 4 min)
+    python benchmarks/bench_train.py --quick    # fewer repeats, no 40,000-episode memory run
+
+Everything runs in this one process, on the same pre-drawn tasks and from the same
+initialization. For each thread count and setting, every contender first runs
+WARMUP episodes (the compiled path compiles then; that time is reported apart), then
+REPEATS blocks of BLOCK episodes, the contenders taking turns in a rotating order so
+that a slow moment of the machine hits them all; the table gives the median time
+per episode and the speed-up over the textbook loop at the same thread count.
+
+Deviation: fresh copies run DEVIATION_EPISODES episodes on the same tasks, and each
+history is compared with the textbook's, episode by episode (max |h - h_ref| / h_ref).
+Rounding differences grow over a long run (a ReLU that flips on one task changes
+everything after it), so the textbook loop itself run with 2 threads instead of 1
+is printed as the yardstick. Memory: the peak resident set during each contender's
+deviation run (Linux: /proc/self/status, reset through /proc/self/clear_refs) and,
+without --quick, the resident set along 40,000 episodes of `train` and of the
+compiled path, which must stay flat.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from assignment import MAML
+from extras.compiled import CompiledMAML, CompiledTrainFromScratch
+from utils import BaseLearner, SineGenerator, TrainFromScratch
+
+SEED = 0
+QUERY_POINTS = 40
+MAML_SETTINGS = ((1, 10), (5, 5))  # (S, K): the two grader runs
+SCRATCH_STEPS, SCRATCH_K = 10, 10  # the from-scratch learner of `python test.py --plot-tfs`
+THREADS = (1, 2)
+WARMUP = 50
+BLOCK = 200
+REPEATS = 7
+DEVIATION_EPISODES = 2000
+MEMORY_EPISODES = 40_000
+MEMORY_EVERY = 5000
+
+
+class TextbookMAML:
+    """The baseline: MAML as a course writes it (autograd.grad with create_graph, fresh lists, plain Adam)."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = num_steps
+        self.weights = BaseLearner.random_initial_weights()
+        self.optimizer = torch.optim.Adam(self.weights, lr=0.001)
+        self.history: list[float] = []
+
+    def train(self, task: list[torch.Tensor]) -> None:
+        train_x, train_y, test_x, test_y = task
+        fast_weights = self.weights
+        for _ in range(self.num_steps):
+            loss = F.mse_loss(BaseLearner.forward(train_x, fast_weights), train_y)
+            gradients = torch.autograd.grad(loss, fast_weights, create_graph=True)
+            fast_weights = [w - 0.01 * g for w, g in zip(fast_weights, gradients)]
+        query_loss = F.mse_loss(BaseLearner.forward(test_x, fast_weights), test_y)
+        self.optimizer.zero_grad()
+        query_loss.backward()
+        self.optimizer.step()
+        self.history.append(query_loss.item())
+
+
+class TextbookScratch:
+    """The from-scratch baseline as a course writes it: a fresh copy and a fresh Adam per task."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = num_steps
+        self.weights = BaseLearner.random_initial_weights()
+        self.history: list[float] = []
+
+    def train(self, task: list[torch.Tensor]) -> None:
+        train_x, train_y, test_x, test_y = task
+        weights = [w.detach().clone().requires_grad_() for w in self.weights]
+        optimizer = torch.optim.Adam(weights)
+        for _ in range(self.num_steps):
+            optimizer.zero_grad()
+            F.mse_loss(BaseLearner.forward(train_x, weights), train_y).backward()
+            optimizer.step()
+        with torch.no_grad():
+            self.history.append(F.mse_loss(BaseLearner.forward(test_x, weights), test_y).item())
+
+
+def maml_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
+    """name -> (train function, learner with .history), all from the same initialization."""
+    contenders = {}
+    for name in ("textbook loop", "MAML.train (shipped)", "compiled fast path"):
+        torch.manual_seed(SEED)
+        learner = TextbookMAML(num_steps) if name == "textbook loop" else MAML(num_steps)
+        train = CompiledMAML(learner) if name == "compiled fast path" else learner.train
+        contenders[name] = (train, learner)
+    return contenders
+
+
+def scratch_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
+    contenders = {}
+    for name in ("textbook loop", "TrainFromScratch.train (shipped)", "compiled fast path"):
+        torch.manual_seed(SEED)
+        learner = TextbookScratch(num_steps) if name == "textbook loop" else TrainFromScratch(num_steps)
+        train = CompiledTrainFromScratch(learner) if name == "compiled fast path" else learner.train
+        contenders[name] = (train, learner)
+    return contenders
+
+
+def draw_tasks(count: int, support: int) -> list[list[torch.Tensor]]:
+    np.random.seed(SEED)
+    return [task for _, task in SineGenerator(k=support, k_test=QUERY_POINTS).generator(count)]
+
+
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident set in MB, from /proc/self/status (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak resident set (VmHWM) to the current one
+
+
+def time_contenders(contenders: dict, tasks: list, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median microseconds per episode of each contender, and the seconds its first episode took (compiling)."""
+    first_episode, samples = {}, {name: [] for name in contenders}
+    cursor = 0
+    for name, (train, _) in contenders.items():
+        start = time.perf_counter()
+        train(tasks[0])
+        first_episode[name] = time.perf_counter() - start
+        for task in tasks[1:WARMUP]:
+            train(task)
+    cursor = WARMUP
+    names = list(contenders)
+    for repeat in range(repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        block = tasks[cursor : cursor + BLOCK]
+        cursor += BLOCK
+        for name in order:
+            train = contenders[name][0]
+            start = time.perf_counter()
+            for task in block:
+                train(task)
+            samples[name].append((time.perf_counter() - start) / len(block) * 1e6)
+    return {name: statistics.median(times) for name, times in samples.items()}, first_episode
+
+
+def deviations(make_contenders: Callable, tasks: list) -> dict[str, tuple[float, float]]:
+    """Each fresh contender over `tasks`: (max relative deviation of its history from the textbook's, peak MB)."""
+    histories, peaks = {}, {}
+    for name, (train, learner) in make_contenders().items():
+        reset_peak()
+        for task in tasks:
+            train(task)
+        histories[name], peaks[name] = np.array(learner.history), resident_mb()[1]
+    reference = histories["textbook loop"]
+    return {name: (float(np.max(np.abs(h - reference) / reference)), peaks[name]) for name, h in histories.items()}
+
+
+def yardstick(make_contenders: Callable, tasks: list) -> float:
+    """How far the textbook loop drifts from itself when only the thread count (so the rounding) changes."""
+    histories = []
+    for threads in THREADS:
+        torch.set_num_threads(threads)
+        train, learner = make_contenders()["textbook loop"]
+        for task in tasks:
+            train(task)
+        histories.append(np.array(learner.history))
+    return float(np.max(np.abs(histories[1] - histories[0]) / histories[0]))
+
+
+def print_table(title: str, timings: dict, firsts: dict, drift: dict | None) -> None:
+    baseline = timings["textbook loop"]
+    print(f"\n{title}")
+    header = f"{'contender':34} {'us/episode':>11} {'speed-up':>9} {'1st episode':>12}"
+    if drift:
+        header += f" {'max rel. deviation':>19} {'peak RSS':>9}"
+    print(header)
+    for name, micros in timings.items():
+        row = f"{name:34} {micros:11.0f} {baseline / micros:8.2f}x {firsts[name]:11.2f}s"
+        if drift:
+            row += f" {drift[name][0]:19.1e} {drift[name][1]:7.0f}MB"
+        print(row)
+
+
+def memory_run() -> None:
+    """Resident set along MEMORY_EPISODES episodes (S=1, K=10): shipped train and compiled path."""
+    torch.set_num_threads(1)
+    tasks = draw_tasks(MEMORY_EVERY, 10)
+    print(f"\nresident set (MB) along {MEMORY_EPISODES:,} episodes, S=1, K=10, 1 thread (tasks reused cyclically)")
+    for name, (train, _) in maml_contenders(1).items():
+        if name == "textbook loop":
+            continue
+        readings = []
+        for episode in range(1, MEMORY_EPISODES + 1):
+            train(tasks[episode % MEMORY_EVERY])
+            if episode % MEMORY_EVERY == 0:
+                readings.append(f"{resident_mb()[0]:.0f}")
+        print(f"{name:34} every {MEMORY_EVERY:,} episodes: {' '.join(readings)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else REPEATS
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; medians of {repeats} blocks")
+    settings = [(f"MAML S={s}, K={k}", lambda s=s: maml_contenders(s), k) for s, k in MAML_SETTINGS]
+    scratch_title = f"from scratch, {SCRATCH_STEPS} Adam steps, K={SCRATCH_K}"
+    settings.append((scratch_title, lambda: scratch_contenders(SCRATCH_STEPS), SCRATCH_K))
+    for title, make_contenders, support in settings:
+        tasks = draw_tasks(WARMUP + BLOCK * repeats, support)
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            timings, firsts = time_contenders(make_contenders(), tasks, repeats)
+            drift = None
+            if threads == 1:
+                drift = deviations(make_contenders, draw_tasks(DEVIATION_EPISODES, support))
+            print_table(f"{title}, {threads} thread{'s' * (threads > 1)}", timings, firsts, drift)
+        drift_between_threads = yardstick(make_contenders, draw_tasks(DEVIATION_EPISODES, support))
+        print(f"yardstick: the textbook loop, 2 threads vs 1, max rel. deviation {drift_between_threads:.1e}")
+    if not args.quick:
+        memory_run()
+
+
+if __name__ == "__main__":
+    main()
