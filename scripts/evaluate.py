@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from assignment import LR_BASE, MAML  # noqa: E402
 from extras.adaptation import mse_after_each_step, predictions_after_each_step  # noqa: E402
 from extras.checkpoint import CheckpointError, load_maml, save_maml  # noqa: E402
+from extras.compiled import compiled_trainer  # noqa: E402
 from extras.heldout import HeldOutTasks, draw_held_out_tasks  # noqa: E402
 from extras.statistics import mean_and_ci95  # noqa: E402
 from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, whole_number, write_text_atomically  # noqa: E402
@@ -97,16 +98,20 @@ LEARNERS = {
 }
 
 
-def meta_train(learner: Learner, episodes: int) -> MAML:
-    """Meta-train a fresh MAML on the seeded stream of `python test.py`, re-seeded for this learner."""
+def meta_train(learner: Learner, episodes: int, fast: bool = False) -> MAML:
+    """Meta-train a fresh MAML on the seeded stream of `python test.py`, re-seeded for this learner.
+
+    `fast` trains through the compiled path of extras/compiled.py (same numbers, compiled once per learner).
+    """
     np.random.seed(NUMPY_SEED)
     torch.manual_seed(TORCH_SEED)
     tasks = SineGenerator(k=TRAIN_SUPPORT_POINTS, k_test=TRAIN_QUERY_POINTS)
     maml = MAML(learner.num_steps, first_order=learner.first_order)
+    train = compiled_trainer(maml) if fast else maml.train
     try:
         with tqdm(tasks.generator(episodes), total=episodes, desc=learner.label, unit="task", mininterval=0.5) as bar:
             for _, task in bar:
-                maml.train(task)
+                train(task)
     except KeyboardInterrupt:  # say how far it got; `main` adds what is kept
         done = f"meta-training {learner.label}, after {len(maml.history):,} of {episodes:,} episodes"
         raise KeyboardInterrupt(done) from None
@@ -124,7 +129,7 @@ def trained_or_loaded(name: str, learner: Learner, args: argparse.Namespace) -> 
             problem = f"holds (S, first_order, episodes) = {found}, expected {expected}; delete it or use --retrain"
             raise CheckpointError(path, problem)
         return maml, "checkpoint"
-    maml = meta_train(learner, args.episodes)
+    maml = meta_train(learner, args.episodes, args.fast)
     save_maml(maml, path)
     return maml, "trained"
 
@@ -295,6 +300,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the results and figures")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
+    parser.add_argument("--fast", action="store_true", help="meta-train with the compiled path (torch.compile)")
     args = parser.parse_args(argv)
     folders = {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir}
     for option, folder in folders.items():

@@ -26,7 +26,7 @@ def run_script(*arguments, backend="Agg"):
     )
 
 
-@pytest.mark.parametrize("extra", [[], ["--plot-tfs"]], ids=["maml", "maml+scratch"])
+@pytest.mark.parametrize("extra", [[], ["--plot-tfs"], ["--plot-tfs", "--fast"]], ids=["maml", "maml+scratch", "fast"])
 def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     out = tmp_path / "curve.png"
     result = run_script("--episodes", "600", "--no-show", "--out", str(out), *extra)

@@ -110,6 +110,16 @@ def test_second_run_loads_the_checkpoints_and_reproduces_the_numbers(evaluate, s
     }
 
 
+def test_fast_training_gives_the_same_numbers(evaluate, small_run, tmp_path):
+    """--fast meta-trains through the compiled path: the evaluation's numbers agree with the eager run's."""
+    arguments, _, _, eager = small_run
+    fast_arguments = [*arguments[:4], "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path), "--fast"]
+    fast = evaluate.main(fast_arguments)
+    for name, by_k in eager["mse"].items():
+        for k, numbers in by_k.items():
+            np.testing.assert_allclose(fast["mse"][name][k]["mean"], numbers["mean"], rtol=1e-4)
+
+
 def test_a_checkpoint_of_another_learner_is_refused(evaluate, small_run, tmp_path):
     arguments, _, checkpoint_dir, _ = small_run
     maml_checkpoint = (checkpoint_dir / f"maml-{EPISODES}.pt").read_bytes()
