@@ -165,6 +165,33 @@ def deviations(make_contenders: Callable, tasks: list) -> dict[str, tuple[float,
     return {name: (float(np.max(np.abs(h - reference) / reference)), peaks[name]) for name, h in histories.items()}
 
 
+def one_step_deviation(num_steps: int, tasks: list) -> float:
+    """Max relative difference of the compiled meta-update from `MAML.train`'s, both started from the same state.
+
+    Before every episode the compiled learner is given the readable learner's weights and
+    Adam state, so this measures one update's rounding, free of any drift between runs.
+    """
+    torch.manual_seed(SEED)
+    readable, compiled = MAML(num_steps), MAML(num_steps)
+    fast, worst = CompiledMAML(compiled), 0.0
+    for task in tasks:
+        with torch.no_grad():
+            for source, target in zip(readable.initialization, compiled.initialization):
+                target.copy_(source)
+        for source, target in zip(readable.meta_optimizer.state.values(), compiled.meta_optimizer.state.values()):
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                target[key].copy_(source[key])
+        readable.train(task)
+        fast(task)
+        loss_error = abs(compiled.history[-1] - readable.history[-1]) / readable.history[-1]
+        weight_errors = [
+            ((mine - theirs).abs().max() / theirs.abs().max()).item()
+            for mine, theirs in zip(compiled.initialization, readable.initialization)
+        ]
+        worst = max(worst, loss_error, *weight_errors)
+    return worst
+
+
 def yardstick(make_contenders: Callable, tasks: list) -> float:
     """How far the textbook loop drifts from itself when only the thread count (so the rounding) changes."""
     histories = []
@@ -213,20 +240,22 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else REPEATS
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; medians of {repeats} blocks")
-    settings = [(f"MAML S={s}, K={k}", lambda s=s: maml_contenders(s), k) for s, k in MAML_SETTINGS]
+    settings = [(f"MAML S={s}, K={k}", lambda s=s: maml_contenders(s), k, s) for s, k in MAML_SETTINGS]
     scratch_title = f"from scratch, {SCRATCH_STEPS} Adam steps, K={SCRATCH_K}"
-    settings.append((scratch_title, lambda: scratch_contenders(SCRATCH_STEPS), SCRATCH_K))
-    for title, make_contenders, support in settings:
+    settings.append((scratch_title, lambda: scratch_contenders(SCRATCH_STEPS), SCRATCH_K, None))
+    for title, make_contenders, support, maml_steps in settings:
         tasks = draw_tasks(WARMUP + BLOCK * repeats, support)
+        deviation_tasks = draw_tasks(DEVIATION_EPISODES, support)
         for threads in THREADS:
             torch.set_num_threads(threads)
             timings, firsts = time_contenders(make_contenders(), tasks, repeats)
-            drift = None
-            if threads == 1:
-                drift = deviations(make_contenders, draw_tasks(DEVIATION_EPISODES, support))
+            drift = deviations(make_contenders, deviation_tasks) if threads == 1 else None
             print_table(f"{title}, {threads} thread{'s' * (threads > 1)}", timings, firsts, drift)
-        drift_between_threads = yardstick(make_contenders, draw_tasks(DEVIATION_EPISODES, support))
-        print(f"yardstick: the textbook loop, 2 threads vs 1, max rel. deviation {drift_between_threads:.1e}")
+        print(f"yardstick, the textbook loop with 2 threads vs 1: {yardstick(make_contenders, deviation_tasks):.1e}")
+        if maml_steps is not None:
+            torch.set_num_threads(1)
+            error = one_step_deviation(maml_steps, deviation_tasks)
+            print(f"one update from the same state, compiled vs MAML.train, max rel. deviation: {error:.1e}")
     if not args.quick:
         memory_run()
 
