@@ -45,8 +45,8 @@ def _adapted(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, step
         # No grad tracking around the inner gradient is first-order MAML's "treat it as a constant".
         with torch.no_grad() if first_order else torch.enable_grad():
             gradients = torch.func.grad(_support_loss)(weights, x, y)
-        # Not torch.add(w, g, alpha=-lr) as in MAML.adapt: under torch.func in torch.compile
-        # (torch 2.13, inductor, CPU) that gives wrong fast weights; the two spellings agree eagerly.
+        # Not the `alpha=-lr` form MAML.adapt uses: torch.add(w, g, alpha=-lr) under torch.func inside
+        # torch.compile (torch 2.13, inductor, CPU) gave wrong fast weights here; eagerly the two agree.
         weights = [w - lr * g for w, g in zip(weights, gradients)]
     return weights
 
