@@ -92,25 +92,26 @@ class TextbookScratch:
             self.history.append(F.mse_loss(BaseLearner.forward(test_x, weights), test_y).item())
 
 
-def maml_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
-    """name -> (train function, learner with .history), all from the same initialization."""
-    contenders = {}
-    for name in ("textbook loop", "MAML.train (shipped)", "compiled fast path"):
+def contenders(textbook: type, shipped: type, compiled: type, num_steps: int) -> dict[str, tuple[Callable, object]]:
+    """name -> (train function, learner with .history): the textbook loop, the shipped class, its compiled path.
+
+    Each learner is built right after seeding torch, so all three start from the same weights.
+    """
+    made = {}
+    kinds = {"textbook loop": textbook, f"{shipped.__name__}.train (shipped)": shipped, "compiled fast path": shipped}
+    for name, kind in kinds.items():
         torch.manual_seed(SEED)
-        learner = TextbookMAML(num_steps) if name == "textbook loop" else MAML(num_steps)
-        train = CompiledMAML(learner) if name == "compiled fast path" else learner.train
-        contenders[name] = (train, learner)
-    return contenders
+        learner = kind(num_steps)
+        made[name] = (compiled(learner) if name == "compiled fast path" else learner.train, learner)
+    return made
+
+
+def maml_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
+    return contenders(TextbookMAML, MAML, CompiledMAML, num_steps)
 
 
 def scratch_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
-    contenders = {}
-    for name in ("textbook loop", "TrainFromScratch.train (shipped)", "compiled fast path"):
-        torch.manual_seed(SEED)
-        learner = TextbookScratch(num_steps) if name == "textbook loop" else TrainFromScratch(num_steps)
-        train = CompiledTrainFromScratch(learner) if name == "compiled fast path" else learner.train
-        contenders[name] = (train, learner)
-    return contenders
+    return contenders(TextbookScratch, TrainFromScratch, CompiledTrainFromScratch, num_steps)
 
 
 def draw_tasks(count: int, support: int) -> list[list[torch.Tensor]]:
