@@ -68,8 +68,8 @@ class MAML:
             # create_graph=True makes the gradient itself differentiable: that is what
             # lets the meta-gradient see how theta changes the inner step (second order).
             gradients = torch.autograd.grad(support_loss, fast_weights, create_graph=not self.first_order)
-            # w + (-lr) * g for all six tensors in one (differentiable) foreach op: one graph node, not twelve.
-            fast_weights = torch._foreach_add(fast_weights, gradients, alpha=-self.inner_lr)
+            # w + (-lr) * g in one op per tensor: half the graph nodes of `w - lr * g`.
+            fast_weights = [torch.add(w, g, alpha=-self.inner_lr) for w, g in zip(fast_weights, gradients)]
         return fast_weights
 
     def train(self, task: Sequence[torch.Tensor]) -> None:
@@ -178,5 +178,6 @@ def check_finite(
 
 
 def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
-    """True if no tensor holds a NaN or an infinity (one reduction, one sync)."""
+    """True if no tensor holds a NaN or an infinity: one sum, finite exactly when every entry is
+    (or, beyond any sane update, when the entries are so large that their sum overflows)."""
     return math.isfinite(torch.cat([tensor.reshape(-1) for tensor in tensors]).sum().item())

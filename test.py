@@ -51,22 +51,26 @@ def learning_curve(
     The contract fixes the order of construction, MAML first, and builds the
     from-scratch learner even when it does not train: what either draws from torch's
     RNG, and so any seeded run that follows, is the same with or without `plot_tfs`.
-    `fast` trains through the compiled path of `extras/compiled.py` (same numbers).
+    `fast` trains through the compiled path of `extras/compiled.py` (the same updates up to rounding).
     Returns the trained learners (None for the from-scratch learner if it did not run).
     """
     sine = SineGenerator(k=SUPPORT_POINTS, k_test=QUERY_POINTS)
     maml = MAML(num_steps=maml_steps)
     scratch = TrainFromScratch(num_steps=TFS_STEPS)
     learners = {"maml": maml, "scratch": scratch} if plot_tfs else {"maml": maml}
-    try:
-        _meta_train(learners, sine.generator(episodes), episodes, fast)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after {len(maml.history):,} of {episodes:,} episodes", file=sys.stderr)
-        raise
-    finally:  # on Ctrl-C too: the curve so far is plotted and saved before the interrupt goes on
-        scratch = learners.get("scratch")
+    scratch = learners.get("scratch")
+
+    def plot() -> None:
         scratch_history = scratch.history if scratch else None
         plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, out=out, show=show)
+
+    try:
+        _meta_train(learners, sine.generator(episodes), episodes, fast)
+    except KeyboardInterrupt:  # Ctrl-C: plot and save the curve so far, then let the interrupt go on
+        print(f"\ninterrupted after {len(maml.history):,} of {episodes:,} episodes", file=sys.stderr)
+        plot()
+        raise
+    plot()
     return maml, scratch
 
 
@@ -91,7 +95,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot-tfs", action="store_true", help="also train and plot the from-scratch learner")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
-    parser.add_argument("--fast", action="store_true", help="compile each update (torch.compile): same numbers, faster")
+    parser.add_argument("--fast", action="store_true", help="torch.compile the updates: faster, equal up to rounding")
     args = parser.parse_args(argv)
     if args.out.is_dir():
         parser.error(f"--out: {str(args.out)!r} is a folder; give the path of a PNG file")

@@ -1,6 +1,6 @@
 """How long one episode takes: the textbook MAML loop, the shipped `train`, and the compiled fast path.
 
-    python benchmarks/bench_train.py            # the full table, then 40,000 episodes of memory (about 4 min)
+    python benchmarks/bench_train.py            # the full table, then 40,000 episodes of memory (about 5 min)
     python benchmarks/bench_train.py --quick    # fewer repeats, no 40,000-episode memory run
 
 Everything runs in this one process, on the same pre-drawn tasks and from the same
@@ -132,7 +132,6 @@ def reset_peak() -> None:
 def time_contenders(contenders: dict, tasks: list, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
     """Median microseconds per episode of each contender, and the seconds its first episode took (compiling)."""
     first_episode, samples = {}, {name: [] for name in contenders}
-    cursor = 0
     for name, (train, _) in contenders.items():
         start = time.perf_counter()
         train(tasks[0])

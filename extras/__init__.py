@@ -4,5 +4,5 @@ exactly, refusing damaged or foreign files; `heldout` draws a fixed set of new s
 private generator, leaving `np.random` alone; `adaptation` runs plain SGD from one initialization
 on many tasks at once with `torch.func`; `statistics` summarises per-task errors as a mean
 and a 95% confidence interval. `compiled` is the opt-in fast path of `python test.py --fast`:
-`MAML.train` and `TrainFromScratch.train` as single `torch.compile`d functions, same numbers.
+`MAML.train` and `TrainFromScratch.train` as single `torch.compile`d functions, equal up to rounding.
 """

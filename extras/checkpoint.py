@@ -41,8 +41,8 @@ def save_maml(maml: MAML, path: str | os.PathLike) -> None:
         "kind": KIND,
         "num_steps": maml.num_steps,
         "first_order": maml.first_order,
-        "inner_lr": maml.inner_lr,
-        "meta_lr": maml.meta_optimizer.param_groups[0]["lr"],
+        "inner_lr": float(maml.inner_lr),
+        "meta_lr": float(maml.meta_optimizer.param_groups[0]["lr"]),
         "initialization": [w.detach().clone() for w in maml.initialization],
         "meta_optimizer": maml.meta_optimizer.state_dict(),
         "history": torch.tensor(maml.history, dtype=torch.float64),
@@ -57,13 +57,16 @@ def load_maml(path: str | os.PathLike) -> MAML:
     seeded run that follows unchanged. Raises `CheckpointError` naming the file and the problem.
     """
     checkpoint = _read(Path(path))
-    with torch.random.fork_rng(devices=[]):  # MAML() draws a random initialization we overwrite at once
-        maml = MAML(
-            checkpoint["num_steps"],
-            first_order=checkpoint["first_order"],
-            inner_lr=checkpoint["inner_lr"],
-            meta_lr=checkpoint["meta_lr"],
-        )
+    try:
+        with torch.random.fork_rng(devices=[]):  # MAML() draws a random initialization we overwrite at once
+            maml = MAML(
+                checkpoint["num_steps"],
+                first_order=checkpoint["first_order"],
+                inner_lr=checkpoint["inner_lr"],
+                meta_lr=checkpoint["meta_lr"],
+            )
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(path, f"its settings are not valid for MAML ({error})") from error
     with torch.no_grad():
         for weight, saved in zip(maml.initialization, checkpoint["initialization"]):
             weight.copy_(saved)

@@ -101,7 +101,7 @@ LEARNERS = {
 def meta_train(learner: Learner, episodes: int, fast: bool = False) -> MAML:
     """Meta-train a fresh MAML on the seeded stream of `python test.py`, re-seeded for this learner.
 
-    `fast` trains through the compiled path of extras/compiled.py (same numbers, compiled once per learner).
+    `fast` trains through the compiled path of extras/compiled.py (equal up to rounding; compiled once per learner).
     """
     np.random.seed(NUMPY_SEED)
     torch.manual_seed(TORCH_SEED)

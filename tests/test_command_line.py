@@ -26,7 +26,7 @@ def run_script(*arguments, backend="Agg"):
     )
 
 
-@pytest.mark.parametrize("extra", [[], ["--plot-tfs"], ["--plot-tfs", "--fast"]], ids=["maml", "maml+scratch", "fast"])
+@pytest.mark.parametrize("extra", [[], ["--plot-tfs"]], ids=["maml", "maml+scratch"])
 def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     out = tmp_path / "curve.png"
     result = run_script("--episodes", "600", "--no-show", "--out", str(out), *extra)
@@ -35,6 +35,16 @@ def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     assert "MAML (S=1): query MSE" in result.stdout
     assert ("from scratch (10 Adam steps)" in result.stdout) == bool(extra)
     assert "Warning" not in result.stderr
+
+
+def test_fast_run_reports_what_the_eager_run_reports(tmp_path):
+    """--fast compiles both learners; after 600 episodes the printed query MSEs are the eager ones."""
+    runs = [run_script("--episodes", "600", "--plot-tfs", "--no-show", "--out", str(tmp_path / f"{i}.png"), *extra)
+            for i, extra in enumerate([[], ["--fast"]])]  # fmt: skip
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    summaries = [[line for line in run.stdout.splitlines() if "query MSE" in line] for run in runs]
+    assert len(summaries[0]) == 2 and summaries[0] == summaries[1]
+    assert is_png(tmp_path / "1.png")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux falls back to no window without a DISPLAY")

@@ -82,13 +82,15 @@ def test_compiled_from_scratch_matches_the_readable_train():
     [
         (lambda task: [*task[:3], task[3].reshape(-1)], ValueError, r"test_y must have shape \(n, 1\)"),
         (lambda task: [*task[:3], torch.full_like(task[3], math.nan)], ValueError, "NaN or infinite values in test_y"),
+        (lambda task: [torch.full_like(task[0], math.inf), *task[1:]], ValueError, "NaN or infinite values in train_x"),
         (lambda task: [task[0], task[1] * 1e30, task[2], task[3] * 1e30], FloatingPointError, "overflow"),
     ],
-    ids=["shape", "NaN", "overflow"],
+    ids=["shape", "NaN-query", "inf-support", "overflow"],
 )
-def test_compiled_path_refuses_bad_tasks_and_changes_nothing(corrupt, error, message):
+@pytest.mark.parametrize("num_steps", [0, 1])
+def test_compiled_path_refuses_bad_tasks_and_changes_nothing(corrupt, error, message, num_steps):
     torch.manual_seed(0)
-    maml = MAML(num_steps=1)
+    maml = MAML(num_steps=num_steps)
     fast = CompiledMAML(maml)
     fast(tasks(1)[0])
     before = copy.deepcopy((maml.initialization, maml.meta_optimizer.state_dict(), maml.history))
