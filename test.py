@@ -11,7 +11,6 @@ sliding window of 300 episodes, as meta-training goes on.
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +21,15 @@ from tqdm import tqdm
 
 from assignment import MAML
 from extras.compiled import compiled_trainer
-from utils import PLOT_WINDOW, SineGenerator, TrainFromScratch, plot_history, show_figures, whole_number
+from utils import (
+    PLOT_WINDOW,
+    SineGenerator,
+    TrainFromScratch,
+    plot_history,
+    probe_writable,
+    show_figures,
+    whole_number,
+)
 
 NUMPY_SEED = 1337
 TORCH_SEED = 42
@@ -103,18 +110,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--out: folder {str(args.out.parent)!r} does not exist")
     if args.out.suffix.lower() != ".png":
         parser.error(f"--out: {str(args.out)!r} must end in .png (the figure is saved as a PNG)")
-    if not _can_write_in(args.out.parent):
-        parser.error(f"--out: cannot write in folder {str(args.out.parent)!r}")
-    return args
-
-
-def _can_write_in(folder: Path) -> bool:
-    """Try it, rather than trust permission bits (root ignores them; read-only mounts do not)."""
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
+        probe_writable(args.out.parent)
+    except OSError as error:
+        parser.error(f"--out: cannot write in folder {str(args.out.parent)!r} ({error.strerror})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

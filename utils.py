@@ -207,6 +207,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         raise
 
 
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and delete a temporary file in `folder`; raise OSError if that is not possible.
+
+    Trying is the only reliable test: root ignores permission bits, read-only mounts do not.
+    """
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """Write `text` as UTF-8 at `path`, atomically (see `write_atomically`)."""
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))

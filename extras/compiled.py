@@ -126,7 +126,8 @@ class CompiledMAML:
                 num_steps=maml.num_steps, first_order=maml.first_order, inner_lr=maml.inner_lr, adam=adam,
             )  # fmt: skip
         loss_value = loss.item()
-        check_finite(task, loss_value, support_used=maml.num_steps > 0, consequence=consequence)
+        # support_used=True: with S >= 1 the support set reaches the loss; with S = 0 it was checked above.
+        check_finite(task, loss_value, support_used=True, consequence=consequence)
         if not applied:
             raise FloatingPointError(f"the meta-gradient is not finite on this task; {consequence}")
         maml.history.append(loss_value)

@@ -29,7 +29,6 @@ atomically, so nothing is left half-written, and the learners already trained st
 import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,15 @@ from extras.checkpoint import CheckpointError, load_maml, save_maml  # noqa: E40
 from extras.compiled import compiled_trainer  # noqa: E402
 from extras.heldout import HeldOutTasks, draw_held_out_tasks  # noqa: E402
 from extras.statistics import mean_and_ci95  # noqa: E402
-from utils import X_RANGE, BaseLearner, SineGenerator, save_figure, whole_number, write_text_atomically  # noqa: E402
+from utils import (  # noqa: E402
+    X_RANGE,
+    BaseLearner,
+    SineGenerator,
+    probe_writable,
+    save_figure,
+    whole_number,
+    write_text_atomically,
+)
 
 # Meta-training: the seeded task stream and budget of `python test.py`.
 NUMPY_SEED = 1337
@@ -309,8 +316,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option, folder in folders.items():
         try:  # create it and write in it now: a folder that cannot hold the results must not cost the training
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            probe_writable(folder)
         except OSError as error:
             parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")
     return args
