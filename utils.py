@@ -4,13 +4,16 @@ Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.p
 `scripts/`, atomic file writes and an argparse type for counts among it.
 """
 
+# This file runs unchanged from Python 3.8, torch 1.6 and matplotlib 3.1 (the assignment's own
+# environment) on: annotations are never evaluated, and nothing newer is called unguarded.
+from __future__ import annotations
+
 import argparse
 import contextlib
 import numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -105,7 +108,7 @@ class BaseLearner:
         drawn, then replaced by zeros.
         """
         weights = []
-        for fan_in, fan_out in pairwise(LAYER_SIZES):
+        for fan_in, fan_out in zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]):
             layer = torch.nn.Linear(fan_in, fan_out)
             weights.append(layer.weight.detach().requires_grad_())
             weights.append(torch.zeros(fan_out, requires_grad=True))
@@ -146,7 +149,7 @@ class TrainFromScratch:
 
         train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
         weights = [w.detach().clone().requires_grad_() for w in self.initialization]
-        optimizer = torch.optim.Adam(weights, fused=True)  # one kernel per step for all six tensors
+        optimizer = _fused_adam_if_offered(weights)
         for _ in range(self.num_steps):
             optimizer.zero_grad()
             self.loss_fn(BaseLearner.forward(train_x, weights), train_y).backward()
@@ -155,6 +158,15 @@ class TrainFromScratch:
             query_loss_value = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
         check_finite(task, query_loss_value, support_used=self.num_steps > 0, consequence="nothing was recorded")
         self.history.append(query_loss_value)
+
+
+def _fused_adam_if_offered(weights: list[torch.Tensor]) -> torch.optim.Adam:
+    """Adam at its default lr; fused (one kernel per step for all six tensors) where this torch
+    offers it for CPU tensors: torch before 2.0 has no `fused` argument, 2.0 to 2.3 fuse on GPUs only."""
+    try:
+        return torch.optim.Adam(weights, fused=True)
+    except (TypeError, RuntimeError, ValueError):
+        return torch.optim.Adam(weights)
 
 
 def windowed_mean(history: Sequence[float], window: int = PLOT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
@@ -178,10 +190,20 @@ def show_figures() -> None:
     """
     import matplotlib
     import matplotlib.pyplot as plt
-    from matplotlib.backends import BackendFilter, backend_registry
 
-    if matplotlib.get_backend().lower() in backend_registry.list_builtin(BackendFilter.INTERACTIVE):
+    if matplotlib.get_backend().lower() in _interactive_backends():
         plt.show()
+
+
+def _interactive_backends() -> list[str]:
+    """The names of matplotlib's built-in interactive backends, lower case, on matplotlib 3.1 and later."""
+    try:
+        from matplotlib.backends import BackendFilter, backend_registry  # matplotlib >= 3.9
+    except ImportError:
+        from matplotlib.rcsetup import interactive_bk  # matplotlib < 3.9
+
+        return [name.lower() for name in interactive_bk]
+    return backend_registry.list_builtin(BackendFilter.INTERACTIVE)
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -221,7 +243,7 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 
-def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
+def save_figure(figure: Figure, path: str | os.PathLike) -> None:
     """Write `figure` as a PNG at `path`, atomically (see `write_atomically`): a failed or
     interrupted save leaves any previous file whole and no partial file behind."""
     write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
@@ -235,7 +257,7 @@ def plot_history(
     tfs_steps: int | None = None,
     out: str | os.PathLike | None = None,
     show: bool = True,
-) -> "Figure":
+) -> Figure:
     """Plot the 300-episode sliding mean of each learner's query MSE against the episode.
 
     `tfs_history` may be None (MAML alone). Saves a PNG at `out` if given; opens a
@@ -259,7 +281,7 @@ def plot_history(
     return figure
 
 
-def _label_learning_curve(axes: "Axes", compared: bool) -> None:
+def _label_learning_curve(axes: Axes, compared: bool) -> None:
     """Title, labels, grid and legend. The y axis is logarithmic so that the from-scratch
     learner (MSE of a few units) and MAML (tenths) both stay readable."""
     from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter

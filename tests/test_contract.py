@@ -14,7 +14,7 @@ import torch
 import assignment
 import utils
 from assignment import MAML
-from helpers import ROOT
+from helpers import ROOT, sine_task
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 WEIGHT_SHAPES = [(40, 1), (40,), (40, 40), (40,), (1, 40), (1,)]
@@ -203,3 +203,39 @@ def test_importing_test_py_trains_nothing_and_draws_nothing():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_adam_is_fused_where_this_torch_fuses_it():
+    assert MAML(num_steps=1).meta_optimizer.defaults["fused"] is True
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        TypeError("__init__() got an unexpected keyword argument 'fused'"),
+        RuntimeError(
+            "`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']"
+        ),
+    ],
+    ids=["torch-1.6-has-no-fused", "torch-2.0-fuses-on-gpus-only"],
+)
+def test_both_learners_fall_back_to_plain_adam_where_torch_cannot_fuse(monkeypatch, refusal):
+    torch_adam = torch.optim.Adam
+
+    def adam_that_cannot_fuse(params, *args, fused=None, **kwargs):
+        if fused:
+            raise refusal
+        return torch_adam(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam_that_cannot_fuse)
+    task = sine_task(0, dtype=torch.float32)
+    maml = MAML(num_steps=1)
+    assert isinstance(maml.meta_optimizer, torch_adam)
+    assert not maml.meta_optimizer.defaults["fused"]
+    assert maml.meta_optimizer.defaults["lr"] == 0.001
+    before = [w.detach().clone() for w in maml.initialization]
+    maml.train(task)
+    assert not any(torch.equal(a, b.detach()) for a, b in zip(before, maml.initialization))
+    scratch = TrainFromScratch(num_steps=2)
+    scratch.train(task)
+    assert len(scratch.history) == 1

@@ -1,0 +1,112 @@
+"""The two files a grader takes, `assignment.py` and `utils.py`, run the way a grader runs them.
+
+Each test copies them into an empty folder (or `assignment.py` beside `minimal_utils.py`,
+renamed `utils.py`) and runs a grader's script there with this interpreter. So the same
+tests prove the files under the pinned requirements and, when CI runs this module under
+Python 3.8 with torch 1.6.0, numpy 1.19.2 and matplotlib 3.1.3, in the assignment's own
+environment. For that reason this module is Python 3.8 code and imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+UTILS_FILES = {"project": ROOT / "utils.py", "minimal": TESTS / "minimal_utils.py"}
+
+pytestmark = pytest.mark.graded_files
+
+# The grader's check: seeds 1337 / 42, 40,000 tasks, the mean of the last 500 query losses.
+GRADER_RUN = """
+import json, sys
+import numpy as np
+import torch
+from assignment import MAML
+from utils import SineGenerator
+
+k, num_steps, episodes = map(int, sys.argv[1:])
+np.random.seed(1337)
+torch.manual_seed(42)
+sine = SineGenerator(k=k, k_test=40)
+maml = MAML(num_steps=num_steps)
+for _, task in sine.generator(episodes):
+    maml.train(task)
+print(json.dumps(float(np.mean(maml.history[-500:]))))
+"""
+
+# What the assignment's own test.py does with these files: both learners on one task stream, then the plot.
+ASSIGNMENT_TEST_SCRIPT = """
+import json, sys
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from assignment import MAML
+from utils import SineGenerator, TrainFromScratch, plot_history
+
+np.random.seed(1337)
+torch.manual_seed(42)
+sine = SineGenerator(k=10, k_test=40)
+maml = MAML(num_steps=1)
+scratch = TrainFromScratch(num_steps=10)
+for _, task in sine.generator(int(sys.argv[1])):
+    maml.train(task)
+    scratch.train(task)
+plot_history(scratch.history, maml.history)
+plt.savefig("learning_curve.png")
+plot_history(None, maml.history)
+print(json.dumps({"maml": maml.history, "scratch": scratch.history}))
+"""
+
+
+def run_beside(utils_file: Path, folder: Path, script: str, *args: object) -> str:
+    """Run `script` in `folder` holding only `assignment.py` and `utils_file` (as `utils.py`); return its stdout."""
+    shutil.copy(ROOT / "assignment.py", folder / "assignment.py")
+    shutil.copy(utils_file, folder / "utils.py")
+    environment = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH="")
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+def environment_name() -> str:
+    return f"Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def test_the_assignments_test_script_trains_and_draws(tmp_path):
+    output = json.loads(run_beside(UTILS_FILES["project"], tmp_path, ASSIGNMENT_TEST_SCRIPT, 400))
+    for history in output.values():
+        assert len(history) == 400
+        assert all(math.isfinite(loss) and loss >= 0 for loss in history)
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("utils", sorted(UTILS_FILES))
+@pytest.mark.parametrize("k, num_steps, threshold", [(10, 1, 0.7), (5, 5, 0.8)], ids=["K10-S1", "K5-S5"])
+def test_grader_run_meets_its_threshold(utils, k, num_steps, threshold, tmp_path, capsys):
+    final_mse = json.loads(run_beside(UTILS_FILES[utils], tmp_path, GRADER_RUN, k, num_steps, 40_000))
+    with capsys.disabled():  # the figure belongs in the CI log, pass or fail
+        print(
+            f"\ngrader run K={k}, S={num_steps} beside the {utils} utils.py ({environment_name()}): "
+            f"mean of the last 500 query losses = {final_mse:.4f}"
+        )
+    assert final_mse < threshold
