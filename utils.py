@@ -1,21 +1,18 @@
-"""Sine-wave tasks, the functional base-learner, the from-scratch baseline and the plot.
+"""Sine-wave tasks, the functional base-learner, the from-scratch baseline and the learning-curve plot.
 
-Everything MAML itself needs from here is `BaseLearner`; the rest serves `test.py` and
-`scripts/`, atomic file writes and an argparse type for counts among it.
+Everything MAML itself needs from here is `BaseLearner`. The from-scratch baseline checks
+its tasks with `assignment.check_task` and `assignment.check_finite`, imported where they
+are used: `assignment.py` imports this file, and must run beside the assignment's own
+`utils.py`, so the checks live there and this file borrows them.
 """
 
 # This file runs unchanged from Python 3.8, torch 1.6 and matplotlib 3.1 (the assignment's own
 # environment) on: annotations are never evaluated, and nothing newer is called unguarded.
 from __future__ import annotations
 
-import argparse
-import contextlib
 import numbers
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,21 +35,6 @@ def _require_count(name: str, value: object, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 class SineGenerator:
@@ -143,9 +125,7 @@ class TrainFromScratch:
         The task is checked as `MAML.train` checks it; a non-finite query loss raises
         and is not recorded.
         """
-        # assignment.py must run beside the assignment's original utils.py, so the task
-        # checks live there; importing them here rather than at the top avoids a cycle.
-        from assignment import check_finite, check_task
+        from assignment import check_finite, check_task  # not at the top: assignment.py imports this file
 
         train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
         weights = [w.detach().clone().requires_grad_() for w in self.initialization]
@@ -206,62 +186,18 @@ def _interactive_backends() -> list[str]:
     return backend_registry.list_builtin(BackendFilter.INTERACTIVE)
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary binary file beside `path`, then move it onto `path`.
-
-    The temporary file is in the same folder and reaches the disk before `os.replace`
-    renames it, which is atomic: readers see either the old file or the complete new
-    one. If `write` or the disk fails, or the write is interrupted, the old file stays
-    as it was and the temporary file is removed.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files readable by their owner only
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def probe_writable(folder: str | os.PathLike) -> None:
-    """Create and delete a temporary file in `folder`; raise OSError if that is not possible.
-
-    Trying is the only reliable test: root ignores permission bits, read-only mounts do not.
-    """
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write `text` as UTF-8 at `path`, atomically (see `write_atomically`)."""
-    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
-
-
-def save_figure(figure: Figure, path: str | os.PathLike) -> None:
-    """Write `figure` as a PNG at `path`, atomically (see `write_atomically`): a failed or
-    interrupted save leaves any previous file whole and no partial file behind."""
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
-
-
 def plot_history(
     tfs_history: Sequence[float] | None,
     maml_history: Sequence[float],
     *,
     maml_steps: int | None = None,
     tfs_steps: int | None = None,
-    out: str | os.PathLike | None = None,
     show: bool = True,
 ) -> Figure:
     """Plot the 300-episode sliding mean of each learner's query MSE against the episode.
 
-    `tfs_history` may be None (MAML alone). Saves a PNG at `out` if given; opens a
-    window only if `show` and a display exists. Returns the matplotlib Figure.
+    `tfs_history` may be None (MAML alone). Opens a window only if `show` and a display
+    exists. Returns the matplotlib Figure (`figure.savefig` writes it to a file).
     """
     import matplotlib.pyplot as plt
 
@@ -274,8 +210,6 @@ def plot_history(
         axes.plot(*windowed_mean(history), label=label, color=color)
     _label_learning_curve(axes, compared=tfs_history is not None)
     figure.tight_layout()
-    if out is not None:
-        save_figure(figure, out)
     if show:
         show_figures()
     return figure

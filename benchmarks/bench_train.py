@@ -22,7 +22,6 @@ compiled path, which must stay flat.
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from assignment import MAML
-from extras.compiled import CompiledMAML, CompiledTrainFromScratch
+from maml_sine.compiled import CompiledMAML, CompiledTrainFromScratch
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 SEED = 0

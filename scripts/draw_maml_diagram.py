@@ -8,7 +8,6 @@ task's optimum theta*_i. The picture is schematic: a 2-D stand-in for the weight
 """
 
 import argparse
-import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
+from maml_sine.files import save_figure
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from utils import save_figure  # noqa: E402
 
 THETA = np.array([0.0, 0.0])
 TASK_OPTIMA = {1: np.array([-2.6, 1.6]), 2: np.array([2.7, 1.3]), 3: np.array([0.6, -2.2])}

@@ -1,15 +1,9 @@
-"""Fixtures: the repository root on sys.path, float64 mode, and `test.py` as a module."""
-
-import importlib.util
-import sys
+"""Fixtures: torch's default thread count for every test, float64 mode, and the scripts as modules."""
 
 import pytest
 import torch
 
-from helpers import ROOT
-
-sys.path.insert(0, str(ROOT))
-
+from helpers import ROOT, import_script
 
 DEFAULT_THREADS = torch.get_num_threads()
 
@@ -36,7 +30,4 @@ def float64():
 @pytest.fixture(scope="session")
 def script():
     """`test.py` imported under a name that cannot collide with the standard library's `test`."""
-    spec = importlib.util.spec_from_file_location("maml_test_script", ROOT / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script(ROOT / "test.py")

@@ -1,11 +1,49 @@
-"""Helpers the tests share: a seeded sine task that leaves the global RNGs alone, a PNG check."""
+"""What the tests share: seeded tasks that leave the global RNGs alone, an independent network,
+learner snapshots, a PNG check, and running the scripts as a user does."""
 
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# The environment of a machine with no display: a window never opens, matplotlib never warns.
+HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+
+
+def sine_task(seed: int, support: int = 10, query: int = 40, dtype=torch.float64) -> list[torch.Tensor]:
+    """A sine task drawn from its own generator (the global RNGs are left alone)."""
+    rng = np.random.default_rng(seed)
+    amplitude, phase = rng.uniform(0.1, 5.0), rng.uniform(0.0, np.pi)
+    xs = [rng.uniform(-5.0, 5.0, size=(n, 1)) for n in (support, query)]
+    arrays = [xs[0], amplitude * np.sin(xs[0] + phase), xs[1], amplitude * np.sin(xs[1] + phase)]
+    return [torch.tensor(a, dtype=dtype) for a in arrays]
+
+
+def reference_forward(weights, x):
+    """The 1-40-40-1 ReLU network written with matmuls, apart from `BaseLearner.forward`."""
+    w1, b1, w2, b2, w3, b3 = weights
+    hidden = torch.relu(x @ w1.T + b1)
+    hidden = torch.relu(hidden @ w2.T + b2)
+    return hidden @ w3.T + b3
+
+
+def weights_of(learner) -> tuple[torch.Tensor, ...]:
+    """Copies of a learner's initialization, detached."""
+    return tuple(weight.detach().clone() for weight in learner.initialization)
+
+
+def adam_state(maml) -> list[dict[str, torch.Tensor]]:
+    """The meta-optimizer's state of each weight, in the order of the initialization."""
+    return [maml.meta_optimizer.state[weight] for weight in maml.initialization]
 
 
 def is_png(path: Path) -> bool:
@@ -18,10 +56,43 @@ def is_png(path: Path) -> bool:
     return image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.shape[2] in (3, 4)
 
 
-def sine_task(seed: int, support: int = 10, query: int = 40, dtype=torch.float64) -> list[torch.Tensor]:
-    """A sine task drawn from its own generator (the global RNGs are left alone)."""
-    rng = np.random.default_rng(seed)
-    amplitude, phase = rng.uniform(0.1, 5.0), rng.uniform(0.0, np.pi)
-    xs = [rng.uniform(-5.0, 5.0, size=(n, 1)) for n in (support, query)]
-    arrays = [xs[0], amplitude * np.sin(xs[0] + phase), xs[1], amplitude * np.sin(xs[1] + phase)]
-    return [torch.tensor(a, dtype=dtype) for a in arrays]
+def import_script(path: Path) -> ModuleType:
+    """A script imported as a module, under a name of its own (`test.py` must not become the stdlib's `test`)."""
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_python(script: Path, *arguments: str, env: dict | None = None, timeout: float = 600):
+    """Run `python script arguments...` from the repository root, headless; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(script), *arguments],
+        cwd=ROOT,
+        env=HEADLESS if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, log: Path) -> int:
+    """Start the script, send it a real SIGINT once its progress bar shows an episode done; return its exit status.
+
+    Its standard error goes to `log`.
+    """
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(script), *arguments],
+            cwd=ROOT,
+            env={**HEADLESS, "MPLBACKEND": "Agg"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            # A shell starts background jobs with SIGINT ignored, and a child inherits that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + 120
+        while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
+        process.send_signal(signal.SIGINT)
+        return process.wait(timeout=120)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from assignment import MAML
-from helpers import sine_task
+from helpers import sine_task, weights_of
 from utils import SineGenerator, TrainFromScratch
 
 
@@ -16,7 +16,7 @@ def snapshot(learner):
     """Everything a failed call must leave alone: weights, optimizer state, history."""
     optimizer = getattr(learner, "meta_optimizer", None)
     return (
-        [weight.detach().clone() for weight in learner.initialization],
+        weights_of(learner),
         copy.deepcopy(optimizer.state_dict()) if optimizer else None,
         list(learner.history),
     )

@@ -1,12 +1,13 @@
-"""extras/checkpoint.py: an exact round trip, clear refusals of bad files, and saves that never destroy the old file."""
+"""maml_sine.checkpoints: an exact round trip, clear refusals of bad files, saves that never destroy the old file."""
 
 import numpy as np
 import pytest
 import torch
 
 from assignment import MAML
-from extras import checkpoint
-from extras.checkpoint import CheckpointError, load_maml, save_maml
+from helpers import adam_state
+from maml_sine import checkpoints
+from maml_sine.checkpoints import CheckpointError, load_maml, save_maml
 from utils import SineGenerator
 
 
@@ -18,10 +19,6 @@ def trained_maml(num_steps=1, first_order=False, episodes=5):
     for _, task in SineGenerator(k=10, k_test=40).generator(episodes):
         maml.train(task)
     return maml
-
-
-def adam_state(maml):
-    return maml.meta_optimizer.state_dict()
 
 
 @pytest.mark.parametrize("num_steps, first_order", [(1, False), (1, True), (0, False)])
@@ -38,11 +35,12 @@ def test_round_trip_rebuilds_the_learner_exactly(tmp_path, num_steps, first_orde
     for saved, rebuilt in zip(original.initialization, loaded.initialization, strict=True):
         assert torch.equal(saved, rebuilt) and rebuilt.is_leaf and rebuilt.requires_grad
     assert all(a is b for a, b in zip(loaded.meta_optimizer.param_groups[0]["params"], loaded.initialization))
-    saved_state, rebuilt_state = adam_state(original), adam_state(loaded)
-    assert saved_state["param_groups"] == rebuilt_state["param_groups"]
-    for index, state in saved_state["state"].items():
+    saved_groups, rebuilt_groups = (maml.meta_optimizer.state_dict()["param_groups"] for maml in (original, loaded))
+    assert saved_groups == rebuilt_groups
+    for index, (state, rebuilt) in enumerate(zip(adam_state(original), adam_state(loaded), strict=True)):
+        assert state.keys() == rebuilt.keys()
         for key, value in state.items():
-            assert torch.equal(value, rebuilt_state["state"][index][key]), (index, key)
+            assert torch.equal(value, rebuilt[key]), (index, key)
 
     np.random.seed(1)
     _, task = SineGenerator(k=10, k_test=40).generate_task()
@@ -139,7 +137,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         file.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.torch, "save", save_half_then_fail)
+    monkeypatch.setattr(checkpoints.torch, "save", save_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         save_maml(trained_maml(episodes=4), path)
     assert path.read_bytes() == previous

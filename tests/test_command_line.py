@@ -1,29 +1,22 @@
 """`python test.py` as a user runs it: headless, short, and refusing bad arguments."""
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from assignment import MAML
-from helpers import ROOT, is_png
+from helpers import HEADLESS, ROOT, interrupt_after_progress, is_png, run_python
 from utils import SineGenerator, TrainFromScratch
 
-HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+SCRIPT = ROOT / "test.py"
 
 
 def run_script(*arguments, backend="Agg"):
     """Run `python test.py` with no display; `backend=None` lets matplotlib choose one itself."""
-    environment = HEADLESS if backend is None else {**HEADLESS, "MPLBACKEND": backend}
-    return subprocess.run(
-        [sys.executable, "test.py", *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
-    )
+    return run_python(SCRIPT, *arguments, env=HEADLESS if backend is None else {**HEADLESS, "MPLBACKEND": backend})
 
 
 @pytest.mark.parametrize("extra", [[], ["--plot-tfs"]], ids=["maml", "maml+scratch"])
@@ -106,21 +99,8 @@ def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     out, log = tmp_path / "curve.png", tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "test.py", "--episodes", "1000000", "--no-show", "--out", str(out)],
-            cwd=ROOT,
-            env={**HEADLESS, "MPLBACKEND": "Agg"},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            # A shell starts background jobs with SIGINT ignored, and a child inherits that.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        deadline = time.monotonic() + 120
-        while not re.search(r"\|\s*[1-9]\d*/1000000", log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
-        process.send_signal(signal.SIGINT)
-        returncode = process.wait(timeout=120)
+    arguments = ["--episodes", "1000000", "--no-show", "--out", str(out)]
+    returncode = interrupt_after_progress(SCRIPT, arguments, 1_000_000, log)
     errors = log.read_text()
     assert returncode == 130, errors
     done = re.search(r"interrupted after ([\d,]+) of 1,000,000 episodes", errors)

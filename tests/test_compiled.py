@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import extras.compiled
+import maml_sine.compiled
 from assignment import MAML
-from extras.compiled import CompiledMAML, CompiledTrainFromScratch, compiled_trainer
-from helpers import sine_task
+from helpers import adam_state, sine_task
+from maml_sine.compiled import CompiledMAML, CompiledTrainFromScratch, compiled_trainer
 from utils import TrainFromScratch
 
 EPISODES = 200
-TOLERANCE = 1e-5  # relative, per episode: the bar for "the same numbers"
+TOLERANCE = 1e-5  # relative, per episode: what "the same numbers" means here
 
 
 def tasks(count, support=10, seed=0):
@@ -31,10 +31,6 @@ def twins(make):
     first = make()
     torch.manual_seed(0)
     return first, make()
-
-
-def adam_state(maml):
-    return [maml.meta_optimizer.state[weight] for weight in maml.initialization]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +107,7 @@ def test_falls_back_to_the_eager_train_with_one_line(monkeypatch, capsys):
 
         return fail
 
-    monkeypatch.setattr(extras.compiled.torch, "compile", broken_compile)
+    monkeypatch.setattr(maml_sine.compiled.torch, "compile", broken_compile)
     readable, fallen_back = twins(lambda: MAML(num_steps=1))
     train = compiled_trainer(fallen_back)
     for task in tasks(5):

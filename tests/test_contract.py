@@ -1,4 +1,4 @@
-"""The public API of ../shared/CONTRACT.md: names, signatures, attributes, RNG order."""
+"""The public API the graders rely on (docs/api.md): names, signatures, attributes, RNG order."""
 
 import ast
 import importlib

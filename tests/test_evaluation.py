@@ -1,40 +1,40 @@
-"""scripts/evaluate.py and extras/{heldout,adaptation,statistics}.py: a small run end to end, the fixed held-out
-tasks, batched SGD against a plain per-task loop, and the command line."""
+"""scripts/evaluate.py and maml_sine.evaluation: a small run end to end, the fixed held-out tasks, batched SGD
+against a plain per-task loop and against `MAML.adapt`, and the command line."""
 
-import importlib.util
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from assignment import MAML
-from extras.adaptation import mse_after_each_step, predictions_after_each_step
-from extras.checkpoint import CheckpointError, load_maml, save_maml
-from extras.heldout import draw_held_out_tasks
-from extras.statistics import mean_and_ci95
-from helpers import ROOT, is_png
+from helpers import ROOT, import_script, interrupt_after_progress, is_png, reference_forward, run_python
+from maml_sine import training
+from maml_sine.checkpoints import CheckpointError, load_maml, save_maml
+from maml_sine.evaluation import (
+    GRID_X,
+    HELD_OUT_SEED,
+    MAX_STEPS,
+    SUPPORT_SIZES,
+    draw_held_out_tasks,
+    mean_and_ci95,
+    mse_after_each_step,
+    predictions_after_each_step,
+    sgd_steps,
+)
 from utils import BaseLearner
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 EPISODES, TASKS = 200, 24
-HEADLESS = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
 
 
 @pytest.fixture(scope="module")
 def evaluate():
     """scripts/evaluate.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_small_run_numbers_are_finite_and_consistent(evaluate, small_run):
     for name, by_k in report["mse"].items():
         assert set(by_k) == {"5", "10"}
         for summary in by_k.values():
-            assert len(summary["mean"]) == len(summary["ci95"]) == evaluate.MAX_STEPS + 1
+            assert len(summary["mean"]) == len(summary["ci95"]) == MAX_STEPS + 1
             assert all(math.isfinite(m) and m > 0 for m in summary["mean"])
             assert all(math.isfinite(c) and c > 0 for c in summary["ci95"])
         assert by_k["5"]["mean"][0] == by_k["10"]["mean"][0], f"{name}: before adaptation K cannot matter"
@@ -89,10 +89,10 @@ def unadapted_grid_mse(weights, tasks):
 
 def test_step_zero_is_the_unadapted_mse_on_the_grid(evaluate, small_run):
     _, _, checkpoint_dir, report = small_run
-    tasks = draw_held_out_tasks(TASKS, max(evaluate.SUPPORT_SIZES), evaluate.HELD_OUT_SEED, evaluate.GRID_X)
+    tasks = draw_held_out_tasks(TASKS, max(SUPPORT_SIZES), HELD_OUT_SEED, GRID_X)
     assert tasks.grid_x.shape == (100, 1) and tasks.grid_x[0].item() == -5.0 and tasks.grid_x[-1].item() == 5.0
     maml = load_maml(checkpoint_dir / f"maml-{EPISODES}.pt")
-    torch.manual_seed(evaluate.TORCH_SEED)
+    torch.manual_seed(training.TORCH_SEED)
     scratch = BaseLearner.random_initial_weights()
     for name, weights in [("maml", maml.initialization), ("scratch", scratch)]:
         step_zero = report["mse"][name]["10"]["mean"][0]
@@ -164,12 +164,12 @@ def test_an_interrupt_after_training_says_where_it_stopped_and_what_is_kept(
 
 
 def test_maml_is_trained_exactly_as_test_py_trains_it(evaluate, script):
-    np.random.seed(evaluate.NUMPY_SEED)
-    torch.manual_seed(evaluate.TORCH_SEED)
+    np.random.seed(training.NUMPY_SEED)
+    torch.manual_seed(training.TORCH_SEED)
     reference, _ = script.learning_curve(maml_steps=1, episodes=30, show=False)
     torch.manual_seed(0)  # meta_train must re-seed both RNGs itself
     np.random.seed(0)
-    maml = evaluate.meta_train(evaluate.LEARNERS["maml"], episodes=30)
+    maml = training.meta_train(evaluate.LEARNERS["maml"], episodes=30)
     assert maml.history == reference.history
     assert all(torch.equal(a, b) for a, b in zip(maml.initialization, reference.initialization))
 
@@ -192,12 +192,6 @@ def test_held_out_tasks_are_fixed_and_leave_numpy_alone():
     assert support_x.shape == support_y.shape == (20, 5, 1) and torch.equal(support_x, first.support_x[:, :5])
     expected_y = first.amplitudes[3] * np.sin(support_x[3].double().numpy() + first.phases[3])
     np.testing.assert_allclose(support_y[3].numpy(), expected_y, rtol=1e-6)
-
-
-def reference_forward(weights, x):
-    w1, b1, w2, b2, w3, b3 = weights
-    hidden = torch.relu(x @ w1.T + b1)
-    return torch.relu(hidden @ w2.T + b2) @ w3.T + b3
 
 
 def sgd_one_task(initialization, support_x, support_y, grid_x, grid_y, steps, lr):
@@ -236,6 +230,20 @@ def test_batched_adaptation_equals_a_per_task_loop(float64):
     assert all(w.grad is None for w in initialization), "the initialization must be left untouched"
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_batched_sgd_takes_the_steps_of_maml_adapt(float64, steps):
+    """The evaluation's adaptation of every task equals the specification's, `MAML.adapt`, task by task."""
+    torch.manual_seed(4)
+    maml = MAML(num_steps=steps)
+    tasks = draw_held_out_tasks(5, 10, seed=12, grid=np.linspace(-5, 5, 100))
+    support_x, support_y = (tensor.double() for tensor in tasks.support(10))
+    *_, batched = sgd_steps(maml.initialization, support_x, support_y, steps, maml.inner_lr)
+    for task in range(len(tasks)):
+        expected = maml.adapt(support_x[task], support_y[task])
+        for mine, theirs in zip(batched, expected, strict=True):
+            torch.testing.assert_close(mine[task], theirs.detach(), rtol=1e-12, atol=1e-14)
+
+
 def test_mean_and_ci95():
     errors = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
     mean, ci95 = mean_and_ci95(errors)
@@ -244,9 +252,7 @@ def test_mean_and_ci95():
 
 
 def run_script(*arguments):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *arguments], cwd=ROOT, env=HEADLESS, capture_output=True, text=True, timeout=120
-    )
+    return run_python(SCRIPT, *arguments, timeout=120)
 
 
 def test_help_explains_the_script():
@@ -292,21 +298,7 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     save_maml(maml, first)
     saved = first.read_bytes()
     arguments = ["--episodes", str(episodes), "--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), *arguments],
-            cwd=ROOT,
-            env=HEADLESS,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            # A shell starts background jobs with SIGINT ignored, and a child inherits that.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        deadline = time.monotonic() + 120
-        while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in meta-training
-        process.send_signal(signal.SIGINT)
-        returncode = process.wait(timeout=120)
+    returncode = interrupt_after_progress(SCRIPT, arguments, episodes, log)
     errors = log.read_text()
     assert returncode == 130, errors
     done = re.search(

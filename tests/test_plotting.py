@@ -1,13 +1,11 @@
 """The sliding-window curve, the figure and its atomic save."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import utils
-from helpers import ROOT, is_png
+from helpers import ROOT, is_png, run_python
+from maml_sine.files import save_figure
 
 
 def test_windowed_mean_matches_a_plain_loop():
@@ -28,7 +26,8 @@ def test_plot_history_writes_a_labelled_png(tmp_path, with_tfs):
     maml_history = list(np.linspace(4, 0.3, 700))
     tfs_history = list(np.full(700, 3.5)) if with_tfs else None
     out = tmp_path / "curve.png"
-    figure = utils.plot_history(tfs_history, maml_history, maml_steps=1, tfs_steps=10, out=out, show=False)
+    figure = utils.plot_history(tfs_history, maml_history, maml_steps=1, tfs_steps=10, show=False)
+    save_figure(figure, out)
     (axes,) = figure.axes
     labels = [line.get_label() for line in axes.get_lines()]
     assert labels == ["MAML, S=1 inner SGD step"] + (["from scratch, 10 Adam steps"] if with_tfs else [])
@@ -47,7 +46,7 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(figure, "savefig", broken_savefig)
     with pytest.raises(OSError, match="disk full"):
-        utils.save_figure(figure, out)
+        save_figure(figure, out)
     assert out.read_bytes() == b"previous figure"
     assert list(tmp_path.iterdir()) == [out]
 
@@ -55,6 +54,6 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_diagram_script_draws_maml_png(tmp_path):
     out = tmp_path / "maml.png"
     script = ROOT / "scripts" / "draw_maml_diagram.py"
-    result = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True, text=True)
+    result = run_python(script, "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert is_png(out)

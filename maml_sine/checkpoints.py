@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from assignment import MAML
-from utils import LAYER_SIZES, write_atomically
+from maml_sine.files import write_atomically
+from utils import LAYER_SIZES
 
 FORMAT = "maml-sine-checkpoint"
 VERSION = 1

@@ -23,32 +23,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from assignment import MAML, check_finite, check_task
-from utils import BaseLearner, TrainFromScratch
+from assignment import MAML, all_finite, check_finite, check_task
+from maml_sine.functional import adapted, mse
+from utils import TrainFromScratch
 
 Task = Sequence[torch.Tensor]
 # A C++ wrapper calls the generated kernels without Python in between: about 1.5x
 # faster per episode than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
 ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # torch.optim.Adam's: TrainFromScratch's
-
-
-def _support_loss(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(BaseLearner.forward(x, weights), y)
-
-
-def _adapted(weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, first_order: bool):
-    """S inner SGD steps as pure functions: `MAML.adapt` in torch.func's terms."""
-    for _ in range(steps):
-        # No grad tracking around the inner gradient is first-order MAML's "treat it as a constant".
-        with torch.no_grad() if first_order else torch.enable_grad():
-            gradients = torch.func.grad(_support_loss)(weights, x, y)
-        # Spelled `w - lr * g`, not torch.add(w, g, alpha=-lr): that form, under torch.func inside
-        # torch.compile (torch 2.13, inductor, CPU), gave wrong fast weights here (loss 21.3, eager 4.33).
-        weights = [w - lr * g for w, g in zip(weights, gradients)]
-    return weights
 
 
 def _adam_update(weights, gradients, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, apply):
@@ -67,21 +51,18 @@ def _adam_update(weights, gradients, exp_avgs, exp_avg_sqs, steps, *, lr, beta1,
         step.copy_(torch.where(apply, new_step, step))
 
 
-def _finite_flag(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool tensor, inside the compiled graph: the same test as `train`'s (one finite sum)."""
-    return torch.isfinite(torch.cat([tensor.reshape(-1) for tensor in tensors]).sum())
-
-
 def _meta_step(weights, exp_avgs, exp_avg_sqs, steps, task, *, num_steps, first_order, inner_lr, adam):
     """One meta-update, in place; returns (query loss, whether the update was applied)."""
     train_x, train_y, test_x, test_y = task
 
     def query_loss(initialization):
-        fast_weights = _adapted(initialization, train_x, train_y, num_steps, inner_lr, first_order)
-        return F.mse_loss(BaseLearner.forward(test_x, fast_weights), test_y)
+        fast_weights = adapted(
+            initialization, train_x, train_y, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order
+        )
+        return mse(fast_weights, test_x, test_y)
 
     meta_gradients, loss = torch.func.grad_and_value(query_loss)(list(weights))
-    finite = torch.isfinite(loss) & _finite_flag(meta_gradients)
+    finite = torch.isfinite(loss) & all_finite(meta_gradients)
     with torch.no_grad():
         _adam_update(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=finite)
     return loss, finite
@@ -141,9 +122,9 @@ def _scratch_query_loss(initialization, task, *, num_steps, adam):
     exp_avg_sqs = [torch.zeros_like(weight) for weight in weights]
     steps = [torch.zeros((), dtype=torch.float32) for _ in weights]
     for _ in range(num_steps):
-        gradients = torch.func.grad(_support_loss)(weights, train_x, train_y)
+        gradients = torch.func.grad(mse)(weights, train_x, train_y)
         _adam_update(weights, gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=torch.tensor(True))
-    return F.mse_loss(BaseLearner.forward(test_x, weights), test_y)
+    return mse(weights, test_x, test_y)
 
 
 class CompiledTrainFromScratch:

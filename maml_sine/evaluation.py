@@ -1,0 +1,176 @@
+"""Meta-testing on held-out tasks: how well does an initialization fit a new sine from K points after n SGD steps?
+
+The protocol of Finn et al. (2017), Section 5.1: a fixed set of new tasks, K support
+points each, 0..10 plain SGD steps, the error averaged over tasks with a 95% confidence
+interval. Here the error is measured on a grid of 100 evenly spaced x in [-5, 5].
+
+The held-out tasks come from `numpy.random.default_rng(seed)`, never from `np.random`, so
+every run scores on the same tasks and evaluating changes nothing a later seeded run
+draws. All tasks adapt at once: `torch.func.vmap` over `torch.func.grad`, with batched
+weights that are `BaseLearner`'s 6 tensors, each with a leading task dimension n:
+W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import grad, vmap
+
+from assignment import INNER_LR
+from maml_sine.functional import mse
+from utils import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, BaseLearner
+
+HELD_OUT_SEED = 3_031_703  # any fixed seed; the held-out tasks never come from np.random
+HELD_OUT_TASKS = 600
+SUPPORT_SIZES = (5, 10)
+MAX_STEPS = 10
+GRID_X = np.linspace(*X_RANGE, 100)
+Z_95 = 1.96  # two-sided 95% quantile of the normal distribution
+
+
+@dataclass(frozen=True)
+class HeldOutTasks:
+    """n sine tasks y = a * sin(x + p), each with `max_support` support x and a shared grid of x to score on.
+
+    amplitudes, phases: (n,) float64; support_x: (n, max_support, 1) float32; grid_x: (m, 1) float32.
+    """
+
+    amplitudes: np.ndarray
+    phases: np.ndarray
+    support_x: torch.Tensor
+    grid_x: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.amplitudes)
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """Each task's y at x, float32: x of shape (n, m, 1), or (m, 1) shared by all tasks, gives (n, m, 1)."""
+        x = x.double().numpy()
+        y = self.amplitudes[:, None, None] * np.sin(x + self.phases[:, None, None])
+        return torch.from_numpy(y.astype(np.float32))
+
+    def support(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first k support points of every task: x and y, each of shape (n, k, 1).
+
+        Taking a prefix makes each task's K = 5 support set part of its K = 10 one.
+        """
+        support_x = self.support_x[:, :k]
+        return support_x, self.targets(support_x)
+
+    def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scoring grid: x of shape (m, 1), shared, and every task's y, (n, m, 1)."""
+        return self.grid_x, self.targets(self.grid_x)
+
+
+def _scale(unit: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    low, high = bounds
+    return low + (high - low) * unit
+
+
+def draw_held_out_tasks(
+    num_tasks: int = HELD_OUT_TASKS, max_support: int = max(SUPPORT_SIZES), seed: int = HELD_OUT_SEED, grid=GRID_X
+) -> HeldOutTasks:
+    """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support x ~ U[-5, 5).
+
+    Task i uses row i of one (num_tasks, 2 + max_support) block of uniform draws, so the
+    first tasks are the same whatever `num_tasks` is. `grid` holds the x to score on.
+    """
+    unit = np.random.default_rng(seed).random((num_tasks, 2 + max_support))
+    support_x = _scale(unit[:, 2:, None], X_RANGE).astype(np.float32)
+    return HeldOutTasks(
+        amplitudes=_scale(unit[:, 0], AMPLITUDE_RANGE),
+        phases=_scale(unit[:, 1], PHASE_RANGE),
+        support_x=torch.from_numpy(support_x),
+        grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)),
+    )
+
+
+_mse_per_task = vmap(mse, in_dims=(0, None, 0))  # every task scored on one shared x
+_gradient_per_task = vmap(grad(mse))  # every task's own support set
+_predict_per_task = vmap(BaseLearner.forward, in_dims=(None, 0))
+
+
+def sgd_steps(
+    initialization: Sequence[torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor, steps: int, lr: float
+) -> Iterator[list[torch.Tensor]]:
+    """Yield the batched weights before adaptation and after each of `steps` SGD steps (steps + 1 in all).
+
+    support_x, support_y: (n, k, 1). Every task starts from `initialization` (6 unbatched
+    tensors, left untouched) and steps w <- w - lr * grad of its own support MSE.
+    """
+    weights = [w.detach().expand(len(support_x), *w.shape) for w in initialization]
+    yield weights
+    for _ in range(steps):
+        gradients = _gradient_per_task(weights, support_x, support_y)
+        weights = [w - lr * g for w, g in zip(weights, gradients)]
+        yield weights
+
+
+def mse_after_each_step(
+    initialization: Sequence[torch.Tensor],
+    support: tuple[torch.Tensor, torch.Tensor],
+    grid: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    lr: float,
+) -> torch.Tensor:
+    """Each task's MSE on the grid after 0, 1, ..., `steps` SGD steps on its support set: shape (steps + 1, n).
+
+    support: x and y of shape (n, k, 1); grid: x of shape (m, 1), shared, and y of shape (n, m, 1).
+    """
+    grid_x, grid_y = grid
+    return torch.stack([_mse_per_task(w, grid_x, grid_y) for w in sgd_steps(initialization, *support, steps, lr)])
+
+
+def predictions_after_each_step(
+    initialization: Sequence[torch.Tensor],
+    support: tuple[torch.Tensor, torch.Tensor],
+    x: torch.Tensor,
+    steps: int,
+    lr: float,
+) -> torch.Tensor:
+    """Each task's prediction at x, shape (m, 1), after 0, 1, ..., `steps` SGD steps: shape (steps + 1, n, m, 1)."""
+    return torch.stack([_predict_per_task(x, w) for w in sgd_steps(initialization, *support, steps, lr)])
+
+
+def mean_and_ci95(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the last axis (the tasks) and the half-width of its 95% confidence interval.
+
+    The half-width is 1.96 * std / sqrt(n) with the population std (ddof=0), as in
+    Finn et al.'s evaluation code. `errors` of shape (..., n) gives two arrays of shape (...).
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    return errors.mean(axis=-1), Z_95 * errors.std(axis=-1) / np.sqrt(errors.shape[-1])
+
+
+def evaluate(initialization: Sequence[torch.Tensor], tasks: HeldOutTasks) -> dict[str, dict[str, list[float]]]:
+    """For every K: the mean and 95% CI of the grid MSE over the held-out tasks after 0..MAX_STEPS steps."""
+    results = {}
+    for k in SUPPORT_SIZES:
+        errors = mse_after_each_step(initialization, tasks.support(k), tasks.grid(), MAX_STEPS, INNER_LR)
+        mean, ci95 = mean_and_ci95(errors.numpy())
+        results[str(k)] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
+    return results
+
+
+def task_to_draw(tasks: HeldOutTasks, min_amplitude: float = 3.0) -> int:
+    """The first held-out task with an amplitude above `min_amplitude` (else task 0): picked by its shape, not a fit.
+
+    A small wave, or one close to the mean of all tasks (about 1.6 cos x, as phases lie in
+    [0, pi)), would make every learner's fit look alike.
+    """
+    large = np.flatnonzero(tasks.amplitudes > min_amplitude)
+    return int(large[0]) if len(large) else 0
+
+
+def fits_on_one_task(initialization: Sequence[torch.Tensor], tasks: HeldOutTasks, task: int) -> dict[int, np.ndarray]:
+    """For each K: the prediction on the grid for held-out `task` after 0..MAX_STEPS steps, shape (steps + 1, m)."""
+    fits = {}
+    for k in SUPPORT_SIZES:
+        support_x, support_y = (tensor[task : task + 1] for tensor in tasks.support(k))
+        predictions = predictions_after_each_step(
+            initialization, (support_x, support_y), tasks.grid_x, MAX_STEPS, INNER_LR
+        )
+        fits[k] = predictions[:, 0, :, 0].numpy()
+    return fits

@@ -1,0 +1,114 @@
+"""What the held-out evaluation writes: the paper's Figures 2 and 3 for our learners, and a markdown table.
+
+`results` everywhere is `{learner name: {str(K): {"mean": [...], "ci95": [...]}}}`, one entry
+per SGD step 0..MAX_STEPS, as `maml_sine.evaluation.evaluate` returns it for each learner.
+"""
+
+import os
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are only ever written to files here
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+from maml_sine.evaluation import MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
+from maml_sine.files import save_figure
+from maml_sine.training import Learner
+
+MSE_TICKS = (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5)
+FIT_STEPS = (0, 1, MAX_STEPS)
+TABLE_STEPS = (0, 1, 5, 10)
+
+
+def steps_label(step: int) -> str:
+    return "before adaptation" if step == 0 else f"after {step} SGD step{'s' * (step != 1)}"
+
+
+def plot_mse_against_steps(
+    results: Mapping, learners: Mapping[str, Learner], num_tasks: int, out: str | os.PathLike
+) -> None:
+    """The paper's Figure 3: mean grid MSE against SGD steps, a 95% CI band per learner, one panel per K."""
+    figure, panels = plt.subplots(1, len(SUPPORT_SIZES), figsize=(11, 4.6), sharey=True)
+    steps = np.arange(MAX_STEPS + 1)
+    for axes, k in zip(panels, SUPPORT_SIZES):
+        for name, learner in learners.items():
+            mean, ci95 = (np.array(results[name][str(k)][key]) for key in ("mean", "ci95"))
+            axes.plot(steps, mean, marker="o", markersize=3.5, color=learner.color, label=learner.label)
+            axes.fill_between(steps, mean - ci95, mean + ci95, color=learner.color, alpha=0.2, linewidth=0)
+        axes.set_yscale("log")
+        axes.set_yticks(MSE_TICKS)
+        axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+        axes.set_xticks(steps)
+        axes.set_title(f"K = {k} support points")
+        axes.set_xlabel("SGD steps on the support points (lr 0.01)")
+        axes.grid(True, which="both", alpha=0.3)
+    panels[0].set_ylabel("MSE on 100 x in [-5, 5] (log scale)")
+    panels[-1].legend()
+    figure.suptitle(f"Fitting a new sine task: mean MSE over {num_tasks} held-out tasks, with 95% confidence bands")
+    figure.tight_layout()
+    save_figure(figure, out)
+    plt.close(figure)
+
+
+def plot_fits(
+    fits: Mapping[str, Mapping[int, np.ndarray]],
+    learners: Mapping[str, Learner],
+    tasks: HeldOutTasks,
+    task: int,
+    out: str | os.PathLike,
+) -> None:
+    """The paper's Figure 2: one held-out task, its K support points, and each learner's fit after 0, 1, 10 steps."""
+    grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
+    figure, panels = plt.subplots(len(SUPPORT_SIZES), len(learners), figsize=(15, 7), sharex=True, sharey=True)
+    styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
+    for row, k in zip(panels, SUPPORT_SIZES):
+        support_x, support_y = (tensor[task].numpy().ravel() for tensor in tasks.support(k))
+        for axes, (name, learner) in zip(row, learners.items()):
+            axes.plot(grid_x, grid_y, color="black", linewidth=1.2)
+            for step in FIT_STEPS:
+                linestyle, linewidth = styles[step]
+                axes.plot(grid_x, fits[name][k][step], color=learner.color, linestyle=linestyle, linewidth=linewidth)
+            axes.plot(support_x, support_y, "^", color="black", markersize=7)
+            axes.set_title(f"{learner.label}, K = {k}", fontsize=11)
+            axes.grid(True, alpha=0.3)
+        row[0].set_ylabel("y")
+    for axes in panels[-1]:
+        axes.set_xlabel("x")
+    legend = [
+        Line2D([], [], color="black", linewidth=1.2, label="true function"),
+        Line2D([], [], color="black", marker="^", linestyle="", label="K support points (used for the SGD steps)"),
+        *[
+            Line2D([], [], color="dimgray", linestyle=styles[s][0], linewidth=styles[s][1], label=steps_label(s))
+            for s in FIT_STEPS
+        ],
+    ]
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False)
+    amplitude, phase = tasks.amplitudes[task], tasks.phases[task]
+    title = (
+        f"Held-out task {task}, y = {amplitude:.2f} sin(x + {phase:.2f}): each learner's fit from K points as it adapts"
+    )
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    save_figure(figure, out)
+    plt.close(figure)
+
+
+def markdown_table(results: Mapping, learners: Mapping[str, Learner], num_tasks: int) -> str:
+    """results.md: for each K, mean MSE +- 95% CI of every learner at TABLE_STEPS."""
+    lines = [f"# MSE on {num_tasks} held-out sine tasks (mean ± 95% CI), by SGD steps on K support points", ""]
+    for k in SUPPORT_SIZES:
+        lines += [f"## K = {k}", "", "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]
+        lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
+        for name, learner in learners.items():
+            cells = [
+                f"{results[name][str(k)]['mean'][s]:.3f} ± {results[name][str(k)]['ci95'][s]:.3f}" for s in TABLE_STEPS
+            ]
+            lines.append(f"| {learner.label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Written by `python scripts/evaluate.py`; every step 0..10 is in results.json.")
+    return "\n".join(lines) + "\n"

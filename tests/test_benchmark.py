@@ -1,0 +1,28 @@
+"""The benchmark's textbook MAML, the baseline every speed-up is measured against, computes what `MAML.train` does."""
+
+import pytest
+import torch
+
+from assignment import MAML
+from helpers import ROOT, import_script, sine_task, weights_of
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return import_script(ROOT / "benchmarks" / "bench_train.py")
+
+
+@pytest.mark.parametrize("num_steps, support", [(1, 10), (5, 5)])
+def test_textbook_loop_takes_the_update_of_maml_train(benchmark, num_steps, support):
+    torch.manual_seed(0)
+    textbook = benchmark.TextbookMAML(num_steps)
+    torch.manual_seed(0)
+    maml = MAML(num_steps)
+    assert all(torch.equal(a, b) for a, b in zip(textbook.weights, maml.initialization, strict=True))
+    for seed in range(3):
+        task = sine_task(seed, support, 40, dtype=torch.float32)
+        textbook.train(task)
+        maml.train(task)
+        assert textbook.history[-1] == pytest.approx(maml.history[-1], rel=1e-6)
+        for mine, theirs in zip(weights_of(maml), textbook.weights, strict=True):
+            torch.testing.assert_close(mine, theirs.detach(), rtol=1e-5, atol=1e-7)
