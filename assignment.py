@@ -100,7 +100,8 @@ class MAML:
     def _check_meta_gradient(self, query_loss_value: float) -> None:
         """Raise, and clear the gradients, if the meta-gradient is not finite (a huge task can overflow it)."""
         if not all_finite([weight.grad for weight in self.initialization]):
-            self.meta_optimizer.zero_grad()
+            for weight in self.initialization:
+                weight.grad = None  # as before the call, on every torch version
             raise FloatingPointError(
                 f"the meta-gradient is not finite on this task (query loss {query_loss_value:.3g}); {NOT_APPLIED}"
             )
@@ -108,7 +109,8 @@ class MAML:
 
 def _fused_adam_if_offered(weights: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam over `weights`, fused (one kernel for all six tensors, a fraction of the dispatches)
-    where this torch can fuse it: older versions have no `fused` argument, some fuse on GPUs only."""
+    where this torch can fuse it: older versions have no `fused` argument, some fuse on GPUs only.
+    (utils.py has its own copy for TrainFromScratch: each of the two files must stand alone.)"""
     try:
         return torch.optim.Adam(weights, lr=lr, fused=True)
     except (TypeError, RuntimeError, ValueError):
@@ -168,7 +170,8 @@ def _as_column(name: str, value: object, dtype: torch.dtype) -> torch.Tensor:
     if value.ndim != 2 or value.shape[1] != 1:
         hint = f" (reshape it with {name}.reshape(-1, 1))" if value.ndim == 1 else ""
         raise ValueError(f"{name} must have shape (n, 1), got {tuple(value.shape)}{hint}")
-    return value if value.dtype == dtype else value.to(dtype)
+    # Detached: the meta-gradient must reach the initialization, never the caller's tensors or their graph.
+    return (value if value.dtype == dtype else value.to(dtype)).detach()
 
 
 def check_finite(

@@ -41,14 +41,17 @@ class SineGenerator:
     """Draws sine-wave regression tasks y = a * sin(x + p) from numpy's global RNG.
 
     Each task has `k` support points (to learn from) and `k_test` query points
-    (to be judged on), all with x ~ U[-5, 5).
+    (to be judged on), all with x ~ U[-5, 5). `rng`, a `numpy.random.RandomState`,
+    draws them instead of the global RNG, in the same order: a stream of its own
+    (`RandomState(seed)` draws what `np.random.seed(seed)` would).
     """
 
-    def __init__(self, k: int, k_test: int) -> None:
+    def __init__(self, k: int, k_test: int, *, rng: np.random.RandomState | None = None) -> None:
         _require_count("k", k, minimum=1)
         _require_count("k_test", k_test, minimum=1)
         self.k = k
         self.k_test = k_test
+        self._random = np.random if rng is None else rng
 
     def generate_task(self) -> tuple[Callable[[np.ndarray], np.ndarray], list[torch.Tensor]]:
         """Return `(fn, [train_x, train_y, test_x, test_y])`, tensors of shape (k, 1) / (k_test, 1).
@@ -56,14 +59,14 @@ class SineGenerator:
         The draws happen in a fixed order (amplitude, phase, support x, query x):
         seeded runs, and the graders' thresholds, depend on it.
         """
-        amplitude = np.random.uniform(*AMPLITUDE_RANGE)
-        phase = np.random.uniform(*PHASE_RANGE)
+        amplitude = self._random.uniform(*AMPLITUDE_RANGE)
+        phase = self._random.uniform(*PHASE_RANGE)
 
         def fn(x: np.ndarray) -> np.ndarray:
             return amplitude * np.sin(x + phase)
 
-        train_x = np.random.uniform(*X_RANGE, size=(self.k, 1)).astype(np.float32)
-        test_x = np.random.uniform(*X_RANGE, size=(self.k_test, 1)).astype(np.float32)
+        train_x = self._random.uniform(*X_RANGE, size=(self.k, 1)).astype(np.float32)
+        test_x = self._random.uniform(*X_RANGE, size=(self.k_test, 1)).astype(np.float32)
         arrays = [train_x, fn(train_x), test_x, fn(test_x)]  # a float times float32 stays float32
         return fn, [torch.from_numpy(array) for array in arrays]
 
@@ -142,7 +145,8 @@ class TrainFromScratch:
 
 def _fused_adam_if_offered(weights: list[torch.Tensor]) -> torch.optim.Adam:
     """Adam at its default lr; fused (one kernel per step for all six tensors) where this torch
-    offers it for CPU tensors: torch before 2.0 has no `fused` argument, 2.0 to 2.3 fuse on GPUs only."""
+    offers it for CPU tensors: torch before 2.0 has no `fused` argument, 2.0 to 2.3 fuse on GPUs only.
+    (assignment.py has its own copy for MAML: each of the two files must stand alone.)"""
     try:
         return torch.optim.Adam(weights, fused=True)
     except (TypeError, RuntimeError, ValueError):

@@ -9,7 +9,7 @@ turns the lot into a few fused C++ kernels.
 
 The learner keeps all of its state: each compiled step reads and writes
 `maml.initialization` and the Adam moments in `maml.meta_optimizer.state` in place,
-so a run can switch between `fast.train` and `maml.train`, or be checkpointed,
+so a run can switch between `CompiledMAML(maml)` and `maml.train`, or be checkpointed,
 at any episode. As in `MAML.train`, a task is checked first, and an update whose
 query loss or meta-gradient is not finite is not applied: every write is guarded
 by `torch.where(finite, new, old)`, and the error is raised after the step.
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from assignment import MAML, all_finite, check_finite, check_task
-from maml_sine.functional import adapted, mse
+from assignment import MAML, NOT_APPLIED, all_finite, check_finite, check_task
+from maml_sine.functional import adam_update_, adapted, mse
 from utils import TrainFromScratch
 
 Task = Sequence[torch.Tensor]
@@ -33,22 +33,6 @@ Task = Sequence[torch.Tensor]
 # faster per episode than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
 ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # torch.optim.Adam's: TrainFromScratch's
-
-
-def _adam_update(weights, gradients, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, apply):
-    """torch.optim.Adam's step (no weight decay, no amsgrad), written into the given tensors where `apply`."""
-    for weight, gradient, exp_avg, exp_avg_sq, step in zip(weights, gradients, exp_avgs, exp_avg_sqs, steps):
-        new_step = step + 1
-        new_exp_avg = exp_avg.lerp(gradient, 1 - beta1)
-        new_exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * gradient * gradient
-        count = new_step.double()  # bias corrections in float64, as torch's Adam computes them
-        bias_correction1 = (1 - beta1**count).to(weight.dtype)
-        bias_correction2_sqrt = (1 - beta2**count).sqrt().to(weight.dtype)
-        denominator = new_exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
-        new_weight = weight - (lr / bias_correction1) * new_exp_avg / denominator
-        for tensor, new in ((weight, new_weight), (exp_avg, new_exp_avg), (exp_avg_sq, new_exp_avg_sq)):
-            tensor.copy_(torch.where(apply, new, tensor))
-        step.copy_(torch.where(apply, new_step, step))
 
 
 def _meta_step(weights, exp_avgs, exp_avg_sqs, steps, task, *, num_steps, first_order, inner_lr, adam):
@@ -64,7 +48,7 @@ def _meta_step(weights, exp_avgs, exp_avg_sqs, steps, task, *, num_steps, first_
     meta_gradients, loss = torch.func.grad_and_value(query_loss)(list(weights))
     finite = torch.isfinite(loss) & all_finite(meta_gradients)
     with torch.no_grad():
-        _adam_update(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=finite)
+        adam_update_(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=finite)
     return loss, finite
 
 
@@ -94,7 +78,7 @@ class CompiledMAML:
     def __call__(self, task: Task) -> None:
         maml = self.maml
         task = check_task(task, maml.initialization[0].dtype)
-        consequence = "the meta-update was not applied"
+        consequence = NOT_APPLIED
         if maml.num_steps == 0:  # the step never reads the support set: look at it before anything is written
             check_finite(task, 0.0, support_used=False, consequence=consequence)
         (group,) = maml.meta_optimizer.param_groups
@@ -123,7 +107,7 @@ def _scratch_query_loss(initialization, task, *, num_steps, adam):
     steps = [torch.zeros((), dtype=torch.float32) for _ in weights]
     for _ in range(num_steps):
         gradients = torch.func.grad(mse)(weights, train_x, train_y)
-        _adam_update(weights, gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=torch.tensor(True))
+        adam_update_(weights, gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=torch.tensor(True))
     return mse(weights, test_x, test_y)
 
 

@@ -10,9 +10,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # matplotlib is loaded only by the code that draws
+    from matplotlib.figure import Figure
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -43,7 +44,7 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 
-def save_figure(figure: Figure, path: str | os.PathLike) -> None:
+def save_figure(figure: "Figure", path: str | os.PathLike) -> None:
     """Write `figure` as a PNG at `path`, atomically (see `write_atomically`)."""
     write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
 

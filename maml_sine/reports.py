@@ -7,17 +7,14 @@ per SGD step 0..MAX_STEPS, as `maml_sine.evaluation.evaluate` returns it for eac
 import os
 from collections.abc import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are only ever written to files here
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: these figures are only written to files, whatever the backend
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from maml_sine.evaluation import MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
 from maml_sine.files import save_figure
-from maml_sine.training import Learner
+from maml_sine.training import LearnerSpec
 
 MSE_TICKS = (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5)
 FIT_STEPS = (0, 1, MAX_STEPS)
@@ -29,10 +26,11 @@ def steps_label(step: int) -> str:
 
 
 def plot_mse_against_steps(
-    results: Mapping, learners: Mapping[str, Learner], num_tasks: int, out: str | os.PathLike
+    results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int, out: str | os.PathLike
 ) -> None:
     """The paper's Figure 3: mean grid MSE against SGD steps, a 95% CI band per learner, one panel per K."""
-    figure, panels = plt.subplots(1, len(SUPPORT_SIZES), figsize=(11, 4.6), sharey=True)
+    figure = Figure(figsize=(11, 4.6))
+    panels = figure.subplots(1, len(SUPPORT_SIZES), sharey=True)
     steps = np.arange(MAX_STEPS + 1)
     for axes, k in zip(panels, SUPPORT_SIZES):
         for name, learner in learners.items():
@@ -52,19 +50,19 @@ def plot_mse_against_steps(
     figure.suptitle(f"Fitting a new sine task: mean MSE over {num_tasks} held-out tasks, with 95% confidence bands")
     figure.tight_layout()
     save_figure(figure, out)
-    plt.close(figure)
 
 
 def plot_fits(
     fits: Mapping[str, Mapping[int, np.ndarray]],
-    learners: Mapping[str, Learner],
+    learners: Mapping[str, LearnerSpec],
     tasks: HeldOutTasks,
     task: int,
     out: str | os.PathLike,
 ) -> None:
     """The paper's Figure 2: one held-out task, its K support points, and each learner's fit after 0, 1, 10 steps."""
     grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
-    figure, panels = plt.subplots(len(SUPPORT_SIZES), len(learners), figsize=(15, 7), sharex=True, sharey=True)
+    figure = Figure(figsize=(15, 7))
+    panels = figure.subplots(len(SUPPORT_SIZES), len(learners), sharex=True, sharey=True)
     styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
     for row, k in zip(panels, SUPPORT_SIZES):
         support_x, support_y = (tensor[task].numpy().ravel() for tensor in tasks.support(k))
@@ -95,10 +93,9 @@ def plot_fits(
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     save_figure(figure, out)
-    plt.close(figure)
 
 
-def markdown_table(results: Mapping, learners: Mapping[str, Learner], num_tasks: int) -> str:
+def markdown_table(results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int) -> str:
     """results.md: for each K, mean MSE +- 95% CI of every learner at TABLE_STEPS."""
     lines = [f"# MSE on {num_tasks} held-out sine tasks (mean ± 95% CI), by SGD steps on K support points", ""]
     for k in SUPPORT_SIZES:

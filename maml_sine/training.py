@@ -41,7 +41,7 @@ def final_mse(history: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True)
-class Learner:
+class LearnerSpec:
     """A learner of an experiment: how it is meta-trained (`num_steps` None: not at all) and how it is drawn."""
 
     label: str
@@ -78,7 +78,7 @@ def train_on_tasks(
                 progress.set_postfix(recent, refresh=False)
 
 
-def meta_train(learner: Learner, episodes: int = EPISODES, fast: bool = False) -> MAML:
+def meta_train(learner: LearnerSpec, episodes: int = EPISODES, fast: bool = False) -> MAML:
     """A fresh MAML meta-trained on the seeded stream, seeded anew here: with S=1 it is `python test.py`'s learner.
 
     Ctrl-C raises KeyboardInterrupt with a message that says how far it got.
@@ -95,7 +95,7 @@ def meta_train(learner: Learner, episodes: int = EPISODES, fast: bool = False) -
 
 
 def trained_or_loaded(
-    learner: Learner, path: str | os.PathLike, episodes: int, *, retrain: bool = False, fast: bool = False
+    learner: LearnerSpec, path: str | os.PathLike, episodes: int, *, retrain: bool = False, fast: bool = False
 ) -> tuple[MAML, str]:
     """The learner from its checkpoint at `path` if there is one (and not `retrain`), else meta-trained and saved there.
 

@@ -7,7 +7,7 @@
 The sine-wave experiment of Finn et al. (2017), Figures 2 and 3, for four learners:
   MAML, S=1             second-order MAML with one inner step: the learner of `python test.py`
   first-order MAML, S=1 the same without the second-order terms
-  pretrained (S=0)      `MAML(num_steps=0)`: one network trained on every task's points, then fine-tuned
+  pretrained (S=0)      `MAML(num_steps=0)`: one network fitted to each task's query points in turn, then fine-tuned
   from scratch          the random initialization the three above start from: the floor
 
 The three meta-learners train on the task stream of `python test.py` (SineGenerator(k=10, k_test=40),
@@ -57,7 +57,7 @@ from maml_sine.training import (
     QUERY_POINTS,
     SUPPORT_POINTS,
     TORCH_SEED,
-    Learner,
+    LearnerSpec,
     final_mse,
     trained_or_loaded,
 )
@@ -67,10 +67,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = ROOT / "docs" / "evaluation"
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
 LEARNERS = {
-    "maml": Learner("MAML, S=1", "tab:blue", num_steps=1),
-    "first_order_maml": Learner("first-order MAML, S=1", "tab:green", num_steps=1, first_order=True),
-    "pretrained": Learner("pretrained (S=0)", "tab:orange", num_steps=0),
-    "scratch": Learner("from scratch (random init)", "tab:gray"),
+    "maml": LearnerSpec("MAML, S=1", "tab:blue", num_steps=1),
+    "first_order_maml": LearnerSpec("first-order MAML, S=1", "tab:green", num_steps=1, first_order=True),
+    "pretrained": LearnerSpec("pretrained (S=0)", "tab:orange", num_steps=0),
+    "scratch": LearnerSpec("from scratch (random init)", "tab:gray"),
 }
 WRITING = "writing the figures and results"  # the last stage of a run
 
@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def initialization_of(name: str, learner: Learner, args: argparse.Namespace) -> tuple[list[torch.Tensor], dict]:
+def initialization_of(name: str, learner: LearnerSpec, args: argparse.Namespace) -> tuple[list[torch.Tensor], dict]:
     """A learner's initialization and a record of where it came from (and, if meta-trained, its final MSE)."""
     start = time.perf_counter()
     if learner.num_steps is None:
