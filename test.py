@@ -3,11 +3,14 @@
     python test.py                      # MAML, S=1, 40,000 episodes (seeds 1337 / 42)
     python test.py --plot-tfs           # ... beside a learner trained from scratch per task
     python test.py --steps 5 --episodes 5000 --out curve.png --no-show
+    python test.py --seeds 10           # ten seeds at once: the median curve and the spread between seeds
 
 Each episode is one new task: both learners adapt to its 10 support points and are
 scored on its 40 query points. The figure shows the query MSE, averaged over a
 sliding window of 300 episodes, as meta-training goes on; the summary gives each
-learner's final MSE, the mean of its last 500 query losses.
+learner's final MSE, the mean of its last 500 query losses. With --seeds N, seed i
+draws its tasks from numpy seed 1337 + i and its weights from torch seed 42 + i (seed
+0 is the single run's), all N train together, and the figure shows their median and spread.
 """
 
 import argparse
@@ -16,23 +19,28 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from assignment import MAML
 from maml_sine.cli import check_png_path, run_command, whole_number
 from maml_sine.files import save_figure
+from maml_sine.reports import plot_curves_over_seeds
 from maml_sine.training import (
     EPISODES,
     FINAL_WINDOW,
     QUERY_POINTS,
     SUPPORT_POINTS,
+    TFS_STEPS,
     final_mse,
+    final_mse_per_seed,
     seed_the_stream,
     train_on_tasks,
+    train_seeds,
 )
 from utils import SineGenerator, TrainFromScratch, plot_history, show_figures
 
-TFS_STEPS = 10
+COMPILE_FROM = 5_000  # episodes: below this, compiling the batched update costs more than it saves
 
 
 def learning_curve(
@@ -76,6 +84,32 @@ def learning_curve(
     return maml, scratch if plot_tfs else None
 
 
+def many_seeds(
+    num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int = EPISODES, out: Path, fast: bool = False
+) -> dict[str, np.ndarray]:
+    """`learning_curve` for `num_seeds` seeds in one batched run; saves the median-and-spread figure at `out`,
+    also when Ctrl-C stops the run. Returns each learner's (seeds, episodes) query losses.
+
+    Each update is compiled when the run is long enough to pay for compiling (COMPILE_FROM episodes), or with `fast`.
+    """
+    try:
+        histories = train_seeds(num_seeds, maml_steps, plot_tfs, episodes, compile=fast or episodes >= COMPILE_FROM)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: save the curves so far, then let the interrupt go on
+        message, histories = interrupt.args
+        print(f"\n{message}", file=sys.stderr)
+        _save_curves_over_seeds(histories, maml_steps, out)
+        raise
+    _save_curves_over_seeds(histories, maml_steps, out)
+    return histories
+
+
+def _save_curves_over_seeds(histories: dict[str, np.ndarray], maml_steps: int, out: Path) -> None:
+    if histories["maml"].shape[1] == 0:
+        return
+    labels = {"maml": f"MAML, S={maml_steps}", "scratch": f"from scratch, {TFS_STEPS} Adam steps"}
+    save_figure(plot_curves_over_seeds({labels[name]: losses for name, losses in histories.items()}), out)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=whole_number(0), default=1, help="MAML inner steps S (default 1)")
@@ -84,6 +118,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
     parser.add_argument("--fast", action="store_true", help="torch.compile the updates: faster, equal up to rounding")
+    parser.add_argument("--seeds", type=whole_number(1), default=1, help="seeds trained at once (default 1)")
     args = parser.parse_args(argv)
     check_png_path(parser, "--out", args.out)
     return args
@@ -96,17 +131,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     # OpenMP threads that wait on each other cost more than they compute.
     torch.set_num_threads(1)
     start = time.perf_counter()
+    window = f"mean of the last {FINAL_WINDOW} query losses"
+    names = {"maml": f"MAML (S={args.steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
     try:
-        maml, scratch = learning_curve(
-            args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False, fast=args.fast
-        )
+        if args.seeds > 1:
+            histories = many_seeds(
+                args.seeds, args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, fast=args.fast
+            )
+        else:
+            maml, scratch = learning_curve(
+                args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False, fast=args.fast
+            )
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the curve so far is saved to {args.out}") from None
     seconds = time.perf_counter() - start
-    window = f"mean of the last {FINAL_WINDOW} query losses"
-    print(f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f} ({window})")
-    if scratch is not None:
-        print(f"from scratch ({TFS_STEPS} Adam steps): query MSE {final_mse(scratch.history):.3f} ({window})")
+    if args.seeds > 1:
+        for name, losses in histories.items():
+            finals = final_mse_per_seed(losses)
+            print(
+                f"{names[name]}, {args.seeds} seeds: final MSE median {np.median(finals):.3f}, "
+                f"from {finals.min():.3f} to {finals.max():.3f} ({window})"
+            )
+    else:
+        print(f"{names['maml']}: query MSE {final_mse(maml.history):.3f} ({window})")
+        if scratch is not None:
+            print(f"{names['scratch']}: query MSE {final_mse(scratch.history):.3f} ({window})")
     print(f"{args.episodes} episodes in {seconds:.1f} s; figure saved to {args.out}")
     if not args.no_show:
         show_figures()

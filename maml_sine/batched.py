@@ -26,7 +26,8 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from assignment import INNER_LR, META_LR, TASK_PARTS, all_finite
-from maml_sine.compiled import COMPILE_OPTIONS
+from maml_sine.compiled import ADAM_DEFAULTS as SCRATCH_ADAM
+from maml_sine.compiled import COMPILE_OPTIONS, scratch_query_loss
 from maml_sine.functional import adam_update_, adapted, mse
 from maml_sine.training import NUMPY_SEED, TORCH_SEED
 from utils import BaseLearner, SineGenerator
@@ -40,13 +41,16 @@ def lane_seeds(num_learners: int) -> list[tuple[int, int]]:
     return [(NUMPY_SEED + lane, TORCH_SEED + lane) for lane in range(num_learners)]
 
 
-def initializations_from_seeds(seeds: Sequence[tuple[int, int]]) -> list[list[torch.Tensor]]:
-    """Each learner's `BaseLearner.random_initial_weights()` drawn after `torch.manual_seed(its torch seed)`,
-    leaving torch's global RNG as it was. Learner (1337, 42) starts where `python test.py`'s MAML starts."""
+def initializations_from_seeds(seeds: Sequence[tuple[int, int]], skip: int = 0) -> list[list[torch.Tensor]]:
+    """Each learner's `BaseLearner.random_initial_weights()` drawn after `torch.manual_seed(its torch seed)`
+    and `skip` draws discarded, leaving torch's global RNG as it was. With seed 42, `skip=0` is where
+    `python test.py`'s MAML starts and `skip=1` is its from-scratch learner, which is built next."""
     initializations = []
     with torch.random.fork_rng(devices=[]):
         for _, torch_seed in seeds:
             torch.manual_seed(torch_seed)
+            for _ in range(skip):
+                BaseLearner.random_initial_weights()
             initializations.append(BaseLearner.random_initial_weights())
     return initializations
 
@@ -140,7 +144,7 @@ class BatchedMAML:
         self.steps = [torch.zeros((len(self), *[1] * (w.ndim - 1)), dtype=torch.float32) for w in self.weights]
         self.losses: list[torch.Tensor] = []  # one (N,) tensor of mean query losses per update
         self.gradient_norms: list[torch.Tensor] = []  # one (N,) tensor of meta-gradient norms per update
-        self._step = self._compiled_or_eager() if compile else _meta_step
+        self._step = _compiled_with_fallback(_meta_step) if compile else _meta_step
 
     def __len__(self) -> int:
         return self.weights[0].shape[0]
@@ -203,19 +207,60 @@ class BatchedMAML:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
         return checked
 
-    def _compiled_or_eager(self) -> Callable:
-        compiled = torch.compile(_meta_step, dynamic=False, options=COMPILE_OPTIONS)
 
-        def step(*args, **kwargs):
-            if self._step is not step:
-                return self._step(*args, **kwargs)
-            try:
-                result = compiled(*args, **kwargs)
-                self._step = compiled
-            except Exception as error:  # whatever the compiler raised: the eager step still works
-                print(f"compiled batched step unavailable ({type(error).__name__}); using eager", file=sys.stderr)
-                self._step = _meta_step
-                result = _meta_step(*args, **kwargs)
-            return result
+def _scratch_losses(initializations, train_x, train_y, test_x, test_y, *, num_steps, adam):
+    """Every from-scratch learner on its one task: (N,) query losses. Tasks are (N, n, 1)."""
+    fit = partial(scratch_query_loss, num_steps=num_steps, adam=adam)
+    return vmap(lambda weights, *task: fit(weights, task))(initializations, train_x, train_y, test_x, test_y)
 
-        return step
+
+class BatchedTrainFromScratch:
+    """N from-scratch learners (`utils.TrainFromScratch`): each task starts again from the learner's own
+    fixed initialization and takes `num_steps` Adam steps (lr 0.001) on its support set."""
+
+    def __init__(
+        self, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int, *, compile: bool = False
+    ) -> None:
+        self.num_steps = num_steps
+        self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
+        self.losses: list[torch.Tensor] = []
+        self._losses = _compiled_with_fallback(_scratch_losses) if compile else _scratch_losses
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def histories(self) -> np.ndarray:
+        """(N, tasks): each learner's query loss on every task."""
+        return _by_learner(self.losses, len(self))
+
+    def train(self, tasks: TaskBatch) -> None:
+        """Fit every learner to the first of its tasks (four tensors, each (N, B, n, 1)); record the query losses."""
+        with torch.no_grad():
+            losses = self._losses(
+                self.weights, *(part[:, 0] for part in tasks), num_steps=self.num_steps, adam=SCRATCH_ADAM
+            )
+        if not torch.isfinite(losses).all():
+            bad = torch.flatten(torch.nonzero(~torch.isfinite(losses))).tolist()
+            raise FloatingPointError(f"learner(s) {bad}: the query loss is not finite; nothing was recorded")
+        self.losses.append(losses)
+
+
+def _compiled_with_fallback(function: Callable) -> Callable:
+    """`function` compiled on its first call; if compiling fails, `function` itself, said in one line."""
+    compiled = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
+    chosen: list[Callable] = []
+
+    def call(*args, **kwargs):
+        if chosen:
+            return chosen[0](*args, **kwargs)
+        try:
+            result = compiled(*args, **kwargs)
+            chosen.append(compiled)
+        except Exception as error:  # whatever the compiler raised: the eager function still works
+            print(f"compiled batched step unavailable ({type(error).__name__}); using eager", file=sys.stderr)
+            chosen.append(function)
+            result = function(*args, **kwargs)
+        return result
+
+    return call

@@ -98,7 +98,7 @@ class CompiledMAML:
         maml.history.append(loss_value)
 
 
-def _scratch_query_loss(initialization, task, *, num_steps, adam):
+def scratch_query_loss(initialization, task, *, num_steps, adam):
     """TrainFromScratch.train as a pure function: Adam from zero state on a copy, then the query MSE."""
     train_x, train_y, test_x, test_y = task
     weights = [weight.clone() for weight in initialization]
@@ -116,7 +116,7 @@ class CompiledTrainFromScratch:
 
     def __init__(self, scratch: TrainFromScratch) -> None:
         self.scratch = scratch
-        self._compiled = torch.compile(_scratch_query_loss, dynamic=False, options=COMPILE_OPTIONS)
+        self._compiled = torch.compile(scratch_query_loss, dynamic=False, options=COMPILE_OPTIONS)
 
     def __call__(self, task: Task) -> None:
         scratch = self.scratch

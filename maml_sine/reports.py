@@ -1,6 +1,7 @@
-"""What the held-out evaluation writes: the paper's Figures 2 and 3 for our learners, and a markdown table.
+"""The figures and tables the scripts write: the held-out evaluation's (the paper's Figures 2 and 3 for
+our learners, a markdown table) and learning curves over many seeds.
 
-`results` everywhere is `{learner name: {str(K): {"mean": [...], "ci95": [...]}}}`, one entry
+`results` in the evaluation's functions is `{learner name: {str(K): {"mean": [...], "ci95": [...]}}}`, one entry
 per SGD step 0..MAX_STEPS, as `maml_sine.evaluation.evaluate` returns it for each learner.
 """
 
@@ -15,6 +16,7 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from maml_sine.evaluation import MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
 from maml_sine.files import save_figure
 from maml_sine.training import LearnerSpec
+from utils import PLOT_WINDOW, windowed_mean
 
 MSE_TICKS = (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5)
 FIT_STEPS = (0, 1, MAX_STEPS)
@@ -109,3 +111,29 @@ def markdown_table(results: Mapping, learners: Mapping[str, LearnerSpec], num_ta
         lines.append("")
     lines.append("Written by `python scripts/evaluate.py`; every step 0..10 is in results.json.")
     return "\n".join(lines) + "\n"
+
+
+def plot_curves_over_seeds(histories: Mapping[str, np.ndarray], window: int = PLOT_WINDOW) -> Figure:
+    """The learning curves of many seeds: per learner, the median over seeds of the `window`-episode
+    sliding mean of the query MSE, and a band from the 10th to the 90th percentile (min to max for
+    fewer than 10 seeds). `histories`: label -> (seeds, episodes) query losses."""
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.subplots()
+    for (label, losses), color in zip(histories.items(), ["tab:blue", "tab:orange"]):
+        curves = np.stack([windowed_mean(seed_losses, window)[1] for seed_losses in losses])
+        episodes = windowed_mean(losses[0], window)[0]
+        low, high = (10, 90) if len(curves) >= 10 else (0, 100)
+        band = f"{low}th to {high}th percentile" if low else "min to max"
+        axes.plot(episodes, np.median(curves, axis=0), color=color, label=f"{label}: median of {len(curves)} seeds")
+        lower, upper = np.percentile(curves, [low, high], axis=0)
+        axes.fill_between(episodes, lower, upper, color=color, alpha=0.25, linewidth=0, label=f"{label}: {band}")
+    axes.set_yscale("log")
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.set_xlabel("meta-training episode (one task each)")
+    axes.set_ylabel(f"query MSE, mean of last {window} episodes (log)")
+    axes.set_title(f"Query MSE per new task over {len(curves)} seeds: median and spread")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -26,6 +26,7 @@ EPISODES = 40_000
 SUPPORT_POINTS = 10
 QUERY_POINTS = 40
 FINAL_WINDOW = 500
+TFS_STEPS = 10  # the from-scratch learner's Adam steps per task in `python test.py --plot-tfs`
 PROGRESS_EVERY = 250  # episodes between updates of the progress bar's MSE
 
 
@@ -114,3 +115,48 @@ def trained_or_loaded(
     maml = meta_train(learner, episodes, fast)
     save_maml(maml, path)
     return maml, "trained"
+
+
+def train_seeds(
+    num_seeds: int, maml_steps: int, with_scratch: bool, episodes: int = EPISODES, *, compile: bool = True
+) -> dict[str, np.ndarray]:
+    """`python test.py`'s run with `num_seeds` seeds at once: seed i draws its tasks from numpy seed
+    1337 + i and its initializations from torch seed 42 + i, so seed 0 is `python test.py`'s own.
+
+    Returns each learner's query losses, "maml" and (if `with_scratch`) "scratch", as
+    (num_seeds, episodes) arrays. Ctrl-C raises KeyboardInterrupt with the losses so far as its
+    second argument. `compile` runs each update as one compiled function (with an eager fallback).
+    """
+    from maml_sine.batched import (  # torch.compile is loaded only for many seeds
+        BatchedMAML,
+        BatchedTrainFromScratch,
+        TaskStreams,
+        initializations_from_seeds,
+        lane_seeds,
+    )
+
+    seeds = lane_seeds(num_seeds)
+    learners = {"maml": BatchedMAML(initializations_from_seeds(seeds), maml_steps, compile=compile)}
+    if with_scratch:
+        scratch_initializations = initializations_from_seeds(seeds, skip=1)  # built after MAML, as in test.py
+        learners["scratch"] = BatchedTrainFromScratch(scratch_initializations, TFS_STEPS, compile=compile)
+    streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
+    try:
+        with tqdm(range(episodes), unit="episode", desc=f"{num_seeds} seeds", mininterval=0.5) as progress:
+            for episode in progress:
+                tasks = streams.next_batch()
+                for learner in learners.values():
+                    learner.train(tasks)
+                if (episode + 1) % PROGRESS_EVERY == 0:
+                    recent = {f"{name}_median_mse": f"{np.median(final_mse_per_seed(learner.histories)):.3f}"
+                              for name, learner in learners.items()}  # fmt: skip
+                    progress.set_postfix(recent, refresh=False)
+    except KeyboardInterrupt:
+        done = f"interrupted after {len(learners['maml'].losses):,} of {episodes:,} episodes"
+        raise KeyboardInterrupt(done, {name: learner.histories for name, learner in learners.items()}) from None
+    return {name: learner.histories for name, learner in learners.items()}
+
+
+def final_mse_per_seed(histories: np.ndarray) -> np.ndarray:
+    """The final MSE of every row of a (seeds, episodes) array of query losses."""
+    return histories[:, -FINAL_WINDOW:].mean(axis=1)

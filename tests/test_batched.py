@@ -6,8 +6,14 @@ import torch
 
 from assignment import MAML
 from helpers import weights_of
-from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
-from utils import BaseLearner, SineGenerator
+from maml_sine.batched import (
+    BatchedMAML,
+    BatchedTrainFromScratch,
+    TaskStreams,
+    initializations_from_seeds,
+    lane_seeds,
+)
+from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 EPISODES = 200
 TOLERANCE = 1e-5  # relative, per episode, as for the compiled path
@@ -141,3 +147,29 @@ def test_a_malformed_batch_is_refused_and_no_learner_changes(corrupt, message):
     with pytest.raises(ValueError, match=message):
         learners.train(corrupt(TaskStreams(lane_seeds(3), 10, 40).next_batch()))
     assert_unchanged(before, learners)
+
+
+def test_each_from_scratch_learner_records_what_train_from_scratch_records():
+    seeds = lane_seeds(3)
+    initializations = initializations_from_seeds(seeds, skip=1)
+    learners = BatchedTrainFromScratch(initializations, num_steps=10)
+    streams = TaskStreams(seeds, 10, 40)
+    batches = [streams.next_batch() for _ in range(20)]
+    for tasks in batches:
+        learners.train(tasks)
+    for lane, initialization in enumerate(initializations):
+        scratch = TrainFromScratch(num_steps=10)
+        with torch.no_grad():
+            for weight, start in zip(scratch.initialization, initialization, strict=True):
+                weight.copy_(start)
+        for tasks in batches:
+            scratch.train([part[lane, 0] for part in tasks])
+        np.testing.assert_allclose(learners.histories[lane], scratch.history, rtol=TOLERANCE)
+
+
+def test_skip_draws_the_from_scratch_learner_of_test_py():
+    torch.manual_seed(42)
+    MAML(num_steps=1)
+    scratch = TrainFromScratch(num_steps=10)
+    (initialization,) = initializations_from_seeds(lane_seeds(1), skip=1)
+    assert all(torch.equal(a, b) for a, b in zip(initialization, weights_of(scratch), strict=True))

@@ -9,6 +9,7 @@ import torch
 
 from assignment import MAML
 from helpers import HEADLESS, ROOT, interrupt_after_progress, is_png, run_python
+from maml_sine import training
 from utils import SineGenerator, TrainFromScratch
 
 SCRIPT = ROOT / "test.py"
@@ -58,6 +59,7 @@ def test_headless_run_without_no_show_does_not_warn(tmp_path):
         (["--episodes", "2.5"], "expected a whole number, got '2.5'"),
         (["--steps", "-1"], "must be at least 0"),
         (["--steps", "one"], "expected a whole number"),
+        (["--seeds", "0"], "must be at least 1, got 0"),
         (["--out", "no/such/folder/curve.png"], "does not exist"),
         (["--out", "tests"], "is a folder"),
         (["--out", "curve.jpg"], "must end in .png"),
@@ -107,3 +109,24 @@ def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     assert done and int(done[1].replace(",", "")) > 0, errors
     assert f"the curve so far is saved to {out}" in errors
     assert is_png(out)
+
+
+def test_many_seeds_write_a_png_and_the_spread_of_the_final_mse(tmp_path):
+    out = tmp_path / "seeds.png"
+    result = run_script("--seeds", "3", "--episodes", "300", "--plot-tfs", "--no-show", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert is_png(out)
+    spread = r", 3 seeds: final MSE median [\d.]+, from [\d.]+ to [\d.]+"
+    for learner in ("MAML (S=1)", "from scratch (10 Adam steps)"):
+        assert re.search(re.escape(learner) + spread, result.stdout)
+    assert "Warning" not in result.stderr
+
+
+def test_seed_zero_of_many_is_the_single_run(script):
+    np.random.seed(1337)
+    torch.manual_seed(42)
+    maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=True, episodes=30, show=False)
+    histories = training.train_seeds(2, 1, True, 30, compile=False)
+    np.testing.assert_allclose(histories["maml"][0], maml.history, rtol=1e-5)
+    np.testing.assert_allclose(histories["scratch"][0], scratch.history, rtol=1e-5)
+    assert not np.allclose(histories["maml"][1], maml.history), "seed 1 has tasks and weights of its own"

@@ -1,0 +1,176 @@
+"""The graders' figure over many seeds: is passing a property of MAML or of one lucky trajectory?
+
+    python scripts/grader_margin.py                          # 20 seeds, both grader runs, both orders (about 10 min)
+    python scripts/grader_margin.py --seeds 4 --episodes 1000 --out-dir /tmp/margin
+
+A grader seeds numpy with 1337 and torch with 42, meta-trains MAML on 40,000 tasks and
+checks the final MSE (the mean of the last 500 query losses): below 0.7 with K = 10,
+S = 1, below 0.8 with K = 5, S = 5. This script makes the same two runs with N seeds at
+once (learner i: numpy seed 1337 + i for its tasks, torch seed 42 + i for its
+initialization; learner 0 has the graders' seeds), for second- and first-order MAML,
+and writes to --out-dir: results.json (every seed's final MSE, and what each learner
+looked like at the end), results.md (min, median, max and the share under the
+threshold) and margin.png (the final MSEs, and the learning curves and meta-gradient
+norms of the K = 5, S = 5 seeds).
+
+It also measures what the seeds that end high have in common: the number of ReLU units
+of each hidden layer that are dead at the end (zero for every x in [-5, 5]) and the
+largest meta-gradient norm each learner met.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
+from tqdm import tqdm
+
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+from maml_sine.cli import make_output_folders, run_command, whole_number
+from maml_sine.files import save_figure, write_text_atomically
+from maml_sine.training import EPISODES, FINAL_WINDOW, QUERY_POINTS
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = {"K10-S1": {"k": 10, "num_steps": 1, "threshold": 0.7}, "K5-S5": {"k": 5, "num_steps": 5, "threshold": 0.8}}
+ORDERS = {"second-order": False, "first-order": True}
+CURVE_EVERY = 200  # episodes per point of the learning curves in margin.png
+DEAD_UNIT_GRID = torch.linspace(-5, 5, 1001).reshape(-1, 1)
+
+
+def dead_units(weights: Sequence[torch.Tensor]) -> list[int]:
+    """How many ReLU units of each hidden layer output 0 for every x of the grid: they can no longer learn."""
+    w1, b1, w2, b2, _, _ = weights
+    hidden1 = F.relu(F.linear(DEAD_UNIT_GRID, w1, b1))
+    hidden2 = F.relu(F.linear(hidden1, w2, b2))
+    return [int((hidden.max(dim=0).values == 0).sum()) for hidden in (hidden1, hidden2)]
+
+
+def train_seeds(run: dict, first_order: bool, seeds: list[tuple[int, int]], episodes: int, label: str) -> dict:
+    """Meta-train one learner per seed on its own stream; return what results.json keeps of them."""
+    learners = BatchedMAML(initializations_from_seeds(seeds), run["num_steps"], first_order=first_order, compile=True)
+    streams = TaskStreams(seeds, run["k"], QUERY_POINTS)
+    for _ in tqdm(range(episodes), desc=label, unit="episode", mininterval=0.5):
+        learners.train(streams.next_batch())
+    histories, norms = learners.histories, learners.gradient_norm_histories
+    usable = episodes // CURVE_EVERY * CURVE_EVERY
+    return {
+        "final_mse": histories[:, -FINAL_WINDOW:].mean(axis=1).tolist(),
+        "curves": histories[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).mean(axis=2).tolist(),
+        "gradient_norm_curves": norms[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).max(axis=2).tolist(),
+        "largest_gradient_norm": norms.max(axis=1).tolist(),
+        "dead_units": [dead_units(learners.initialization(lane)) for lane in range(len(seeds))],
+    }
+
+
+def summary(final_mse: Sequence[float], threshold: float) -> dict:
+    values = np.asarray(final_mse)
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+        "share_under_threshold": float(np.mean(values < threshold)),
+    }
+
+
+def markdown(results: dict, seeds: int, episodes: int) -> str:
+    lines = [
+        f"# The graders' final MSE over {seeds} seeds ({episodes:,} tasks each)",
+        "",
+        "| run | MAML | min | median | max | share under the threshold |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, run in RUNS.items():
+        for order in ORDERS:
+            s = results[name][order]["summary"]
+            cells = f"{s['min']:.3f} | {s['median']:.3f} | {s['max']:.3f} | {s['share_under_threshold']:.0%}"
+            lines.append(f"| {name} (threshold {run['threshold']}) | {order} | {cells} |")
+    lines += ["", "Written by `python scripts/grader_margin.py`; every seed is in results.json."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out: Path) -> None:
+    """Left: every seed's final MSE per run and order. Right: the K5-S5 second-order seeds over training."""
+    figure = Figure(figsize=(16, 5.2))
+    spread, curves, norms = figure.subplots(1, 3)
+    positions, labels = [], []
+    for index, (name, order) in enumerate((name, order) for name in RUNS for order in ORDERS):
+        values = np.asarray(results[name][order]["final_mse"])
+        jitter = np.random.default_rng(index).uniform(-0.15, 0.15, len(values))
+        spread.scatter(index + jitter, values, s=14, color="tab:blue" if order == "second-order" else "tab:green")
+        spread.hlines(RUNS[name]["threshold"], index - 0.3, index + 0.3, color="tab:red", linewidth=1.5)
+        positions.append(index)
+        labels.append(f"{name}\n{order}")
+    spread.set_xticks(positions)
+    spread.set_xticklabels(labels, fontsize=8)
+    spread.set_yscale("log")
+    spread.set_ylabel("final MSE (mean of the last 500 query losses)")
+    spread.set_title("Final MSE, one dot per seed\n(red: the grader's threshold)", fontsize=11)
+    run = results["K5-S5"]["second-order"]
+    threshold = RUNS["K5-S5"]["threshold"]
+    episodes = (np.arange(len(run["curves"][0])) + 1) * CURVE_EVERY
+    for lane, final in enumerate(run["final_mse"]):
+        style = {"color": "tab:red", "linewidth": 1.4} if final > threshold else {"color": "gray", "alpha": 0.4}
+        curves.plot(episodes, run["curves"][lane], **style)
+        norms.plot(episodes, run["gradient_norm_curves"][lane], **style)
+    curves.set_yscale("log")
+    curves.set_title(
+        f"K5-S5, second order: query MSE, mean of {CURVE_EVERY} tasks\n(red: seeds ending above {threshold})",
+        fontsize=11,
+    )
+    norms.set_yscale("log")
+    norms.set_title(
+        f"K5-S5, second order: largest meta-gradient norm\nin each {CURVE_EVERY} tasks (red: as left)", fontsize=11
+    )
+    for axes in (curves, norms):
+        axes.set_xlabel("meta-training task")
+    for axes in (spread, curves, norms):
+        axes.grid(True, which="both", alpha=0.3)
+        axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    curves.set_ylabel("query MSE")
+    norms.set_ylabel("meta-gradient L2 norm")
+    figure.suptitle("The graders' runs over many seeds: where each seed ends, and how the ones that end high got there")
+    figure.tight_layout()
+    save_figure(figure, out)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=whole_number(2), default=20, help="seeds per run and order (default 20)")
+    parser.add_argument("--episodes", type=whole_number(1), default=EPISODES, help=f"tasks (default {EPISODES})")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "grader_margin", help="folder for results")
+    args = parser.parse_args(argv)
+    make_output_folders(parser, {"--out-dir": args.out_dir})
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = lane_seeds(args.seeds)
+    results = {}
+    try:
+        for name, run in RUNS.items():
+            results[name] = {}
+            for order, first_order in ORDERS.items():
+                trained = train_seeds(run, first_order, seeds, args.episodes, f"{name}, {order}")
+                trained["summary"] = summary(trained["final_mse"], run["threshold"])
+                results[name][order] = trained
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; nothing was written to {args.out_dir}") from None
+    report = {"seeds": seeds, "episodes": args.episodes, "final_window": FINAL_WINDOW, "runs": RUNS, "results": results}
+    plot(results, args.out_dir / "margin.png")
+    write_text_atomically(args.out_dir / "results.json", json.dumps(report) + "\n")
+    write_text_atomically(args.out_dir / "results.md", markdown(results, args.seeds, args.episodes))
+    print(markdown(results, args.seeds, args.episodes))
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main, sys.argv[1:])
