@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py            # the full table, then 40,000 episodes of memory (about 5 min)
     python benchmarks/bench_train.py --quick    # fewer repeats, no 40,000-episode memory run
+    python benchmarks/bench_train.py --batched  # only the batched learner against MAML.train (about 2 min)
 
 Everything runs in this one process, on the same pre-drawn tasks and from the same
 initialization. For each thread count and setting, every contender first runs
@@ -18,6 +19,11 @@ is printed as the yardstick. Memory: the peak resident set during each contender
 deviation run (Linux: /proc/self/status, reset through /proc/self/clear_refs) and,
 without --quick, the resident set along 40,000 episodes of `train` and of the
 compiled path, which must stay flat.
+
+Batched: tasks per second of `maml_sine.batched.BatchedMAML` (compiled) against
+`MAML.train` run one learner after another on the same pre-drawn tasks, in alternating
+blocks, for N=10 learners with B=1 task per update and for N=1 learner with B=25; then
+the resident set along 40,000 updates of the N=10 learners.
 """
 
 import argparse
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from assignment import MAML
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
 from maml_sine.compiled import CompiledMAML, CompiledTrainFromScratch
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
@@ -232,11 +239,68 @@ def memory_run() -> None:
         print(f"{name:34} every {MEMORY_EVERY:,} episodes: {' '.join(readings)}")
 
 
+BATCHED_SETTINGS = ((10, 1), (1, 25))  # (learners N, tasks per update B), S=1, K=10
+BATCHED_UPDATES = 300
+
+
+def batched_throughput(repeats: int) -> None:
+    """Tasks per second: the compiled batched learner against MAML.train, one learner after another."""
+    torch.set_num_threads(1)
+    print(f"\nbatched learner, S=1, K=10, 1 thread: tasks per second, medians of {repeats} blocks")
+    print(f"{'setting':22} {'MAML.train':>11} {'batched':>9} {'speed-up':>9} {'compile':>8}")
+    for num_learners, per_update in BATCHED_SETTINGS:
+        seeds = lane_seeds(num_learners)
+        batched = BatchedMAML(initializations_from_seeds(seeds), 1, compile=True)
+        streams = TaskStreams(seeds, 10, QUERY_POINTS)
+        batches = [streams.next_batch(per_update) for _ in range(BATCHED_UPDATES)]
+        start = time.perf_counter()
+        batched.train(batches[0])
+        compile_seconds = time.perf_counter() - start
+        readable = [MAML(1) for _ in range(num_learners)]
+        readable_tasks = [[part[lane, b] for part in tasks] for tasks in batches for lane in range(num_learners)
+                          for b in range(per_update)]  # fmt: skip
+        rates = {"MAML.train": [], "batched": []}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for index, task in enumerate(readable_tasks):
+                readable[index % num_learners].train(task)
+            rates["MAML.train"].append(len(readable_tasks) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for tasks in batches:
+                batched.train(tasks)
+            rates["batched"].append(len(readable_tasks) / (time.perf_counter() - start))
+        readable_rate, batched_rate = (statistics.median(rates[name]) for name in ("MAML.train", "batched"))
+        setting = f"N={num_learners}, B={per_update}"
+        speed_up = batched_rate / readable_rate
+        print(f"{setting:22} {readable_rate:11.0f} {batched_rate:9.0f} {speed_up:8.1f}x {compile_seconds:7.1f}s")
+
+
+def batched_memory_run() -> None:
+    """Resident set along MEMORY_EPISODES updates of the N=10 compiled batched learner (tasks reused cyclically)."""
+    torch.set_num_threads(1)
+    seeds = lane_seeds(10)
+    batched = BatchedMAML(initializations_from_seeds(seeds), 1, compile=True)
+    streams = TaskStreams(seeds, 10, QUERY_POINTS)
+    batches = [streams.next_batch() for _ in range(500)]
+    readings = []
+    for update in range(1, MEMORY_EPISODES + 1):
+        batched.train(batches[update % len(batches)])
+        if update % MEMORY_EVERY == 0:
+            readings.append(f"{resident_mb()[0]:.0f}")
+    every = f"every {MEMORY_EVERY:,} of {MEMORY_EPISODES:,} updates"
+    print(f"batched N=10, resident set (MB) {every}: {' '.join(readings)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
+    parser.add_argument("--batched", action="store_true", help="only the batched learner against MAML.train")
     args = parser.parse_args()
     repeats = 3 if args.quick else REPEATS
+    if args.batched:
+        batched_throughput(repeats)
+        batched_memory_run()
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; medians of {repeats} blocks")
     settings = [(f"MAML S={s}, K={k}", lambda s=s: maml_contenders(s), k, s) for s, k in MAML_SETTINGS]
     scratch_title = f"from scratch, {SCRATCH_STEPS} Adam steps, K={SCRATCH_K}"
@@ -254,8 +318,10 @@ def main() -> None:
             torch.set_num_threads(1)
             error = one_step_deviation(maml_steps, deviation_tasks)
             print(f"one update from the same state, compiled vs MAML.train, max rel. deviation: {error:.1e}")
+    batched_throughput(repeats)
     if not args.quick:
         memory_run()
+        batched_memory_run()
 
 
 if __name__ == "__main__":

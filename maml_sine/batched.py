@@ -91,8 +91,11 @@ def _meta_gradients(weights, tasks, *, num_steps, inner_lr, first_order):
     return meta_gradients, losses
 
 
-def _meta_step(weights, exp_avgs, exp_avg_sqs, steps, tasks, *, num_steps, inner_lr, first_order, adam):
-    """One meta-update of every learner, in place, only if every learner's losses and gradients are finite.
+def _meta_step(
+    weights, exp_avgs, exp_avg_sqs, steps, tasks, active, *, num_steps, inner_lr, first_order, adam, stop_diverged
+):
+    """One meta-update of the `active` learners (N,), in place: with `stop_diverged`, of each one whose
+    loss and meta-gradient are finite; without, of all of them, or of none if one is not finite.
 
     Returns the query losses (N, B), the norm of each learner's meta-gradient (N,) and,
     per learner, whether its numbers were finite (N,).
@@ -103,15 +106,37 @@ def _meta_step(weights, exp_avgs, exp_avg_sqs, steps, tasks, *, num_steps, inner
     finite = vmap(all_finite)([losses, *meta_gradients])
     norms = sum(gradient.flatten(start_dim=1).square().sum(dim=1) for gradient in meta_gradients).sqrt()
     with torch.no_grad():
-        adam_update_(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=finite.all())
+        apply = active & finite if stop_diverged else active & (finite | ~active).all()
+        adam_update_(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=apply)
     return losses, norms, finite
 
 
-def _by_learner(per_update: list[torch.Tensor], num_learners: int) -> np.ndarray:
-    """A list of (N,) tensors, one per update, as an (N, updates) float64 array."""
-    if not per_update:
-        return np.zeros((num_learners, 0))
-    return torch.stack(per_update, dim=1).double().numpy()
+class _Record:
+    """One (N,) row per update, kept compactly: rows are stacked into blocks of BLOCK, so that
+    40,000 updates cost 40,000 x N numbers, not 40,000 tensor objects."""
+
+    BLOCK = 1024
+
+    def __init__(self, num_learners: int) -> None:
+        self.num_learners = num_learners
+        self.blocks: list[torch.Tensor] = []
+        self.rows: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return self.BLOCK * len(self.blocks) + len(self.rows)
+
+    def append(self, row: torch.Tensor) -> None:
+        self.rows.append(row)
+        if len(self.rows) == self.BLOCK:
+            self.blocks.append(torch.stack(self.rows))
+            self.rows = []
+
+    def array(self) -> np.ndarray:
+        """(N, updates), float64."""
+        parts = [*self.blocks, *([torch.stack(self.rows)] if self.rows else [])]
+        if not parts:
+            return np.zeros((self.num_learners, 0))
+        return torch.cat(parts).T.double().numpy()
 
 
 class BatchedMAML:
@@ -120,6 +145,11 @@ class BatchedMAML:
     `initializations`: one list of BaseLearner's 6 tensors per learner (copied). The other
     arguments mean what they mean for `MAML`. `compile=True` runs each update as one
     `torch.compile`d function, and falls back to eager with one line if compiling fails.
+
+    A learner whose loss or meta-gradient is not finite raises, as in `MAML.train`, and no
+    learner is updated. With `stop_diverged=True` that learner stops instead: it keeps the
+    state it had before that update, records NaN from then on, and the others go on
+    (`diverged_at` says where each one stopped).
     """
 
     def __init__(
@@ -131,6 +161,7 @@ class BatchedMAML:
         inner_lr: float = INNER_LR,
         meta_lr: float = META_LR,
         compile: bool = False,
+        stop_diverged: bool = False,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
@@ -142,8 +173,11 @@ class BatchedMAML:
         self.exp_avg_sqs = [torch.zeros_like(w) for w in self.weights]
         # One Adam step count per learner, shaped to broadcast against each weight.
         self.steps = [torch.zeros((len(self), *[1] * (w.ndim - 1)), dtype=torch.float32) for w in self.weights]
-        self.losses: list[torch.Tensor] = []  # one (N,) tensor of mean query losses per update
-        self.gradient_norms: list[torch.Tensor] = []  # one (N,) tensor of meta-gradient norms per update
+        self.losses = _Record(len(self))  # each learner's mean query loss of every update
+        self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
+        self.stop_diverged = stop_diverged
+        self.active = torch.ones(len(self), dtype=torch.bool)
+        self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
         self._step = _compiled_with_fallback(_meta_step) if compile else _meta_step
 
     def __len__(self) -> int:
@@ -152,12 +186,12 @@ class BatchedMAML:
     @property
     def histories(self) -> np.ndarray:
         """(N, updates): each learner's mean query loss of every update, as `MAML.history` holds it."""
-        return _by_learner(self.losses, len(self))
+        return self.losses.array()
 
     @property
     def gradient_norm_histories(self) -> np.ndarray:
         """(N, updates): the L2 norm of each learner's meta-gradient at every update, before Adam."""
-        return _by_learner(self.gradient_norms, len(self))
+        return self.gradient_norms.array()
 
     def initialization(self, learner: int) -> list[torch.Tensor]:
         """Learner `learner`'s current weights, as BaseLearner's 6 tensors (copies)."""
@@ -181,16 +215,22 @@ class BatchedMAML:
         adam = {"lr": self.meta_lr, **ADAM}
         with torch.no_grad():  # the weights are updated in place; torch.func tracks its own gradients
             losses, norms, finite = self._step(
-                self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps, tasks,
+                self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps, tasks, self.active,
                 num_steps=self.num_steps, inner_lr=self.inner_lr, first_order=self.first_order, adam=adam,
+                stop_diverged=self.stop_diverged,
             )  # fmt: skip
-        if not finite.all():
-            bad = torch.flatten(torch.nonzero(~finite)).tolist()
+        diverged = self.active & ~finite
+        if diverged.any() and not self.stop_diverged:
+            bad = torch.flatten(torch.nonzero(diverged)).tolist()
             raise FloatingPointError(
                 f"learner(s) {bad}: the query loss or meta-gradient is not finite; no learner was updated"
             )
-        self.losses.append(losses.mean(dim=1))
-        self.gradient_norms.append(norms)
+        for learner in torch.flatten(torch.nonzero(diverged)).tolist():
+            self.diverged_at[learner] = len(self.losses)
+        self.active &= finite
+        nan = torch.tensor(float("nan"))
+        self.losses.append(torch.where(self.active, losses.mean(dim=1), nan))
+        self.gradient_norms.append(torch.where(self.active, norms, nan))
 
     def _checked(self, tasks: TaskBatch) -> list[torch.Tensor]:
         """The four parts as tensors of the weights' dtype; a clear error naming the part if one does not fit."""
@@ -223,7 +263,7 @@ class BatchedTrainFromScratch:
     ) -> None:
         self.num_steps = num_steps
         self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
-        self.losses: list[torch.Tensor] = []
+        self.losses = _Record(len(self))
         self._losses = _compiled_with_fallback(_scratch_losses) if compile else _scratch_losses
 
     def __len__(self) -> int:
@@ -232,7 +272,7 @@ class BatchedTrainFromScratch:
     @property
     def histories(self) -> np.ndarray:
         """(N, tasks): each learner's query loss on every task."""
-        return _by_learner(self.losses, len(self))
+        return self.losses.array()
 
     def train(self, tasks: TaskBatch) -> None:
         """Fit every learner to the first of its tasks (four tensors, each (N, B, n, 1)); record the query losses."""

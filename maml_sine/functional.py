@@ -46,9 +46,10 @@ def adam_update_(weights, gradients, exp_avgs, exp_avg_sqs, steps, *, lr, beta1,
 
     Every tensor may carry leading learner dimensions: `steps` holds one count per weight,
     shaped to broadcast against it (0-d for one learner, (N, 1, ...) for N), and `apply` is
-    a bool tensor that broadcasts too. Where it is False, nothing is written.
+    a bool tensor, 0-d or one per learner (N,). Where it is False, nothing is written.
     """
     for weight, gradient, exp_avg, exp_avg_sq, step in zip(weights, gradients, exp_avgs, exp_avg_sqs, steps):
+        weight_mask, step_mask = _broadcastable(apply, weight), _broadcastable(apply, step)
         new_step = step + 1
         new_exp_avg = exp_avg.lerp(gradient, 1 - beta1)
         new_exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * gradient * gradient
@@ -58,5 +59,10 @@ def adam_update_(weights, gradients, exp_avgs, exp_avg_sqs, steps, *, lr, beta1,
         denominator = new_exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
         new_weight = weight - (lr / bias_correction1) * new_exp_avg / denominator
         for tensor, new in ((weight, new_weight), (exp_avg, new_exp_avg), (exp_avg_sq, new_exp_avg_sq)):
-            tensor.copy_(torch.where(apply, new, tensor))
-        step.copy_(torch.where(apply, new_step, step))
+            tensor.copy_(torch.where(weight_mask, new, tensor))
+        step.copy_(torch.where(step_mask, new_step, step))
+
+
+def _broadcastable(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`mask`, 0-d or one entry per learner (N,), with trailing ones to broadcast against `like`."""
+    return mask.reshape(tuple(mask.shape) + (1,) * (like.ndim - mask.ndim))

@@ -15,7 +15,10 @@ norms of the K = 5, S = 5 seeds).
 
 It also measures what the seeds that end high have in common: the number of ReLU units
 of each hidden layer that are dead at the end (zero for every x in [-5, 5]) and the
-largest meta-gradient norm each learner met.
+largest meta-gradient norm each learner met. A seed whose loss or meta-gradient stops
+being finite, where `MAML.train` would raise FloatingPointError and a grader's run would
+end without a figure, stops there: it is recorded as diverged (final MSE infinite, so it
+counts as failing) and the other seeds go on.
 """
 
 import argparse
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from tqdm import tqdm
 
 from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"K10-S1": {"k": 10, "num_steps": 1, "threshold": 0.7}, "K5-S5": {"k": 5, "num_steps": 5, "threshold": 0.8}}
 ORDERS = {"second-order": False, "first-order": True}
 CURVE_EVERY = 200  # episodes per point of the learning curves in margin.png
+HIGHLIGHTED = 3  # seeds drawn in colour in margin.png: those with the highest final MSE
 DEAD_UNIT_GRID = torch.linspace(-5, 5, 1001).reshape(-1, 1)
 
 
@@ -53,17 +57,21 @@ def dead_units(weights: Sequence[torch.Tensor]) -> list[int]:
 
 def train_seeds(run: dict, first_order: bool, seeds: list[tuple[int, int]], episodes: int, label: str) -> dict:
     """Meta-train one learner per seed on its own stream; return what results.json keeps of them."""
-    learners = BatchedMAML(initializations_from_seeds(seeds), run["num_steps"], first_order=first_order, compile=True)
+    learners = BatchedMAML(
+        initializations_from_seeds(seeds), run["num_steps"], first_order=first_order, compile=True, stop_diverged=True
+    )
     streams = TaskStreams(seeds, run["k"], QUERY_POINTS)
     for _ in tqdm(range(episodes), desc=label, unit="episode", mininterval=0.5):
         learners.train(streams.next_batch())
     histories, norms = learners.histories, learners.gradient_norm_histories
     usable = episodes // CURVE_EVERY * CURVE_EVERY
+    final = histories[:, -FINAL_WINDOW:].mean(axis=1)
     return {
-        "final_mse": histories[:, -FINAL_WINDOW:].mean(axis=1).tolist(),
+        "final_mse": np.where(np.isnan(final), np.inf, final).tolist(),
+        "diverged_at_episode": {str(lane): update + 1 for lane, update in learners.diverged_at.items()},
         "curves": histories[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).mean(axis=2).tolist(),
         "gradient_norm_curves": norms[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).max(axis=2).tolist(),
-        "largest_gradient_norm": norms.max(axis=1).tolist(),
+        "largest_gradient_norm": np.nanmax(norms, axis=1).tolist(),
         "dead_units": [dead_units(learners.initialization(lane)) for lane in range(len(seeds))],
     }
 
@@ -73,7 +81,8 @@ def summary(final_mse: Sequence[float], threshold: float) -> dict:
     return {
         "min": float(values.min()),
         "median": float(np.median(values)),
-        "max": float(values.max()),
+        "max": float(values.max()),  # inf where a seed diverged
+        "diverged": int(np.isinf(values).sum()),
         "share_under_threshold": float(np.mean(values < threshold)),
     }
 
@@ -82,15 +91,22 @@ def markdown(results: dict, seeds: int, episodes: int) -> str:
     lines = [
         f"# The graders' final MSE over {seeds} seeds ({episodes:,} tasks each)",
         "",
-        "| run | MAML | min | median | max | share under the threshold |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| run | MAML | min | median | max | diverged | share under the threshold |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, run in RUNS.items():
         for order in ORDERS:
             s = results[name][order]["summary"]
-            cells = f"{s['min']:.3f} | {s['median']:.3f} | {s['max']:.3f} | {s['share_under_threshold']:.0%}"
+            cells = (
+                f"{s['min']:.3f} | {s['median']:.3f} | {s['max']:.3f} | {s['diverged']} | "
+                f"{s['share_under_threshold']:.0%}"
+            )
             lines.append(f"| {name} (threshold {run['threshold']}) | {order} | {cells} |")
-    lines += ["", "Written by `python scripts/grader_margin.py`; every seed is in results.json."]
+    lines += [
+        "",
+        "A diverged seed stopped with a non-finite loss or meta-gradient (final MSE inf): it fails.",
+        "Written by `python scripts/grader_margin.py`; every seed is in results.json.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -101,6 +117,7 @@ def plot(results: dict, out: Path) -> None:
     positions, labels = [], []
     for index, (name, order) in enumerate((name, order) for name in RUNS for order in ORDERS):
         values = np.asarray(results[name][order]["final_mse"])
+        values = values[np.isfinite(values)]  # diverged seeds are counted in results.md, not drawn
         jitter = np.random.default_rng(index).uniform(-0.15, 0.15, len(values))
         spread.scatter(index + jitter, values, s=14, color="tab:blue" if order == "second-order" else "tab:green")
         spread.hlines(RUNS[name]["threshold"], index - 0.3, index + 0.3, color="tab:red", linewidth=1.5)
@@ -109,30 +126,31 @@ def plot(results: dict, out: Path) -> None:
     spread.set_xticks(positions)
     spread.set_xticklabels(labels, fontsize=8)
     spread.set_yscale("log")
+    spread.set_xlim(-0.5, len(positions) - 0.5)
     spread.set_ylabel("final MSE (mean of the last 500 query losses)")
     spread.set_title("Final MSE, one dot per seed\n(red: the grader's threshold)", fontsize=11)
     run = results["K5-S5"]["second-order"]
-    threshold = RUNS["K5-S5"]["threshold"]
     episodes = (np.arange(len(run["curves"][0])) + 1) * CURVE_EVERY
-    for lane, final in enumerate(run["final_mse"]):
-        style = {"color": "tab:red", "linewidth": 1.4} if final > threshold else {"color": "gray", "alpha": 0.4}
+    worst = list(np.argsort(run["final_mse"])[::-1][:HIGHLIGHTED])
+    for lane in sorted(range(len(run["final_mse"])), key=lambda lane: lane in worst):  # the worst drawn last
+        if lane in worst:
+            color = ("tab:red", "tab:orange", "tab:purple")[worst.index(lane)]
+            style = {"color": color, "linewidth": 1.3, "label": f"seed {lane}: final MSE {run['final_mse'][lane]:.3f}"}
+        else:
+            style = {"color": "gray", "alpha": 0.35, "linewidth": 0.8}
         curves.plot(episodes, run["curves"][lane], **style)
         norms.plot(episodes, run["gradient_norm_curves"][lane], **style)
-    curves.set_yscale("log")
-    curves.set_title(
-        f"K5-S5, second order: query MSE, mean of {CURVE_EVERY} tasks\n(red: seeds ending above {threshold})",
-        fontsize=11,
-    )
-    norms.set_yscale("log")
-    norms.set_title(
-        f"K5-S5, second order: largest meta-gradient norm\nin each {CURVE_EVERY} tasks (red: as left)", fontsize=11
-    )
+    curves.set_title(f"K5-S5, second order: query MSE, mean of each {CURVE_EVERY} tasks", fontsize=11)
+    norms.set_title(f"K5-S5, second order: largest meta-gradient norm\nin each {CURVE_EVERY} tasks", fontsize=11)
+    curves.legend(title=f"the {HIGHLIGHTED} seeds that end highest", fontsize=8, title_fontsize=8)
     for axes in (curves, norms):
         axes.set_xlabel("meta-training task")
+        axes.set_yscale("log")
+        axes.yaxis.set_minor_formatter(NullFormatter())
+    spread.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     for axes in (spread, curves, norms):
-        axes.grid(True, which="both", alpha=0.3)
+        axes.grid(True, which="major", alpha=0.3)
         axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     curves.set_ylabel("query MSE")
     norms.set_ylabel("meta-gradient L2 norm")
     figure.suptitle("The graders' runs over many seeds: where each seed ends, and how the ones that end high got there")

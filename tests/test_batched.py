@@ -173,3 +173,37 @@ def test_skip_draws_the_from_scratch_learner_of_test_py():
     scratch = TrainFromScratch(num_steps=10)
     (initialization,) = initializations_from_seeds(lane_seeds(1), skip=1)
     assert all(torch.equal(a, b) for a, b in zip(initialization, weights_of(scratch), strict=True))
+
+
+def test_a_diverged_learner_stops_and_the_others_go_on_when_asked():
+    seeds = lane_seeds(3)
+    learners = BatchedMAML(initializations_from_seeds(seeds), 1, stop_diverged=True)
+    reference = BatchedMAML(initializations_from_seeds(seeds), 1)
+    streams = TaskStreams(seeds, 10, 40)
+    first, poisoned, last = (streams.next_batch() for _ in range(3))
+    for learner_set in (learners, reference):
+        learner_set.train(first)
+    state_after_first = [w[1].clone() for w in learners.weights]
+    poisoned[3][1, 0, 0, 0] = float("inf")  # learner 1's test_y
+    learners.train(poisoned)
+    learners.train(last)
+    reference.train([torch.cat([p[:1], q[1:2], p[2:]]) for p, q in zip(poisoned, first, strict=True)])
+    assert learners.diverged_at == {1: 1}
+    assert learners.active.tolist() == [True, False, True]
+    assert all(torch.equal(w[1], before) for w, before in zip(learners.weights, state_after_first, strict=True))
+    assert all(step[1].item() == 1 for step in learners.steps)
+    assert np.isnan(learners.histories[1, 1:]).all() and np.isfinite(learners.histories[[0, 2]]).all()
+    for lane in (0, 2):  # the others took their updates as if nothing had happened
+        np.testing.assert_allclose(learners.histories[lane, :2], reference.histories[lane], rtol=1e-6)
+
+
+def test_the_record_of_losses_keeps_every_update_in_order():
+    from maml_sine.batched import _Record
+
+    record = _Record(3)
+    rows = [torch.arange(3.0) + update for update in range(2 * _Record.BLOCK + 5)]
+    for row in rows:
+        record.append(row)
+    assert len(record) == len(rows)
+    np.testing.assert_array_equal(record.array(), torch.stack(rows).T.double().numpy())
+    assert _Record(2).array().shape == (2, 0)
