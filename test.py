@@ -27,6 +27,7 @@ from maml_sine.cli import check_png_path, run_command, whole_number
 from maml_sine.files import save_figure
 from maml_sine.reports import plot_curves_over_seeds
 from maml_sine.training import (
+    COMPILE_FROM,
     EPISODES,
     FINAL_WINDOW,
     QUERY_POINTS,
@@ -39,8 +40,6 @@ from maml_sine.training import (
     train_seeds,
 )
 from utils import SineGenerator, TrainFromScratch, plot_history, show_figures
-
-COMPILE_FROM = 5_000  # episodes: below this, compiling the batched update costs more than it saves
 
 
 def learning_curve(

@@ -92,19 +92,24 @@ def _meta_gradients(weights, tasks, *, num_steps, inner_lr, first_order):
 
 
 def _meta_step(
-    weights, exp_avgs, exp_avg_sqs, steps, tasks, active, *, num_steps, inner_lr, first_order, adam, stop_diverged
-):
+    weights, exp_avgs, exp_avg_sqs, steps, tasks, active, *, num_steps, inner_lr, first_order, adam, stop_diverged,
+    max_norm,
+):  # fmt: skip
     """One meta-update of the `active` learners (N,), in place: with `stop_diverged`, of each one whose
     loss and meta-gradient are finite; without, of all of them, or of none if one is not finite.
 
-    Returns the query losses (N, B), the norm of each learner's meta-gradient (N,) and,
-    per learner, whether its numbers were finite (N,).
+    A meta-gradient whose norm exceeds `max_norm` (if not None) is scaled down to it first.
+    Returns the query losses (N, B), the norm of each learner's meta-gradient (N, before any
+    scaling) and, per learner, whether its numbers were finite (N,).
     """
     meta_gradients, losses = _meta_gradients(
         weights, tasks, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order
     )
     finite = vmap(all_finite)([losses, *meta_gradients])
     norms = sum(gradient.flatten(start_dim=1).square().sum(dim=1) for gradient in meta_gradients).sqrt()
+    if max_norm is not None:
+        scale = (max_norm / norms).clamp(max=1.0)
+        meta_gradients = [gradient * scale.reshape(-1, *[1] * (gradient.ndim - 1)) for gradient in meta_gradients]
     with torch.no_grad():
         apply = active & finite if stop_diverged else active & (finite | ~active).all()
         adam_update_(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=apply)
@@ -150,6 +155,10 @@ class BatchedMAML:
     learner is updated. With `stop_diverged=True` that learner stops instead: it keeps the
     state it had before that update, records NaN from then on, and the others go on
     (`diverged_at` says where each one stopped).
+
+    `max_meta_gradient_norm` (off by default) scales each learner's meta-gradient down to
+    that L2 norm when it is larger, before Adam: an experiment against the rare spikes
+    that knock a learner off course (docs/seeds.md).
     """
 
     def __init__(
@@ -162,6 +171,7 @@ class BatchedMAML:
         meta_lr: float = META_LR,
         compile: bool = False,
         stop_diverged: bool = False,
+        max_meta_gradient_norm: float | None = None,
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
@@ -176,6 +186,7 @@ class BatchedMAML:
         self.losses = _Record(len(self))  # each learner's mean query loss of every update
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
+        self.max_meta_gradient_norm = max_meta_gradient_norm
         self.active = torch.ones(len(self), dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
         self._step = _compiled_with_fallback(_meta_step) if compile else _meta_step
@@ -217,7 +228,7 @@ class BatchedMAML:
             losses, norms, finite = self._step(
                 self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps, tasks, self.active,
                 num_steps=self.num_steps, inner_lr=self.inner_lr, first_order=self.first_order, adam=adam,
-                stop_diverged=self.stop_diverged,
+                stop_diverged=self.stop_diverged, max_norm=self.max_meta_gradient_norm,
             )  # fmt: skip
         diverged = self.active & ~finite
         if diverged.any() and not self.stop_diverged:

@@ -1,4 +1,5 @@
-"""Save a `MAML` learner to one file and rebuild it exactly, refusing damaged or foreign files.
+"""Save a `MAML` learner, or a `BatchedMAML` set of them, to one file and rebuild it exactly,
+refusing damaged or foreign files.
 
 A checkpoint holds what `MAML(...)` needs to be rebuilt (num_steps, first_order,
 inner_lr, meta_lr), the 6 initialization tensors, Adam's state (so meta-training can
@@ -9,9 +10,10 @@ containers only, never arbitrary objects.
 """
 
 import os
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,10 +21,17 @@ from assignment import MAML
 from maml_sine.files import write_atomically
 from utils import LAYER_SIZES
 
+if TYPE_CHECKING:
+    from maml_sine.batched import BatchedMAML
+
 FORMAT = "maml-sine-checkpoint"
 VERSION = 1
 KIND = "MAML"
-FIELDS = ("num_steps", "first_order", "inner_lr", "meta_lr", "initialization", "meta_optimizer", "history")
+SETTINGS = ("num_steps", "first_order", "inner_lr", "meta_lr")
+FIELDS = {
+    "MAML": (*SETTINGS, "initialization", "meta_optimizer", "history"),
+    "BatchedMAML": (*SETTINGS, "seeds", "weights", "exp_avgs", "exp_avg_sqs", "steps", "losses"),
+}
 WEIGHT_SHAPES = [shape for fan_in, fan_out in pairwise(LAYER_SIZES) for shape in [(fan_out, fan_in), (fan_out,)]]
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -79,7 +88,45 @@ def load_maml(path: str | os.PathLike) -> MAML:
     return maml
 
 
-def _read(path: Path) -> dict[str, Any]:
+def save_batched(learners: "BatchedMAML", seeds: Sequence[tuple[int, int]], path: str | os.PathLike) -> None:
+    """Write every learner of `learners` (weights, Adam state, losses) and their `seeds` to `path`, atomically."""
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "BatchedMAML",
+        "num_steps": learners.num_steps,
+        "first_order": learners.first_order,
+        "inner_lr": float(learners.inner_lr),
+        "meta_lr": float(learners.meta_lr),
+        "seeds": [[int(numpy_seed), int(torch_seed)] for numpy_seed, torch_seed in seeds],
+        **{name: [t.clone() for t in getattr(learners, name)] for name in ("weights", "exp_avgs", "exp_avg_sqs")},
+        "steps": [step.clone() for step in learners.steps],
+        "losses": torch.from_numpy(learners.histories),
+    }
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
+def load_batched(path: str | os.PathLike) -> tuple["BatchedMAML", list[tuple[int, int]]]:
+    """Rebuild the learners saved at `path` and return them with their seeds. Raises `CheckpointError`."""
+    from maml_sine.batched import BatchedMAML  # not at the top: batched -> training -> checkpoints
+
+    checkpoint = _read(Path(path), kind="BatchedMAML")
+    num_learners = len(checkpoint["seeds"])
+    initializations = [[weight[learner] for weight in checkpoint["weights"]] for learner in range(num_learners)]
+    try:
+        learners = BatchedMAML(initializations, checkpoint["num_steps"], first_order=checkpoint["first_order"],
+                               inner_lr=checkpoint["inner_lr"], meta_lr=checkpoint["meta_lr"])  # fmt: skip
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(path, f"its settings are not valid for BatchedMAML ({error})") from error
+    for name in ("exp_avgs", "exp_avg_sqs", "steps"):
+        for mine, saved in zip(getattr(learners, name), checkpoint[name]):
+            mine.copy_(saved)
+    for losses in checkpoint["losses"].T.float():
+        learners.losses.append(losses)
+    return learners, [tuple(seed) for seed in checkpoint["seeds"]]
+
+
+def _read(path: Path, kind: str = KIND) -> dict[str, Any]:
     """Load and check the checkpoint at `path`; every problem becomes a `CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(path, "no such file")
@@ -90,8 +137,11 @@ def _read(path: Path) -> dict[str, Any]:
             f"cannot be read as a torch checkpoint, it may be truncated or corrupt ({type(error).__name__}: {error})"
         )
         raise CheckpointError(path, problem) from error
-    _check_format(path, checkpoint)
+    _check_format(path, checkpoint, kind)
     _check_hyperparameters(path, checkpoint)
+    if kind == "BatchedMAML":
+        _check_batched(path, checkpoint)
+        return checkpoint
     _check_weights(path, checkpoint["initialization"])
     _check_adam_moments(path, checkpoint["meta_optimizer"])
     if not isinstance(checkpoint["history"], torch.Tensor) or checkpoint["history"].ndim != 1:
@@ -99,14 +149,14 @@ def _read(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _check_format(path: Path, checkpoint: object) -> None:
+def _check_format(path: Path, checkpoint: object, kind: str) -> None:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(path, f"not a {FORMAT} file (it holds a {type(checkpoint).__name__})")
     if checkpoint.get("version") != VERSION:
         raise CheckpointError(path, f"format version {checkpoint.get('version')!r}; this code reads version {VERSION}")
-    if checkpoint.get("kind") != KIND:
-        raise CheckpointError(path, f"holds a {checkpoint.get('kind')!r} learner; expected {KIND!r}")
-    missing = [field for field in FIELDS if field not in checkpoint]
+    if checkpoint.get("kind") != kind:
+        raise CheckpointError(path, f"holds a {checkpoint.get('kind')!r} learner; expected {kind!r}")
+    missing = [field for field in FIELDS[kind] if field not in checkpoint]
     if missing:
         raise CheckpointError(path, f"missing field(s) {', '.join(missing)}")
 
@@ -141,3 +191,26 @@ def _check_adam_moments(path: Path, optimizer_state: object) -> None:
             tensor = state.get(moment) if isinstance(state, dict) else None
             if shape is None or not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
                 raise CheckpointError(path, f"Adam's {moment} for weight {index} does not match the weight's shape")
+
+
+def _check_batched(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Every tensor of N learners must have its weight's shape with N in front, and the seeds must be N pairs."""
+    seeds = checkpoint["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(_is_seed_pair(seed) for seed in seeds):
+        raise CheckpointError(path, "its seeds are not a list of (numpy seed, torch seed) pairs")
+    count = len(seeds)
+    for name in ("weights", "exp_avgs", "exp_avg_sqs", "steps"):
+        tensors = checkpoint[name]
+        if not isinstance(tensors, list) or len(tensors) != len(WEIGHT_SHAPES):
+            raise CheckpointError(path, f"its {name} must be a list of {len(WEIGHT_SHAPES)} tensors")
+        for index, (tensor, shape) in enumerate(zip(tensors, WEIGHT_SHAPES)):
+            expected = (count, *shape) if name != "steps" else (count, *[1] * len(shape))
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected or tensor.dtype != torch.float32:
+                raise CheckpointError(path, f"its {name}[{index}] is not a {expected} torch.float32 tensor")
+    losses = checkpoint["losses"]
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 2 or losses.shape[0] != count:
+        raise CheckpointError(path, f"its losses are not a ({count}, updates) tensor")
+
+
+def _is_seed_pair(seed: object) -> bool:
+    return isinstance(seed, list) and len(seed) == 2 and all(type(part) is int for part in seed)

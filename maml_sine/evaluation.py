@@ -11,6 +11,7 @@ weights that are `BaseLearner`'s 6 tensors, each with a leading task dimension n
 W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
 """
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -174,3 +175,45 @@ def fits_on_one_task(initialization: Sequence[torch.Tensor], tasks: HeldOutTasks
         )
         fits[k] = predictions[:, 0, :, 0].numpy()
     return fits
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t distribution with `df` degrees of freedom (2.262 for df = 9).
+
+    The density is integrated numerically and the quantile found by bisection, to about 1e-6:
+    enough for a confidence interval, without a dependency on scipy.
+    """
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf_above_half(x: float) -> float:  # P(0 < T < x), by Simpson's rule on 2,000 intervals
+        t = np.linspace(0.0, x, 2001)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
+        return float((x / 6000) * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum()))
+
+    low, high = 0.0, 1.0
+    while cdf_above_half(high) < 0.475:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf_above_half(middle) < 0.475 else (low, middle)
+    return (low + high) / 2
+
+
+def evaluate_over_seeds(
+    initializations: Sequence[Sequence[torch.Tensor]], tasks: HeldOutTasks
+) -> dict[str, dict[str, list]]:
+    """`evaluate` for the initializations of many seeds. For every K and step: the mean over seeds of each
+    seed's mean MSE, a between-seed 95% interval (Student t, n - 1 degrees of freedom), the mean of the
+    seeds' task-sampling intervals, and every seed's mean MSE."""
+    per_seed = [evaluate(initialization, tasks) for initialization in initializations]
+    t = t_quantile_975(len(initializations) - 1)
+    results = {}
+    for k in per_seed[0]:
+        means = np.array([seed[k]["mean"] for seed in per_seed])  # (seeds, steps + 1)
+        results[k] = {
+            "mean": means.mean(axis=0).tolist(),
+            "seed_ci95": (t * means.std(axis=0, ddof=1) / np.sqrt(len(means))).tolist(),
+            "ci95": np.mean([seed[k]["ci95"] for seed in per_seed], axis=0).tolist(),
+            "per_seed": means.tolist(),
+        }
+    return results

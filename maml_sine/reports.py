@@ -30,15 +30,23 @@ def steps_label(step: int) -> str:
 def plot_mse_against_steps(
     results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int, out: str | os.PathLike
 ) -> None:
-    """The paper's Figure 3: mean grid MSE against SGD steps, a 95% CI band per learner, one panel per K."""
+    """The paper's Figure 3: mean grid MSE against SGD steps, a 95% band per learner, one panel per K.
+
+    For many seeds (results with "per_seed") the band is the between-seed interval and each
+    seed's curve is drawn thin; for one seed it is the task-sampling interval.
+    """
+    over_seeds = "per_seed" in next(iter(results.values()))[str(SUPPORT_SIZES[0])]
     figure = Figure(figsize=(11, 4.6))
     panels = figure.subplots(1, len(SUPPORT_SIZES), sharey=True)
     steps = np.arange(MAX_STEPS + 1)
     for axes, k in zip(panels, SUPPORT_SIZES):
         for name, learner in learners.items():
-            mean, ci95 = (np.array(results[name][str(k)][key]) for key in ("mean", "ci95"))
+            result = results[name][str(k)]
+            mean, band = np.array(result["mean"]), np.array(result["seed_ci95" if over_seeds else "ci95"])
             axes.plot(steps, mean, marker="o", markersize=3.5, color=learner.color, label=learner.label)
-            axes.fill_between(steps, mean - ci95, mean + ci95, color=learner.color, alpha=0.2, linewidth=0)
+            axes.fill_between(steps, mean - band, mean + band, color=learner.color, alpha=0.2, linewidth=0)
+            for seed_mean in result.get("per_seed", []):
+                axes.plot(steps, seed_mean, color=learner.color, linewidth=0.5, alpha=0.35)
         axes.set_yscale("log")
         axes.set_yticks(MSE_TICKS)
         axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
@@ -49,7 +57,15 @@ def plot_mse_against_steps(
         axes.grid(True, which="both", alpha=0.3)
     panels[0].set_ylabel("MSE on 100 x in [-5, 5] (log scale)")
     panels[-1].legend()
-    figure.suptitle(f"Fitting a new sine task: mean MSE over {num_tasks} held-out tasks, with 95% confidence bands")
+    if over_seeds:
+        seeds = len(next(iter(results.values()))[str(SUPPORT_SIZES[0])]["per_seed"])
+        title = (
+            f"Fitting a new sine task: MSE over {num_tasks} held-out tasks, mean of {seeds} seeds "
+            "(thin: each seed; band: between-seed 95% interval)"
+        )
+    else:
+        title = f"Fitting a new sine task: mean MSE over {num_tasks} held-out tasks, with 95% confidence bands"
+    figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, out)
 
@@ -98,14 +114,20 @@ def plot_fits(
 
 
 def markdown_table(results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int) -> str:
-    """results.md: for each K, mean MSE +- 95% CI of every learner at TABLE_STEPS."""
-    lines = [f"# MSE on {num_tasks} held-out sine tasks (mean ± 95% CI), by SGD steps on K support points", ""]
+    """results.md: for each K, mean MSE +- 95% interval of every learner at TABLE_STEPS (between seeds,
+    for many seeds; over the tasks, for one)."""
+    first = next(iter(results.values()))[str(SUPPORT_SIZES[0])]
+    interval = "seed_ci95" if "per_seed" in first else "ci95"
+    what = f"mean of {len(first['per_seed'])} seeds ± between-seed 95% interval" if "per_seed" in first else None
+    what = what or "mean ± 95% CI"
+    lines = [f"# MSE on {num_tasks} held-out sine tasks ({what}), by SGD steps on K support points", ""]
     for k in SUPPORT_SIZES:
         lines += [f"## K = {k}", "", "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]
         lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
         for name, learner in learners.items():
             cells = [
-                f"{results[name][str(k)]['mean'][s]:.3f} ± {results[name][str(k)]['ci95'][s]:.3f}" for s in TABLE_STEPS
+                f"{results[name][str(k)]['mean'][s]:.3f} ± {results[name][str(k)][interval][s]:.3f}"
+                for s in TABLE_STEPS
             ]
             lines.append(f"| {learner.label} | " + " | ".join(cells) + " |")
         lines.append("")

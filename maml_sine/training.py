@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from assignment import MAML
-from maml_sine.checkpoints import CheckpointError, load_maml, save_maml
+from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_batched, save_maml
 from utils import SineGenerator, TrainFromScratch
 
 NUMPY_SEED = 1337
@@ -28,6 +28,7 @@ QUERY_POINTS = 40
 FINAL_WINDOW = 500
 TFS_STEPS = 10  # the from-scratch learner's Adam steps per task in `python test.py --plot-tfs`
 PROGRESS_EVERY = 250  # episodes between updates of the progress bar's MSE
+COMPILE_FROM = 5_000  # episodes: below this, compiling a batched update costs more than it saves
 
 
 def seed_the_stream() -> None:
@@ -160,3 +161,48 @@ def train_seeds(
 def final_mse_per_seed(histories: np.ndarray) -> np.ndarray:
     """The final MSE of every row of a (seeds, episodes) array of query losses."""
     return histories[:, -FINAL_WINDOW:].mean(axis=1)
+
+
+def meta_train_seeds(learner: LearnerSpec, num_seeds: int, episodes: int = EPISODES):
+    """`meta_train` for `num_seeds` seeds at once (seed i: numpy 1337 + i, torch 42 + i), as a `BatchedMAML`,
+    compiled from COMPILE_FROM episodes on.
+
+    Ctrl-C raises KeyboardInterrupt with a message that says how far it got.
+    """
+    from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+
+    seeds = lane_seeds(num_seeds)
+    learners = BatchedMAML(
+        initializations_from_seeds(seeds),
+        learner.num_steps,
+        first_order=learner.first_order,
+        compile=episodes >= COMPILE_FROM,
+    )
+    streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
+    try:
+        for _ in tqdm(range(episodes), desc=f"{learner.label}, {num_seeds} seeds", unit="episode", mininterval=0.5):
+            learners.train(streams.next_batch())
+    except KeyboardInterrupt:
+        done = f"meta-training {learner.label}, after {len(learners.losses):,} of {episodes:,} episodes"
+        raise KeyboardInterrupt(done) from None
+    return learners, seeds
+
+
+def trained_or_loaded_seeds(
+    learner: LearnerSpec, path: str | os.PathLike, episodes: int, num_seeds: int, *, retrain: bool = False
+):
+    """`trained_or_loaded` for `num_seeds` seeds: a `BatchedMAML` and its seeds, from the checkpoint at `path`
+    or meta-trained (compiled) and saved there; and where they came from, "checkpoint" or "trained"."""
+    path = Path(path)
+    if path.exists() and not retrain:
+        learners, seeds = load_batched(path)
+        found = (learners.num_steps, learners.first_order, len(learners.losses), len(seeds))
+        expected = (learner.num_steps, learner.first_order, episodes, num_seeds)
+        if found != expected:
+            problem = f"holds (S, first_order, episodes, seeds) = {found}, expected {expected}"
+            problem += "; delete it or use --retrain"
+            raise CheckpointError(path, problem)
+        return learners, seeds, "checkpoint"
+    learners, seeds = meta_train_seeds(learner, num_seeds, episodes)
+    save_batched(learners, seeds, path)
+    return learners, seeds, "trained"

@@ -3,6 +3,7 @@
     python scripts/evaluate.py                     # train or load the learners, evaluate, write docs/evaluation/
     python scripts/evaluate.py --retrain           # train again even where a checkpoint exists
     python scripts/evaluate.py --episodes 500 --tasks 50 --out-dir /tmp/eval --checkpoint-dir /tmp/checkpoints
+    python scripts/evaluate.py --seeds 1           # one seed, the learners of `python test.py`, trained by MAML.train
 
 The sine-wave experiment of Finn et al. (2017), Figures 2 and 3, for four learners:
   MAML, S=1             second-order MAML with one inner step: the learner of `python test.py`
@@ -10,17 +11,19 @@ The sine-wave experiment of Finn et al. (2017), Figures 2 and 3, for four learne
   pretrained (S=0)      `MAML(num_steps=0)`: one network fitted to each task's query points in turn, then fine-tuned
   from scratch          the random initialization the three above start from: the floor
 
-The three meta-learners train on the task stream of `python test.py` (SineGenerator(k=10, k_test=40),
-40,000 episodes). numpy is seeded with 1337 and torch with 42 right before each learner is built, so
-all of them see the identical tasks, MAML S=1 ends exactly as `python test.py` does, and the
-from-scratch weights are the very initialization the meta-learners started from. A trained learner is
-saved in --checkpoint-dir and loaded from there on the next run.
+Each learner is trained with --seeds seeds (default 10) at once, by the batched learner: seed i draws its
+tasks (SineGenerator(k=10, k_test=40), 40,000 episodes) from numpy seed 1337 + i and its initialization
+from torch seed 42 + i, the same for every learner, so seed 0 has the seeds of `python test.py` and the
+from-scratch weights of a seed are the very initialization its meta-learners started from. Every number
+is the mean over seeds, with a between-seed 95% interval (Student t) beside the task-sampling one. With
+--seeds 1 each learner is trained by MAML.train itself, and MAML S=1 ends exactly as `python test.py`
+does. Trained learners are saved in --checkpoint-dir and loaded from there on the next run.
 
 They are then tested on 600 new tasks drawn from a separate generator, the same tasks in every run:
 each learner takes 0..10 plain SGD steps (lr 0.01) on K = 5 or 10 support points of a task and is
 scored by its MSE on 100 evenly spaced x in [-5, 5]. Written to --out-dir: results.json (mean and 95%
-confidence interval per learner, K and step, and the protocol), results.md (a table), mse_vs_steps.png
-(the paper's Figure 3) and fits.png (Figure 2, one held-out task).
+confidence intervals per learner, K and step, every seed's mean, and the protocol), results.md (a
+table), mse_vs_steps.png (the paper's Figure 3) and fits.png (Figure 2, one held-out task, seed 0).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
 atomically, so nothing is left half-written, and the learners already trained stay in --checkpoint-dir.
@@ -36,6 +39,7 @@ from pathlib import Path
 import torch
 
 from assignment import INNER_LR
+from maml_sine.batched import initializations_from_seeds, lane_seeds
 from maml_sine.checkpoints import CheckpointError
 from maml_sine.cli import make_output_folders, run_command, whole_number
 from maml_sine.evaluation import (
@@ -46,6 +50,7 @@ from maml_sine.evaluation import (
     SUPPORT_SIZES,
     draw_held_out_tasks,
     evaluate,
+    evaluate_over_seeds,
     fits_on_one_task,
     task_to_draw,
 )
@@ -59,7 +64,9 @@ from maml_sine.training import (
     TORCH_SEED,
     LearnerSpec,
     final_mse,
+    final_mse_per_seed,
     trained_or_loaded,
+    trained_or_loaded_seeds,
 )
 from utils import X_RANGE, BaseLearner
 
@@ -72,6 +79,7 @@ LEARNERS = {
     "pretrained": LearnerSpec("pretrained (S=0)", "tab:orange", num_steps=0),
     "scratch": LearnerSpec("from scratch (random init)", "tab:gray"),
 }
+SEEDS = 10
 WRITING = "writing the figures and results"  # the last stage of a run
 
 
@@ -83,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks", type=whole_number(2), default=HELD_OUT_TASKS, help=f"held-out tasks (default {HELD_OUT_TASKS})"
     )
+    parser.add_argument("--seeds", type=whole_number(1), default=SEEDS, help=f"seeds per learner (default {SEEDS})")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the results and figures")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
@@ -92,8 +101,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def initialization_of(name: str, learner: LearnerSpec, args: argparse.Namespace) -> tuple[list[torch.Tensor], dict]:
-    """A learner's initialization and a record of where it came from (and, if meta-trained, its final MSE)."""
+def initializations_of(
+    name: str, learner: LearnerSpec, args: argparse.Namespace
+) -> tuple[list[list[torch.Tensor]], dict]:
+    """A learner's initialization of every seed, and a record of where they came from (and their final MSE)."""
+    if args.seeds > 1:
+        return _initializations_over_seeds(name, learner, args)
+    initialization, record = _initialization_of_one_seed(name, learner, args)
+    return [initialization], record
+
+
+def _initializations_over_seeds(
+    name: str, learner: LearnerSpec, args: argparse.Namespace
+) -> tuple[list[list[torch.Tensor]], dict]:
+    start = time.perf_counter()
+    if learner.num_steps is None:
+        initializations = initializations_from_seeds(lane_seeds(args.seeds))
+        return initializations, {"source": "random", "episodes": 0, "seconds": 0.0}
+    path = args.checkpoint_dir / f"{name}-{args.episodes}-{args.seeds}seeds.pt"
+    learners, seeds, source = trained_or_loaded_seeds(learner, path, args.episodes, args.seeds, retrain=args.retrain)
+    record = {
+        "source": source,
+        "episodes": len(learners.losses),
+        "seeds": seeds,
+        "final_training_query_mse": final_mse_per_seed(learners.histories).tolist(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return [learners.initialization(seed) for seed in range(len(seeds))], record
+
+
+def _initialization_of_one_seed(
+    name: str, learner: LearnerSpec, args: argparse.Namespace
+) -> tuple[list[torch.Tensor], dict]:
     start = time.perf_counter()
     if learner.num_steps is None:
         torch.manual_seed(TORCH_SEED)
@@ -119,6 +158,8 @@ def protocol(args: argparse.Namespace, fit_task: int) -> dict:
             "support_points": SUPPORT_POINTS,
             "query_points": QUERY_POINTS,
             "tasks_per_meta_update": 1,
+            "seeds": args.seeds,
+            "seed_i": "numpy seed 1337 + i for the tasks, torch seed 42 + i for the initialization",
         },
         "evaluation": {
             "held_out_seed": HELD_OUT_SEED,
@@ -128,7 +169,8 @@ def protocol(args: argparse.Namespace, fit_task: int) -> dict:
             "inner_lr": INNER_LR,
             "optimizer": "plain SGD on the support MSE",
             "score": f"MSE on numpy.linspace({X_RANGE[0]}, {X_RANGE[1]}, {len(GRID_X)})",
-            "ci95": "1.96 * std / sqrt(tasks), population std",
+            "ci95": "1.96 * std / sqrt(tasks), population std (the mean of the seeds' intervals)",
+            "seed_ci95": "t(0.975, seeds - 1) * std / sqrt(seeds) of the seeds' means, sample std",
             "task_in_fits_png": fit_task,
         },
     }
@@ -147,16 +189,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
         initializations, records = {}, {}
         for name, learner in LEARNERS.items():
             stage = f"loading or saving {learner.label}"
-            initializations[name], records[name] = initialization_of(name, learner, args)
+            initializations[name], records[name] = initializations_of(name, learner, args)
             if learner.num_steps is not None:
                 saved.append(learner.label)
         training_seconds = time.perf_counter() - start
 
         stage = "evaluating"
         tasks = draw_held_out_tasks(args.tasks)
-        results = {name: evaluate(weights, tasks) for name, weights in initializations.items()}
+        if args.seeds > 1:
+            results = {name: evaluate_over_seeds(seeds, tasks) for name, seeds in initializations.items()}
+        else:
+            results = {name: evaluate(seeds[0], tasks) for name, seeds in initializations.items()}
         fit_task = task_to_draw(tasks)
-        fits = {name: fits_on_one_task(weights, tasks, fit_task) for name, weights in initializations.items()}
+        fits = {name: fits_on_one_task(seeds[0], tasks, fit_task) for name, seeds in initializations.items()}
         evaluation_seconds = time.perf_counter() - start - training_seconds
 
         stage = WRITING

@@ -207,3 +207,27 @@ def test_the_record_of_losses_keeps_every_update_in_order():
     assert len(record) == len(rows)
     np.testing.assert_array_equal(record.array(), torch.stack(rows).T.double().numpy())
     assert _Record(2).array().shape == (2, 0)
+
+
+def test_clipped_meta_gradients_are_scaled_to_the_norm_before_adam():
+    seeds = lane_seeds(2)
+    initializations = initializations_from_seeds(seeds)
+    max_norm = 0.5
+    learners = BatchedMAML(initializations, 1, max_meta_gradient_norm=max_norm)
+    copies = [[w.detach().clone().requires_grad_() for w in initialization] for initialization in initializations]
+    optimizers = [torch.optim.Adam(weights, lr=0.001) for weights in copies]
+    streams = TaskStreams(seeds, 10, 40)
+    for _ in range(3):
+        tasks = streams.next_batch()
+        meta_gradients = learners.meta_gradients(tasks)
+        for lane, (weights, optimizer) in enumerate(zip(copies, optimizers, strict=True)):
+            gradient = [g[lane] for g in meta_gradients]
+            norm = torch.sqrt(sum((g * g).sum() for g in gradient))
+            assert norm > max_norm, "the test needs gradients to clip"
+            for weight, g in zip(weights, gradient, strict=True):
+                weight.grad = g * (max_norm / norm)
+            optimizer.step()
+        learners.train(tasks)
+        for lane, weights in enumerate(copies):
+            for mine, expected in zip(learners.initialization(lane), weights, strict=True):
+                torch.testing.assert_close(mine, expected.detach(), rtol=1e-5, atol=1e-7)

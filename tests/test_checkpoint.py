@@ -7,7 +7,8 @@ import torch
 from assignment import MAML
 from helpers import adam_state
 from maml_sine import checkpoints
-from maml_sine.checkpoints import CheckpointError, load_maml, save_maml
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_batched, save_maml
 from utils import SineGenerator
 
 
@@ -143,3 +144,40 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == previous
     assert list(tmp_path.iterdir()) == [path], "no temporary file may be left behind"
     assert len(load_maml(path).history) == 2
+
+
+def trained_learners(episodes=4):
+    seeds = lane_seeds(3)
+    learners = BatchedMAML(initializations_from_seeds(seeds), 1)
+    streams = TaskStreams(seeds, 10, 40)
+    for _ in range(episodes):
+        learners.train(streams.next_batch())
+    return learners, seeds, streams
+
+
+def test_many_learners_round_trip_exactly_and_train_on_alike(tmp_path):
+    learners, seeds, streams = trained_learners()
+    save_batched(learners, seeds, tmp_path / "learners.pt")
+    loaded, loaded_seeds = load_batched(tmp_path / "learners.pt")
+    assert loaded_seeds == seeds and (loaded.num_steps, loaded.first_order) == (1, False)
+    for name in ("weights", "exp_avgs", "exp_avg_sqs", "steps"):
+        assert all(torch.equal(a, b) for a, b in zip(getattr(learners, name), getattr(loaded, name), strict=True))
+    np.testing.assert_array_equal(loaded.histories, learners.histories)
+    tasks = streams.next_batch()
+    learners.train(tasks)
+    loaded.train(tasks)
+    np.testing.assert_array_equal(loaded.histories, learners.histories)
+    assert all(torch.equal(a, b) for a, b in zip(learners.weights, loaded.weights, strict=True))
+
+
+def test_a_single_learner_checkpoint_is_not_taken_for_many(tmp_path):
+    save_maml(trained_maml(), tmp_path / "one.pt")
+    with pytest.raises(CheckpointError, match=r"one\.pt.*holds a 'MAML' learner; expected 'BatchedMAML'"):
+        load_batched(tmp_path / "one.pt")
+
+
+def test_many_learners_of_the_wrong_shape_are_refused(tmp_path):
+    learners, seeds, _ = trained_learners()
+    save_batched(learners, seeds[:2], tmp_path / "learners.pt")  # three learners, two seeds
+    with pytest.raises(CheckpointError, match=r"its weights\[0\] is not a \(2, 40, 1\) torch.float32 tensor"):
+        load_batched(tmp_path / "learners.pt")

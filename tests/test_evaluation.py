@@ -13,7 +13,7 @@ import torch
 from assignment import MAML
 from helpers import ROOT, import_script, interrupt_after_progress, is_png, reference_forward, run_python
 from maml_sine import training
-from maml_sine.checkpoints import CheckpointError, load_maml, save_maml
+from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_maml
 from maml_sine.evaluation import (
     GRID_X,
     HELD_OUT_SEED,
@@ -24,7 +24,9 @@ from maml_sine.evaluation import (
     mse_after_each_step,
     predictions_after_each_step,
     sgd_steps,
+    t_quantile_975,
 )
+from maml_sine.evaluation import evaluate as evaluate_one
 from utils import BaseLearner
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
@@ -39,9 +41,9 @@ def evaluate():
 
 @pytest.fixture(scope="module")
 def small_run(evaluate, tmp_path_factory):
-    """One short evaluation: its arguments, out dir, checkpoint dir and report."""
+    """One short evaluation of one seed (MAML.train itself): its arguments, out dir, checkpoint dir and report."""
     out_dir, checkpoint_dir = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("checkpoints")
-    arguments = ["--episodes", str(EPISODES), "--tasks", str(TASKS)]
+    arguments = ["--episodes", str(EPISODES), "--tasks", str(TASKS), "--seeds", "1"]
     arguments += ["--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
     return arguments, out_dir, checkpoint_dir, evaluate.main(arguments)
 
@@ -113,7 +115,7 @@ def test_second_run_loads_the_checkpoints_and_reproduces_the_numbers(evaluate, s
 def test_fast_training_gives_the_same_numbers(evaluate, small_run, tmp_path):
     """--fast meta-trains through the compiled path: the evaluation's numbers agree with the eager run's."""
     arguments, _, _, eager = small_run
-    fast_arguments = [*arguments[:4], "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path), "--fast"]
+    fast_arguments = [*arguments[:6], "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path), "--fast"]
     fast = evaluate.main(fast_arguments)
     for name, by_k in eager["mse"].items():
         for k, numbers in by_k.items():
@@ -297,7 +299,8 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     maml.history = [1.0] * episodes
     save_maml(maml, first)
     saved = first.read_bytes()
-    arguments = ["--episodes", str(episodes), "--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
+    arguments = ["--episodes", str(episodes), "--seeds", "1", "--out-dir", str(out_dir)]
+    arguments += ["--checkpoint-dir", str(checkpoint_dir)]
     returncode = interrupt_after_progress(SCRIPT, arguments, episodes, log)
     errors = log.read_text()
     assert returncode == 130, errors
@@ -310,3 +313,51 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     assert "Traceback" not in errors
     assert list(out_dir.iterdir()) == []
     assert list(checkpoint_dir.iterdir()) == [first] and first.read_bytes() == saved
+
+
+@pytest.fixture(scope="module")
+def seeds_run(evaluate, tmp_path_factory):
+    """One short evaluation with 3 seeds per learner: its arguments, checkpoint dir and report."""
+    out_dir, checkpoint_dir = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("checkpoints")
+    arguments = ["--episodes", "60", "--tasks", str(TASKS), "--seeds", "3"]
+    arguments += ["--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
+    return arguments, checkpoint_dir, evaluate.main(arguments)
+
+
+def test_many_seeds_give_the_mean_and_a_student_t_interval_over_seeds(evaluate, seeds_run):
+    _, checkpoint_dir, report = seeds_run
+    assert sorted(path.name for path in checkpoint_dir.iterdir()) == [
+        f"{name}-60-3seeds.pt" for name in ("first_order_maml", "maml", "pretrained")
+    ]
+    t_2 = 4.302653  # Student t, 97.5% quantile, 2 degrees of freedom
+    for by_k in report["mse"].values():
+        for summary in by_k.values():
+            per_seed = np.array(summary["per_seed"])
+            assert per_seed.shape == (3, MAX_STEPS + 1)
+            np.testing.assert_allclose(summary["mean"], per_seed.mean(axis=0))
+            np.testing.assert_allclose(summary["seed_ci95"], t_2 * per_seed.std(axis=0, ddof=1) / np.sqrt(3), rtol=1e-5)
+            assert all(c > 0 for c in summary["ci95"])
+    assert len(report["learners"]["maml"]["final_training_query_mse"]) == 3
+
+
+def test_each_seed_is_scored_on_its_own_learner(evaluate, seeds_run):
+    """Seed i's numbers are those of learner i of the checkpoint, evaluated alone."""
+    _, checkpoint_dir, report = seeds_run
+    learners, seeds = load_batched(checkpoint_dir / "maml-60-3seeds.pt")
+    assert seeds == [(1337, 42), (1338, 43), (1339, 44)]
+    tasks = draw_held_out_tasks(TASKS, max(SUPPORT_SIZES), HELD_OUT_SEED, GRID_X)
+    for seed in range(3):
+        alone = evaluate_one(learners.initialization(seed), tasks)
+        np.testing.assert_allclose(report["mse"]["maml"]["10"]["per_seed"][seed], alone["10"]["mean"], rtol=1e-6)
+
+
+def test_a_second_run_over_seeds_loads_the_checkpoints(evaluate, seeds_run):
+    arguments, _, first = seeds_run
+    second = evaluate.main(arguments)
+    assert second["mse"] == first["mse"]
+    assert {learner["source"] for name, learner in second["learners"].items() if name != "scratch"} == {"checkpoint"}
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.7062), (2, 4.3027), (9, 2.2622), (19, 2.0930), (29, 2.0452)])
+def test_student_t_quantiles_match_the_tables(df, quantile):
+    assert t_quantile_975(df) == pytest.approx(quantile, abs=1e-4)
