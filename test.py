@@ -94,19 +94,22 @@ def many_seeds(
     try:
         histories = train_seeds(num_seeds, maml_steps, plot_tfs, episodes, compile=fast or episodes >= COMPILE_FROM)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: save the curves so far, then let the interrupt go on
-        message, histories = interrupt.args
+        message, histories = interrupt.args if len(interrupt.args) == 2 else ("interrupted while starting", {})
         print(f"\n{message}", file=sys.stderr)
+        if not histories or histories["maml"].shape[1] == 0:
+            raise KeyboardInterrupt("no episode had finished, so no curve was saved") from None
         _save_curves_over_seeds(histories, maml_steps, out)
-        raise
+        raise KeyboardInterrupt from None
     _save_curves_over_seeds(histories, maml_steps, out)
     return histories
 
 
 def _save_curves_over_seeds(histories: dict[str, np.ndarray], maml_steps: int, out: Path) -> None:
-    if histories["maml"].shape[1] == 0:
-        return
+    import matplotlib.pyplot as plt  # a pyplot figure, so that a window can show it
+
     labels = {"maml": f"MAML, S={maml_steps}", "scratch": f"from scratch, {TFS_STEPS} Adam steps"}
-    save_figure(plot_curves_over_seeds({labels[name]: losses for name, losses in histories.items()}), out)
+    curves = {labels[name]: losses for name, losses in histories.items()}
+    save_figure(plot_curves_over_seeds(curves, figure=plt.figure(figsize=(8, 4.5))), out)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -141,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             maml, scratch = learning_curve(
                 args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False, fast=args.fast
             )
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the curve so far is saved to {args.out}") from None
+    except KeyboardInterrupt as interrupt:  # its message, if it has one, says why nothing was saved
+        raise KeyboardInterrupt(str(interrupt) or f"the curve so far is saved to {args.out}") from None
     seconds = time.perf_counter() - start
     if args.seeds > 1:
         for name, losses in histories.items():

@@ -26,13 +26,11 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from assignment import INNER_LR, META_LR, TASK_PARTS, all_finite
-from maml_sine.compiled import ADAM_DEFAULTS as SCRATCH_ADAM
-from maml_sine.compiled import COMPILE_OPTIONS, scratch_query_loss
+from maml_sine.compiled import ADAM_DEFAULTS, COMPILE_OPTIONS, scratch_query_loss
 from maml_sine.functional import adam_update_, adapted, mse
 from maml_sine.training import NUMPY_SEED, TORCH_SEED
 from utils import BaseLearner, SineGenerator
 
-ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # torch.optim.Adam's defaults, as MAML's meta-optimizer
 TaskBatch = Sequence[torch.Tensor]
 
 
@@ -106,9 +104,10 @@ def _meta_step(
         weights, tasks, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order
     )
     finite = vmap(all_finite)([losses, *meta_gradients])
-    norms = sum(gradient.flatten(start_dim=1).square().sum(dim=1) for gradient in meta_gradients).sqrt()
+    # In float64: a finite float32 gradient can have a norm beyond float32's range.
+    norms = sum(gradient.double().flatten(start_dim=1).square().sum(dim=1) for gradient in meta_gradients).sqrt()
     if max_norm is not None:
-        scale = (max_norm / norms).clamp(max=1.0)
+        scale = (max_norm / norms).clamp(max=1.0).to(meta_gradients[0].dtype)
         meta_gradients = [gradient * scale.reshape(-1, *[1] * (gradient.ndim - 1)) for gradient in meta_gradients]
     with torch.no_grad():
         apply = active & finite if stop_diverged else active & (finite | ~active).all()
@@ -223,7 +222,7 @@ class BatchedMAML:
         is named in the error, and no learner changes.
         """
         tasks = self._checked(tasks)
-        adam = {"lr": self.meta_lr, **ADAM}
+        adam = {**ADAM_DEFAULTS, "lr": self.meta_lr}
         with torch.no_grad():  # the weights are updated in place; torch.func tracks its own gradients
             losses, norms, finite = self._step(
                 self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps, tasks, self.active,
@@ -286,10 +285,12 @@ class BatchedTrainFromScratch:
         return self.losses.array()
 
     def train(self, tasks: TaskBatch) -> None:
-        """Fit every learner to the first of its tasks (four tensors, each (N, B, n, 1)); record the query losses."""
+        """Fit every learner to its task (four tensors, each (N, 1, n, 1)); record the query losses."""
+        if tasks[0].ndim != 4 or tasks[0].shape[1] != 1:
+            raise ValueError(f"the from-scratch learners take one task per update, got {tuple(tasks[0].shape)}")
         with torch.no_grad():
             losses = self._losses(
-                self.weights, *(part[:, 0] for part in tasks), num_steps=self.num_steps, adam=SCRATCH_ADAM
+                self.weights, *(part[:, 0] for part in tasks), num_steps=self.num_steps, adam=ADAM_DEFAULTS
             )
         if not torch.isfinite(losses).all():
             bad = torch.flatten(torch.nonzero(~torch.isfinite(losses))).tolist()

@@ -89,7 +89,13 @@ def load_maml(path: str | os.PathLike) -> MAML:
 
 
 def save_batched(learners: "BatchedMAML", seeds: Sequence[tuple[int, int]], path: str | os.PathLike) -> None:
-    """Write every learner of `learners` (weights, Adam state, losses) and their `seeds` to `path`, atomically."""
+    """Write every learner of `learners` (weights, Adam state, losses) and their `seeds` to `path`, atomically.
+
+    Only learners that all still train are saved: a checkpoint holds no stopped learner (`stop_diverged`).
+    """
+    if not learners.active.all():
+        stopped = sorted(learners.diverged_at)
+        raise ValueError(f"learner(s) {stopped} stopped; a checkpoint holds training learners only")
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,

@@ -135,11 +135,14 @@ def markdown_table(results: Mapping, learners: Mapping[str, LearnerSpec], num_ta
     return "\n".join(lines) + "\n"
 
 
-def plot_curves_over_seeds(histories: Mapping[str, np.ndarray], window: int = PLOT_WINDOW) -> Figure:
+def plot_curves_over_seeds(
+    histories: Mapping[str, np.ndarray], window: int = PLOT_WINDOW, figure: Figure | None = None
+) -> Figure:
     """The learning curves of many seeds: per learner, the median over seeds of the `window`-episode
     sliding mean of the query MSE, and a band from the 10th to the 90th percentile (min to max for
-    fewer than 10 seeds). `histories`: label -> (seeds, episodes) query losses."""
-    figure = Figure(figsize=(8, 4.5))
+    fewer than 10 seeds). `histories`: label -> (seeds, episodes) query losses. Draws on `figure`
+    (a pyplot one, to be shown in a window) or on a new one, for a file only."""
+    figure = figure if figure is not None else Figure(figsize=(8, 4.5))
     axes = figure.subplots()
     for (label, losses), color in zip(histories.items(), ["tab:blue", "tab:orange"]):
         curves = np.stack([windowed_mean(seed_losses, window)[1] for seed_losses in losses])

@@ -195,9 +195,11 @@ def trained_or_loaded_seeds(
     or meta-trained (compiled) and saved there; and where they came from, "checkpoint" or "trained"."""
     path = Path(path)
     if path.exists() and not retrain:
+        from maml_sine.batched import lane_seeds
+
         learners, seeds = load_batched(path)
-        found = (learners.num_steps, learners.first_order, len(learners.losses), len(seeds))
-        expected = (learner.num_steps, learner.first_order, episodes, num_seeds)
+        found = (learners.num_steps, learners.first_order, len(learners.losses), seeds)
+        expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds))
         if found != expected:
             problem = f"holds (S, first_order, episodes, seeds) = {found}, expected {expected}"
             problem += "; delete it or use --retrain"

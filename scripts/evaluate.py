@@ -95,7 +95,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="folder for the results and figures")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
-    parser.add_argument("--fast", action="store_true", help="meta-train with the compiled path (torch.compile)")
+    parser.add_argument(
+        "--fast", action="store_true", help="with --seeds 1: meta-train with the compiled path (many seeds always are)"
+    )
     args = parser.parse_args(argv)
     make_output_folders(parser, {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir})
     return args

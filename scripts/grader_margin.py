@@ -1,6 +1,6 @@
 """The graders' figure over many seeds: is passing a property of MAML or of one lucky trajectory?
 
-    python scripts/grader_margin.py                          # 20 seeds, both grader runs, both orders (about 10 min)
+    python scripts/grader_margin.py                          # 20 seeds, both grader runs, both orders (about 6 min)
     python scripts/grader_margin.py --seeds 4 --episodes 1000 --out-dir /tmp/margin
     python scripts/grader_margin.py --clip 100 --out-dir docs/grader_margin_clip100   # with clipped meta-gradients
 
@@ -57,7 +57,7 @@ def dead_units(weights: Sequence[torch.Tensor]) -> list[int]:
     return [int((hidden.max(dim=0).values == 0).sum()) for hidden in (hidden1, hidden2)]
 
 
-def train_seeds(
+def train_run(
     run: dict, first_order: bool, seeds: list[tuple[int, int]], episodes: int, label: str, clip: float | None
 ) -> dict:
     """Meta-train one learner per seed on its own stream; return what results.json keeps of them."""
@@ -164,6 +164,18 @@ def plot(results: dict, out: Path) -> None:
     save_figure(figure, out)
 
 
+def _finite_or_null(value: object) -> object:
+    """`value` with every NaN or infinity replaced by None, so that results.json is strict JSON
+    (an infinite final MSE, or a NaN loss after a seed stopped, is a seed that diverged)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=whole_number(2), default=20, help="seeds per run and order (default 20)")
@@ -171,8 +183,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip", type=float, default=None, help="clip meta-gradients to this L2 norm (default off)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "grader_margin", help="folder for results")
     args = parser.parse_args(argv)
-    if args.clip is not None and not args.clip > 0:
-        parser.error(f"--clip: must be a positive norm, got {args.clip}")
+    if args.clip is not None and not 0 < args.clip < float("inf"):
+        parser.error(f"--clip: must be a positive, finite norm, got {args.clip}")
     make_output_folders(parser, {"--out-dir": args.out_dir})
     return args
 
@@ -186,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for name, run in RUNS.items():
             results[name] = {}
             for order, first_order in ORDERS.items():
-                trained = train_seeds(run, first_order, seeds, args.episodes, f"{name}, {order}", args.clip)
+                trained = train_run(run, first_order, seeds, args.episodes, f"{name}, {order}", args.clip)
                 trained["summary"] = summary(trained["final_mse"], run["threshold"])
                 results[name][order] = trained
     except KeyboardInterrupt:
@@ -194,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = {"seeds": seeds, "episodes": args.episodes, "clip": args.clip, "final_window": FINAL_WINDOW}
     report.update(runs=RUNS, results=results)
     plot(results, args.out_dir / "margin.png")
-    write_text_atomically(args.out_dir / "results.json", json.dumps(report) + "\n")
+    write_text_atomically(args.out_dir / "results.json", json.dumps(_finite_or_null(report), allow_nan=False) + "\n")
     write_text_atomically(args.out_dir / "results.md", markdown(results, args.seeds, args.episodes, args.clip))
     print(markdown(results, args.seeds, args.episodes, args.clip))
     return report

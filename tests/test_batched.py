@@ -19,10 +19,10 @@ EPISODES = 200
 TOLERANCE = 1e-5  # relative, per episode, as for the compiled path
 
 
-def run_batched(num_steps, k, episodes, num_learners=3, first_order=False, compile=False):
+def run_batched(num_steps, k, episodes, num_learners=3, first_order=False, compile=False, **options):
     seeds = lane_seeds(num_learners)
     initializations = initializations_from_seeds(seeds)
-    learners = BatchedMAML(initializations, num_steps, first_order=first_order, compile=compile)
+    learners = BatchedMAML(initializations, num_steps, first_order=first_order, compile=compile, **options)
     streams = TaskStreams(seeds, k, 40)
     batches = [streams.next_batch() for _ in range(episodes)]
     for tasks in batches:
@@ -64,9 +64,14 @@ def test_each_learner_takes_the_updates_of_maml_train(num_steps, k, first_order)
             assert relative(learners.exp_avg_sqs[layer][lane], state["exp_avg_sq"]) < 1e-4
 
 
-def test_compiled_learners_match_the_eager_ones():
-    eager, _, _ = run_batched(1, 10, 50)
-    compiled, _, _ = run_batched(1, 10, 50, compile=True)
+@pytest.mark.parametrize(
+    "num_steps, k, options",
+    [(1, 10, {}), (2, 5, {"first_order": True, "stop_diverged": True, "max_meta_gradient_norm": 1.0})],
+    ids=["S1", "first-order-S2-clipped"],
+)
+def test_compiled_learners_match_the_eager_ones(num_steps, k, options):
+    eager, _, _ = run_batched(num_steps, k, 50, **options)
+    compiled, _, _ = run_batched(num_steps, k, 50, compile=True, **options)
     assert np.max(np.abs(compiled.histories - eager.histories) / eager.histories) < TOLERANCE
     for lane in range(len(eager)):
         for mine, theirs in zip(compiled.initialization(lane), eager.initialization(lane), strict=True):

@@ -181,3 +181,14 @@ def test_many_learners_of_the_wrong_shape_are_refused(tmp_path):
     save_batched(learners, seeds[:2], tmp_path / "learners.pt")  # three learners, two seeds
     with pytest.raises(CheckpointError, match=r"its weights\[0\] is not a \(2, 40, 1\) torch.float32 tensor"):
         load_batched(tmp_path / "learners.pt")
+
+
+def test_stopped_learners_are_not_saved(tmp_path):
+    learners, seeds, streams = trained_learners()
+    learners.stop_diverged = True
+    tasks = streams.next_batch()
+    tasks[1][2, 0, 0, 0] = float("nan")
+    learners.train(tasks)
+    with pytest.raises(ValueError, match=r"learner\(s\) \[2\] stopped"):
+        save_batched(learners, seeds, tmp_path / "learners.pt")
+    assert not (tmp_path / "learners.pt").exists()
