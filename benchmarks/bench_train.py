@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from assignment import MAML
-from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 from maml_sine.compiled import CompiledMAML, CompiledTrainFromScratch
+from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 SEED = 0

@@ -17,7 +17,6 @@ W1 (N, 40, 1); a batch of tasks is (train_x, train_y, test_x, test_y), each (N, 
     learners.histories                                           # (N, episodes) query losses
 """
 
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -26,17 +25,11 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from assignment import INNER_LR, META_LR, TASK_PARTS, all_finite
-from maml_sine.compiled import ADAM_DEFAULTS, COMPILE_OPTIONS, scratch_query_loss
+from maml_sine.compiled import ADAM_DEFAULTS, COMPILE_OPTIONS, scratch_query_loss, with_eager_fallback
 from maml_sine.functional import adam_update_, adapted, mse
-from maml_sine.training import NUMPY_SEED, TORCH_SEED
 from utils import BaseLearner, SineGenerator
 
 TaskBatch = Sequence[torch.Tensor]
-
-
-def lane_seeds(num_learners: int) -> list[tuple[int, int]]:
-    """(numpy seed, torch seed) of each learner: learner 0 is the assignment's (1337, 42), learner i (1337+i, 42+i)."""
-    return [(NUMPY_SEED + lane, TORCH_SEED + lane) for lane in range(num_learners)]
 
 
 def initializations_from_seeds(seeds: Sequence[tuple[int, int]], skip: int = 0) -> list[list[torch.Tensor]]:
@@ -143,7 +136,26 @@ class _Record:
         return torch.cat(parts).T.double().numpy()
 
 
-class BatchedMAML:
+class _Lockstep:
+    """What N learners trained in lockstep share: BaseLearner's 6 tensors of each, stacked along a
+    leading learner dimension (W1 (N, 40, 1), ...), and the record of their query losses."""
+
+    def __init__(self, initializations: Sequence[Sequence[torch.Tensor]]) -> None:
+        if not initializations:
+            raise ValueError(f"{type(self).__name__} needs at least one initialization")
+        self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
+        self.losses = _Record(len(self))  # each learner's query loss (mean over its tasks) of every update
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def histories(self) -> np.ndarray:
+        """(N, updates): each learner's query loss of every update, as `MAML.history` holds it."""
+        return self.losses.array()
+
+
+class BatchedMAML(_Lockstep):
     """N MAML learners, trained in lockstep on their own tasks, each with its own Adam state.
 
     `initializations`: one list of BaseLearner's 6 tensors per learner (copied). The other
@@ -174,29 +186,18 @@ class BatchedMAML:
     ) -> None:
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        if not initializations:
-            raise ValueError("BatchedMAML needs at least one initialization")
+        super().__init__(initializations)
         self.num_steps, self.first_order, self.inner_lr, self.meta_lr = num_steps, first_order, inner_lr, meta_lr
-        self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
         self.exp_avgs = [torch.zeros_like(w) for w in self.weights]
         self.exp_avg_sqs = [torch.zeros_like(w) for w in self.weights]
         # One Adam step count per learner, shaped to broadcast against each weight.
         self.steps = [torch.zeros((len(self), *[1] * (w.ndim - 1)), dtype=torch.float32) for w in self.weights]
-        self.losses = _Record(len(self))  # each learner's mean query loss of every update
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
         self.max_meta_gradient_norm = max_meta_gradient_norm
         self.active = torch.ones(len(self), dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
-        self._step = _compiled_with_fallback(_meta_step) if compile else _meta_step
-
-    def __len__(self) -> int:
-        return self.weights[0].shape[0]
-
-    @property
-    def histories(self) -> np.ndarray:
-        """(N, updates): each learner's mean query loss of every update, as `MAML.history` holds it."""
-        return self.losses.array()
+        self._step = _compiled(_meta_step) if compile else _meta_step
 
     @property
     def gradient_norm_histories(self) -> np.ndarray:
@@ -264,25 +265,16 @@ def _scratch_losses(initializations, train_x, train_y, test_x, test_y, *, num_st
     return vmap(lambda weights, *task: fit(weights, task))(initializations, train_x, train_y, test_x, test_y)
 
 
-class BatchedTrainFromScratch:
+class BatchedTrainFromScratch(_Lockstep):
     """N from-scratch learners (`utils.TrainFromScratch`): each task starts again from the learner's own
     fixed initialization and takes `num_steps` Adam steps (lr 0.001) on its support set."""
 
     def __init__(
         self, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int, *, compile: bool = False
     ) -> None:
+        super().__init__(initializations)
         self.num_steps = num_steps
-        self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
-        self.losses = _Record(len(self))
-        self._losses = _compiled_with_fallback(_scratch_losses) if compile else _scratch_losses
-
-    def __len__(self) -> int:
-        return self.weights[0].shape[0]
-
-    @property
-    def histories(self) -> np.ndarray:
-        """(N, tasks): each learner's query loss on every task."""
-        return self.losses.array()
+        self._losses = _compiled(_scratch_losses) if compile else _scratch_losses
 
     def train(self, tasks: TaskBatch) -> None:
         """Fit every learner to its task (four tensors, each (N, 1, n, 1)); record the query losses."""
@@ -298,21 +290,7 @@ class BatchedTrainFromScratch:
         self.losses.append(losses)
 
 
-def _compiled_with_fallback(function: Callable) -> Callable:
-    """`function` compiled on its first call; if compiling fails, `function` itself, said in one line."""
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled on its first call, or `function` itself if compiling fails there."""
     compiled = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
-    chosen: list[Callable] = []
-
-    def call(*args, **kwargs):
-        if chosen:
-            return chosen[0](*args, **kwargs)
-        try:
-            result = compiled(*args, **kwargs)
-            chosen.append(compiled)
-        except Exception as error:  # whatever the compiler raised: the eager function still works
-            print(f"compiled batched step unavailable ({type(error).__name__}); using eager", file=sys.stderr)
-            chosen.append(function)
-            result = function(*args, **kwargs)
-        return result
-
-    return call
+    return with_eager_fallback(compiled, function, what="batched step", instead="eager")

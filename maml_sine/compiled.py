@@ -135,21 +135,27 @@ def compiled_trainer(learner: MAML | TrainFromScratch) -> Callable[[Task], None]
     written, so falling back loses nothing.
     """
     fast = CompiledMAML(learner) if isinstance(learner, MAML) else CompiledTrainFromScratch(learner)
-    eager = learner.train
-    chosen: list[Callable[[Task], None]] = []
+    return with_eager_fallback(fast, learner.train, what="fast path", instead="the eager train")
 
-    def train(task: Task) -> None:
+
+def with_eager_fallback(fast: Callable, eager: Callable, *, what: str, instead: str) -> Callable:
+    """`fast` (a compiled function) from its first call on; if compiling fails there, `eager` from then
+    on, said in one line. Compiling fails before anything is written, so falling back loses nothing;
+    an error about the input (ValueError, TypeError, FloatingPointError) is raised, not a reason to fall back."""
+    chosen: list[Callable] = []
+
+    def call(*args, **kwargs):
         if chosen:
-            return chosen[0](task)
+            return chosen[0](*args, **kwargs)
         try:
-            fast(task)
+            result = fast(*args, **kwargs)
             chosen.append(fast)
         except (ValueError, TypeError, FloatingPointError):
-            raise  # a bad task, not a compiler problem
+            raise  # bad input, not a compiler problem
         except Exception as error:  # whatever the compiler raised: the eager path still works
-            print(f"compiled fast path unavailable ({type(error).__name__}); using the eager train", file=sys.stderr)
+            print(f"compiled {what} unavailable ({type(error).__name__}); using {instead}", file=sys.stderr)
             chosen.append(eager)
-            eager(task)
-        return None
+            result = eager(*args, **kwargs)
+        return result
 
-    return train
+    return call

@@ -37,6 +37,12 @@ def seed_the_stream() -> None:
     torch.manual_seed(TORCH_SEED)
 
 
+def lane_seeds(num_learners: int) -> list[tuple[int, int]]:
+    """(numpy seed, torch seed) of each of many learners: learner 0 has the stream's own (1337, 42),
+    learner i has (1337 + i, 42 + i)."""
+    return [(NUMPY_SEED + lane, TORCH_SEED + lane) for lane in range(num_learners)]
+
+
 def final_mse(history: Sequence[float]) -> float:
     """The mean of the last FINAL_WINDOW query losses (of all of them, if there are fewer)."""
     return float(np.mean(history[-FINAL_WINDOW:]))
@@ -109,13 +115,31 @@ def trained_or_loaded(
         maml = load_maml(path)
         found = (maml.num_steps, maml.first_order, len(maml.history))
         expected = (learner.num_steps, learner.first_order, episodes)
-        if found != expected:
-            problem = f"holds (S, first_order, episodes) = {found}, expected {expected}; delete it or use --retrain"
-            raise CheckpointError(path, problem)
+        _refuse_if_other(path, "S, first_order, episodes", found, expected)
         return maml, "checkpoint"
     maml = meta_train(learner, episodes, fast)
     save_maml(maml, path)
     return maml, "trained"
+
+
+def _refuse_if_other(path: Path, what: str, found: tuple, expected: tuple) -> None:
+    """Raise CheckpointError if a checkpoint holds another learner (or run) than the one asked for."""
+    if found != expected:
+        raise CheckpointError(path, f"holds ({what}) = {found}, expected {expected}; delete it or use --retrain")
+
+
+def _train_in_lockstep(learners: Mapping, streams, episodes: int, description: str) -> None:
+    """Train batched learners together on the next task of every stream, with a progress bar showing
+    each one's median final MSE over seeds. Ctrl-C propagates; the callers say how far it got."""
+    with tqdm(range(episodes), unit="episode", desc=description, mininterval=0.5) as progress:
+        for episode in progress:
+            tasks = streams.next_batch()
+            for learner in learners.values():
+                learner.train(tasks)
+            if (episode + 1) % PROGRESS_EVERY == 0:
+                recent = {f"{name}_median_mse": f"{np.median(final_mse_per_seed(learner.histories)):.3f}"
+                          for name, learner in learners.items()}  # fmt: skip
+                progress.set_postfix(recent, refresh=False)
 
 
 def train_seeds(
@@ -128,12 +152,11 @@ def train_seeds(
     (num_seeds, episodes) arrays. Ctrl-C raises KeyboardInterrupt with the losses so far as its
     second argument. `compile` runs each update as one compiled function (with an eager fallback).
     """
-    from maml_sine.batched import (  # torch.compile is loaded only for many seeds
+    from maml_sine.batched import (  # the compiled path is imported only for many seeds
         BatchedMAML,
         BatchedTrainFromScratch,
         TaskStreams,
         initializations_from_seeds,
-        lane_seeds,
     )
 
     seeds = lane_seeds(num_seeds)
@@ -143,15 +166,7 @@ def train_seeds(
         learners["scratch"] = BatchedTrainFromScratch(scratch_initializations, TFS_STEPS, compile=compile)
     streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
     try:
-        with tqdm(range(episodes), unit="episode", desc=f"{num_seeds} seeds", mininterval=0.5) as progress:
-            for episode in progress:
-                tasks = streams.next_batch()
-                for learner in learners.values():
-                    learner.train(tasks)
-                if (episode + 1) % PROGRESS_EVERY == 0:
-                    recent = {f"{name}_median_mse": f"{np.median(final_mse_per_seed(learner.histories)):.3f}"
-                              for name, learner in learners.items()}  # fmt: skip
-                    progress.set_postfix(recent, refresh=False)
+        _train_in_lockstep(learners, streams, episodes, f"{num_seeds} seeds")
     except KeyboardInterrupt:
         done = f"interrupted after {len(learners['maml'].losses):,} of {episodes:,} episodes"
         raise KeyboardInterrupt(done, {name: learner.histories for name, learner in learners.items()}) from None
@@ -169,7 +184,7 @@ def meta_train_seeds(learner: LearnerSpec, num_seeds: int, episodes: int = EPISO
 
     Ctrl-C raises KeyboardInterrupt with a message that says how far it got.
     """
-    from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+    from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 
     seeds = lane_seeds(num_seeds)
     learners = BatchedMAML(
@@ -180,8 +195,7 @@ def meta_train_seeds(learner: LearnerSpec, num_seeds: int, episodes: int = EPISO
     )
     streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
     try:
-        for _ in tqdm(range(episodes), desc=f"{learner.label}, {num_seeds} seeds", unit="episode", mininterval=0.5):
-            learners.train(streams.next_batch())
+        _train_in_lockstep({"maml": learners}, streams, episodes, f"{learner.label}, {num_seeds} seeds")
     except KeyboardInterrupt:
         done = f"meta-training {learner.label}, after {len(learners.losses):,} of {episodes:,} episodes"
         raise KeyboardInterrupt(done) from None
@@ -195,15 +209,10 @@ def trained_or_loaded_seeds(
     or meta-trained (compiled) and saved there; and where they came from, "checkpoint" or "trained"."""
     path = Path(path)
     if path.exists() and not retrain:
-        from maml_sine.batched import lane_seeds
-
         learners, seeds = load_batched(path)
         found = (learners.num_steps, learners.first_order, len(learners.losses), seeds)
         expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds))
-        if found != expected:
-            problem = f"holds (S, first_order, episodes, seeds) = {found}, expected {expected}"
-            problem += "; delete it or use --retrain"
-            raise CheckpointError(path, problem)
+        _refuse_if_other(path, "S, first_order, episodes, seeds", found, expected)
         return learners, seeds, "checkpoint"
     learners, seeds = meta_train_seeds(learner, num_seeds, episodes)
     save_batched(learners, seeds, path)

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from assignment import INNER_LR
-from maml_sine.batched import initializations_from_seeds, lane_seeds
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.checkpoints import CheckpointError
 from maml_sine.cli import make_output_folders, run_command, whole_number
 from maml_sine.evaluation import (
@@ -65,6 +65,7 @@ from maml_sine.training import (
     LearnerSpec,
     final_mse,
     final_mse_per_seed,
+    lane_seeds,
     trained_or_loaded,
     trained_or_loaded_seeds,
 )

@@ -36,10 +36,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from tqdm import tqdm
 
-from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 from maml_sine.cli import make_output_folders, run_command, whole_number
 from maml_sine.files import save_figure, write_text_atomically
-from maml_sine.training import EPISODES, FINAL_WINDOW, QUERY_POINTS
+from maml_sine.training import EPISODES, FINAL_WINDOW, QUERY_POINTS, lane_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"K10-S1": {"k": 10, "num_steps": 1, "threshold": 0.7}, "K5-S5": {"k": 5, "num_steps": 5, "threshold": 0.8}}

@@ -11,8 +11,8 @@ from maml_sine.batched import (
     BatchedTrainFromScratch,
     TaskStreams,
     initializations_from_seeds,
-    lane_seeds,
 )
+from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 EPISODES = 200

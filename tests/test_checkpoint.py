@@ -7,8 +7,9 @@ import torch
 from assignment import MAML
 from helpers import adam_state
 from maml_sine import checkpoints
-from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds, lane_seeds
+from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_batched, save_maml
+from maml_sine.training import lane_seeds
 from utils import SineGenerator
 
 
