@@ -248,13 +248,19 @@ class BatchedMAML(_Lockstep):
         if len(tasks) != len(TASK_PARTS):
             raise ValueError(f"tasks must have 4 parts {TASK_PARTS}, got {len(tasks)}")
         checked = []
-        for name, part in zip(TASK_PARTS, tasks):
-            if not isinstance(part, torch.Tensor) or part.ndim != 4 or part.shape[0] != len(self) or part.shape[3] != 1:
+        inputs = self.weights[0].shape[-1]  # 1 for the sine's x; more for a network given more about the task
+        for name, part, width in zip(TASK_PARTS, tasks, (inputs, 1, inputs, 1)):
+            if (
+                not isinstance(part, torch.Tensor)
+                or part.ndim != 4
+                or part.shape[0] != len(self)
+                or part.shape[3] != width
+            ):
                 shape = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__
-                raise ValueError(f"{name} must be a tensor of shape (N={len(self)}, B, n, 1), got {shape}")
+                raise ValueError(f"{name} must be a tensor of shape (N={len(self)}, B, n, {width}), got {shape}")
             checked.append(part.to(self.weights[0].dtype))
         for x_name, y_name, x, y in ((*TASK_PARTS[:2], *checked[:2]), (*TASK_PARTS[2:], *checked[2:])):
-            if x.shape != y.shape:
+            if x.shape[:3] != y.shape[:3]:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
         return checked
 

@@ -32,7 +32,15 @@ FIELDS = {
     "MAML": (*SETTINGS, "initialization", "meta_optimizer", "history"),
     "BatchedMAML": (*SETTINGS, "seeds", "weights", "exp_avgs", "exp_avg_sqs", "steps", "losses"),
 }
-WEIGHT_SHAPES = [shape for fan_in, fan_out in pairwise(LAYER_SIZES) for shape in [(fan_out, fan_in), (fan_out,)]]
+
+
+def weight_shapes(inputs: int = 1) -> list[tuple[int, ...]]:
+    """The shapes of BaseLearner's 6 tensors for a network of `inputs` inputs (the sine's x alone: 1)."""
+    layer_sizes = (inputs, *LAYER_SIZES[1:])
+    return [shape for fan_in, fan_out in pairwise(layer_sizes) for shape in [(fan_out, fan_in), (fan_out,)]]
+
+
+WEIGHT_SHAPES = weight_shapes()
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
@@ -200,16 +208,19 @@ def _check_adam_moments(path: Path, optimizer_state: object) -> None:
 
 
 def _check_batched(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Every tensor of N learners must have its weight's shape with N in front, and the seeds must be N pairs."""
+    """Every tensor of N learners must have its weight's shape with N in front, and the seeds must be N pairs.
+    The network's number of inputs is read from the first layer (the oracle has 3)."""
     seeds = checkpoint["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(_is_seed_pair(seed) for seed in seeds):
         raise CheckpointError(path, "its seeds are not a list of (numpy seed, torch seed) pairs")
     count = len(seeds)
+    first_layer = checkpoint["weights"][0] if isinstance(checkpoint["weights"], list) else None
+    inputs = first_layer.shape[-1] if isinstance(first_layer, torch.Tensor) and first_layer.ndim == 3 else 1
     for name in ("weights", "exp_avgs", "exp_avg_sqs", "steps"):
         tensors = checkpoint[name]
         if not isinstance(tensors, list) or len(tensors) != len(WEIGHT_SHAPES):
             raise CheckpointError(path, f"its {name} must be a list of {len(WEIGHT_SHAPES)} tensors")
-        for index, (tensor, shape) in enumerate(zip(tensors, WEIGHT_SHAPES)):
+        for index, (tensor, shape) in enumerate(zip(tensors, weight_shapes(inputs))):
             expected = (count, *shape) if name != "steps" else (count, *[1] * len(shape))
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected or tensor.dtype != torch.float32:
                 raise CheckpointError(path, f"its {name}[{index}] is not a {expected} torch.float32 tensor")

@@ -33,14 +33,16 @@ Z_95 = 1.96  # two-sided 95% quantile of the normal distribution
 
 @dataclass(frozen=True)
 class HeldOutTasks:
-    """n sine tasks y = a * sin(x + p), each with `max_support` support x and a shared grid of x to score on.
+    """n sine tasks y = a * sin(x + p), each with `max_support` support x, as many query x of its own
+    (new random points to score on, as Finn et al.'s code scores), and a shared grid of x to score on.
 
-    amplitudes, phases: (n,) float64; support_x: (n, max_support, 1) float32; grid_x: (m, 1) float32.
+    amplitudes, phases: (n,) float64; support_x, query_x: (n, max_support, 1) float32; grid_x: (m, 1) float32.
     """
 
     amplitudes: np.ndarray
     phases: np.ndarray
     support_x: torch.Tensor
+    query_x: torch.Tensor
     grid_x: torch.Tensor
 
     def __len__(self) -> int:
@@ -60,6 +62,11 @@ class HeldOutTasks:
         support_x = self.support_x[:, :k]
         return support_x, self.targets(support_x)
 
+    def query(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first k query points of every task, drawn apart from the support points: x and y, each (n, k, 1)."""
+        query_x = self.query_x[:, :k]
+        return query_x, self.targets(query_x)
+
     def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The scoring grid: x of shape (m, 1), shared, and every task's y, (n, m, 1)."""
         return self.grid_x, self.targets(self.grid_x)
@@ -73,22 +80,26 @@ def _scale(unit: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
 def draw_held_out_tasks(
     num_tasks: int = HELD_OUT_TASKS, max_support: int = max(SUPPORT_SIZES), seed: int = HELD_OUT_SEED, grid=GRID_X
 ) -> HeldOutTasks:
-    """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support x ~ U[-5, 5).
+    """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support and query x ~ U[-5, 5).
 
-    Task i uses row i of one (num_tasks, 2 + max_support) block of uniform draws, so the
-    first tasks are the same whatever `num_tasks` is. `grid` holds the x to score on.
+    Task i uses row i of one (num_tasks, 2 + max_support) block of uniform draws, and row i
+    of a block of query x from a second stream of the same seed, so the first tasks are the
+    same whatever `num_tasks` is. `grid` holds the x to score on.
     """
     unit = np.random.default_rng(seed).random((num_tasks, 2 + max_support))
-    support_x = _scale(unit[:, 2:, None], X_RANGE).astype(np.float32)
+    # A stream of its own: the support points (and the scores on the grid) stay those of runs before it.
+    query_unit = np.random.default_rng([seed, 1]).random((num_tasks, max_support, 1))
     return HeldOutTasks(
         amplitudes=_scale(unit[:, 0], AMPLITUDE_RANGE),
         phases=_scale(unit[:, 1], PHASE_RANGE),
-        support_x=torch.from_numpy(support_x),
+        support_x=torch.from_numpy(_scale(unit[:, 2:, None], X_RANGE).astype(np.float32)),
+        query_x=torch.from_numpy(_scale(query_unit, X_RANGE).astype(np.float32)),
         grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)),
     )
 
 
-_mse_per_task = vmap(mse, in_dims=(0, None, 0))  # every task scored on one shared x
+_mse_per_task_on_shared_x = vmap(mse, in_dims=(0, None, 0))
+_mse_per_task_on_own_x = vmap(mse)
 _gradient_per_task = vmap(grad(mse))  # every task's own support set
 _predict_per_task = vmap(BaseLearner.forward, in_dims=(None, 0))
 
@@ -109,6 +120,11 @@ def sgd_steps(
         yield weights
 
 
+def mse_per_task(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each task's MSE (n,) under batched `weights`: x of shape (m, d) shared by all tasks, or (n, m, d) per task."""
+    return (_mse_per_task_on_shared_x if x.ndim == 2 else _mse_per_task_on_own_x)(weights, x, y)
+
+
 def mse_after_each_step(
     initialization: Sequence[torch.Tensor],
     support: tuple[torch.Tensor, torch.Tensor],
@@ -118,10 +134,10 @@ def mse_after_each_step(
 ) -> torch.Tensor:
     """Each task's MSE on the grid after 0, 1, ..., `steps` SGD steps on its support set: shape (steps + 1, n).
 
-    support: x and y of shape (n, k, 1); grid: x of shape (m, 1), shared, and y of shape (n, m, 1).
+    support: x and y of shape (n, k, d); grid: x of shape (m, d), shared, or (n, m, d), and y of shape (n, m, 1).
     """
     grid_x, grid_y = grid
-    return torch.stack([_mse_per_task(w, grid_x, grid_y) for w in sgd_steps(initialization, *support, steps, lr)])
+    return torch.stack([mse_per_task(w, grid_x, grid_y) for w in sgd_steps(initialization, *support, steps, lr)])
 
 
 def predictions_after_each_step(
@@ -208,14 +224,19 @@ def evaluate_over_seeds(
     if len(initializations) < 2:
         raise ValueError(f"an interval over seeds needs at least two seeds, got {len(initializations)}")
     per_seed = [evaluate(initialization, tasks) for initialization in initializations]
-    t = t_quantile_975(len(initializations) - 1)
-    results = {}
-    for k in per_seed[0]:
-        means = np.array([seed[k]["mean"] for seed in per_seed])  # (seeds, steps + 1)
-        results[k] = {
-            "mean": means.mean(axis=0).tolist(),
-            "seed_ci95": (t * means.std(axis=0, ddof=1) / np.sqrt(len(means))).tolist(),
-            "ci95": np.mean([seed[k]["ci95"] for seed in per_seed], axis=0).tolist(),
-            "per_seed": means.tolist(),
-        }
-    return results
+    return {k: over_seeds([seed[k] for seed in per_seed]) for k in per_seed[0]}
+
+
+def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
+    """Many seeds' {"mean", "ci95"} (each over the tasks, one entry per step) as one: the mean over seeds,
+    the between-seed 95% interval (Student t, seeds - 1 degrees of freedom), the mean task-sampling
+    interval, and every seed's means."""
+    if len(per_seed) < 2:
+        raise ValueError(f"an interval over seeds needs at least two seeds, got {len(per_seed)}")
+    means = np.array([seed["mean"] for seed in per_seed])  # (seeds, steps + 1)
+    return {
+        "mean": means.mean(axis=0).tolist(),
+        "seed_ci95": (t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))).tolist(),
+        "ci95": np.mean([seed["ci95"] for seed in per_seed], axis=0).tolist(),
+        "per_seed": means.tolist(),
+    }

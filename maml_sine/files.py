@@ -6,6 +6,8 @@ partial file behind.
 """
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -56,3 +58,20 @@ def probe_writable(folder: str | os.PathLike) -> None:
     """
     with tempfile.TemporaryFile(dir=folder):
         pass
+
+
+def write_json_atomically(path: str | os.PathLike, value: object, indent: int | None = 2) -> None:
+    """Write `value` as strict JSON, atomically: every NaN or infinity (a learner or a task that
+    diverged) becomes null, which any JSON reader accepts."""
+    text = json.dumps(_finite_or_null(value), indent=indent, allow_nan=False) + "\n"
+    write_text_atomically(path, text)
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value

@@ -6,7 +6,7 @@ per SGD step 0..MAX_STEPS, as `maml_sine.evaluation.evaluate` returns it for eac
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: these figures are only written to files, whatever the backend
@@ -15,10 +15,13 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from maml_sine.evaluation import MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
 from maml_sine.files import save_figure
+from maml_sine.paper import DIVERGED
 from maml_sine.training import LearnerSpec
 from utils import PLOT_WINDOW, windowed_mean
 
+GRID = "100 x in [-5, 5]"  # what the evaluation's default score is measured on
 MSE_TICKS = (0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5)
+PAPER_MSE_TICKS = (0.001, 0.01, 0.03, 0.1, 0.3, 1, 3)
 FIT_STEPS = (0, 1, MAX_STEPS)
 TABLE_STEPS = (0, 1, 5, 10)
 
@@ -47,14 +50,7 @@ def plot_mse_against_steps(
             axes.fill_between(steps, mean - band, mean + band, color=learner.color, alpha=0.2, linewidth=0)
             for seed_mean in result.get("per_seed", []):
                 axes.plot(steps, seed_mean, color=learner.color, linewidth=0.5, alpha=0.35)
-        axes.set_yscale("log")
-        axes.set_yticks(MSE_TICKS)
-        axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        axes.yaxis.set_minor_formatter(NullFormatter())
-        axes.set_xticks(steps)
-        axes.set_title(f"K = {k} support points")
-        axes.set_xlabel("SGD steps on the support points (lr 0.01)")
-        axes.grid(True, which="both", alpha=0.3)
+        _mse_against_steps_axes(axes, f"K = {k} support points")
     panels[0].set_ylabel("MSE on 100 x in [-5, 5] (log scale)")
     panels[-1].legend()
     if over_seeds:
@@ -68,6 +64,99 @@ def plot_mse_against_steps(
     figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, out)
+
+
+def _mse_against_steps_axes(axes, title: str, ticks: Sequence[float] = MSE_TICKS) -> None:
+    """Log MSE against SGD steps 0..MAX_STEPS, with readable ticks."""
+    axes.set_yscale("log")
+    axes.set_yticks(ticks)
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set_xticks(np.arange(MAX_STEPS + 1))
+    axes.set_title(title)
+    axes.set_xlabel("SGD steps on the support points (lr 0.01)")
+    axes.grid(True, which="both", alpha=0.3)
+
+
+def plot_paper_mse_against_steps(
+    results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int, out: str | os.PathLike, scored_on: str
+) -> None:
+    """The paper's Figure 3 under its protocol, one column per K (each K's own models). Top: the mean MSE
+    over the tasks (the paper's statistic), mean of the seeds with a between-seed 95% band and each seed
+    thin, drawn up to the last step at which no task's SGD diverged. Bottom: the median over every seed's
+    tasks. The oracle is drawn at its MSE before fine-tuning, as the floor (fine-tuning it diverges).
+
+    `results`: {learner: {str(K): evaluate_paper's result for one score}}.
+    """
+    figure = Figure(figsize=(12, 8.5))
+    panels = figure.subplots(2, len(SUPPORT_SIZES), sharey=True, sharex=True)
+    steps = np.arange(MAX_STEPS + 1)
+    for column, k in enumerate(SUPPORT_SIZES):
+        for name, learner in learners.items():
+            result = results[name][str(k)]
+            stable = steps[: _steps_before_divergence(result["diverged"])]
+            mean, band = (np.array(result[key])[stable] for key in ("mean", "seed_ci95"))
+            median = np.array(result["median"])
+            top, bottom = panels[0, column], panels[1, column]
+            if learner.oracle:
+                for axes, level in ((top, mean[0]), (bottom, median[0])):
+                    axes.axhline(level, color=learner.color, linestyle="--", label=f"{learner.label}, not fine-tuned")
+                continue
+            top.plot(stable, mean, marker="o", markersize=3.5, color=learner.color, label=learner.label)
+            top.fill_between(stable, mean - band, mean + band, color=learner.color, alpha=0.2, linewidth=0)
+            for seed_mean in result["per_seed"]:
+                top.plot(stable, np.array(seed_mean)[stable], color=learner.color, linewidth=0.5, alpha=0.35)
+            bottom.plot(steps, median, marker="o", markersize=3.5, color=learner.color, label=learner.label)
+        _mse_against_steps_axes(panels[0, column], f"K = {k}: mean over tasks", PAPER_MSE_TICKS)
+        _mse_against_steps_axes(panels[1, column], f"K = {k}: median over tasks", PAPER_MSE_TICKS)
+    for axes in panels[:, 0]:
+        axes.set_ylabel(f"MSE on {scored_on} (log scale)")
+    panels[0, -1].legend(fontsize=9)
+    figure.suptitle(
+        f"MAML against the pretrained network and the oracle under Finn et al.'s protocol: {num_tasks} held-out tasks, "
+        f"{len(result['per_seed'])} seeds\n(top: mean of the seeds, band: between-seed 95% interval, thin: each seed; "
+        f"a line ends where SGD first diverged on some task, MSE > {DIVERGED:g})"
+    )
+    figure.tight_layout()
+    save_figure(figure, out)
+
+
+def _steps_before_divergence(diverged: Sequence[float]) -> int:
+    """How many steps, from step 0, have no diverged task."""
+    return next((step for step, fraction in enumerate(diverged) if fraction > 0), len(diverged))
+
+
+def paper_markdown_table(
+    results: Mapping, learners: Mapping[str, LearnerSpec], num_tasks: int, scored_on: str, sections: Mapping[str, str]
+) -> str:
+    """A results.md section for one score: per section (a key of each learner's results), each learner's mean
+    MSE ± between-seed 95% interval and median at TABLE_STEPS, or the share of tasks whose SGD diverged."""
+    seeds = len(next(iter(results.values()))[next(iter(sections))]["per_seed"])
+    lines = [
+        f"# MSE on {scored_on} of {num_tasks} held-out sine tasks, by SGD steps on K support points",
+        "",
+        f"Each cell: the mean over tasks (mean of {seeds} seeds ± between-seed 95% interval); "
+        "the median over all seeds' tasks.",
+        "",
+    ]
+    for key, section in sections.items():
+        lines += [f"## {section}", "", "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]
+        lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
+        for name, learner in learners.items():
+            result = results[name][key]
+            cells = [_paper_cell(result, step) for step in TABLE_STEPS]
+            if learner.oracle:
+                cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
+            lines.append(f"| {learner.label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _paper_cell(result: Mapping, step: int) -> str:
+    diverged = result["diverged"][step]
+    if diverged > 0:
+        return f"diverged on {100 * diverged:.2g}% of tasks; median {result['median'][step]:.3f}"
+    return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
 
 
 def plot_fits(
@@ -86,7 +175,7 @@ def plot_fits(
         support_x, support_y = (tensor[task].numpy().ravel() for tensor in tasks.support(k))
         for axes, (name, learner) in zip(row, learners.items()):
             axes.plot(grid_x, grid_y, color="black", linewidth=1.2)
-            for step in FIT_STEPS:
+            for step in (step for step in FIT_STEPS if step < len(fits[name][k])):  # the oracle is not fine-tuned
                 linestyle, linewidth = styles[step]
                 axes.plot(grid_x, fits[name][k][step], color=learner.color, linestyle=linestyle, linewidth=linewidth)
             axes.plot(support_x, support_y, "^", color="black", markersize=7)

@@ -8,7 +8,7 @@ query losses, the figure the graders check; every script reports that one.
 
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class LearnerSpec:
     color: str
     num_steps: int | None = None
     first_order: bool = False
+    oracle: bool = False  # given each task's amplitude and phase as two more inputs
 
 
 def train_on_tasks(
@@ -128,10 +129,11 @@ def _refuse_if_other(path: Path, what: str, found: tuple, expected: tuple) -> No
         raise CheckpointError(path, f"holds ({what}) = {found}, expected {expected}; delete it or use --retrain")
 
 
-def _train_in_lockstep(learners: Mapping, streams, episodes: int, description: str) -> None:
-    """Train batched learners together on the next task of every stream, with a progress bar showing
-    each one's median final MSE over seeds. Ctrl-C propagates; the callers say how far it got."""
-    with tqdm(range(episodes), unit="episode", desc=description, mininterval=0.5) as progress:
+def train_in_lockstep(learners: Mapping, streams, episodes: int, description: str, unit: str = "episode") -> None:
+    """Train batched learners together on the next batch of every stream (`streams.next_batch()`), with a
+    progress bar (`description`, ETA) showing each one's median final MSE over seeds. Ctrl-C propagates;
+    the callers say how far it got."""
+    with tqdm(range(episodes), unit=unit, desc=description, mininterval=0.5) as progress:
         for episode in progress:
             tasks = streams.next_batch()
             for learner in learners.values():
@@ -166,7 +168,7 @@ def train_seeds(
         learners["scratch"] = BatchedTrainFromScratch(scratch_initializations, TFS_STEPS, compile=compile)
     streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
     try:
-        _train_in_lockstep(learners, streams, episodes, f"{num_seeds} seeds")
+        train_in_lockstep(learners, streams, episodes, f"{num_seeds} seeds")
     except KeyboardInterrupt:
         done = f"interrupted after {len(learners['maml'].losses):,} of {episodes:,} episodes"
         raise KeyboardInterrupt(done, {name: learner.histories for name, learner in learners.items()}) from None
@@ -194,19 +196,30 @@ def meta_train_seeds(learner: LearnerSpec, num_seeds: int, episodes: int = EPISO
         compile=episodes >= COMPILE_FROM,
     )
     streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
-    try:
-        _train_in_lockstep({"maml": learners}, streams, episodes, f"{learner.label}, {num_seeds} seeds")
-    except KeyboardInterrupt:
-        done = f"meta-training {learner.label}, after {len(learners.losses):,} of {episodes:,} episodes"
-        raise KeyboardInterrupt(done) from None
+    meta_train_in_lockstep(learners, streams, episodes, learner.label, f"{learner.label}, {num_seeds} seeds")
     return learners, seeds
 
 
+def meta_train_in_lockstep(learners, streams, count: int, what: str, description: str, unit: str = "episode") -> None:
+    """`train_in_lockstep` for one `BatchedMAML`; Ctrl-C raises KeyboardInterrupt saying how far `what` got."""
+    try:
+        train_in_lockstep({"query": learners}, streams, count, description, unit)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"meta-training {what}, after {len(learners.losses):,} of {count:,} {unit}s") from None
+
+
 def trained_or_loaded_seeds(
-    learner: LearnerSpec, path: str | os.PathLike, episodes: int, num_seeds: int, *, retrain: bool = False
+    learner: LearnerSpec,
+    path: str | os.PathLike,
+    episodes: int,
+    num_seeds: int,
+    *,
+    retrain: bool = False,
+    meta_train: Callable = meta_train_seeds,
 ):
     """`trained_or_loaded` for `num_seeds` seeds: a `BatchedMAML` and its seeds, from the checkpoint at `path`
-    or meta-trained (compiled) and saved there; and where they came from, "checkpoint" or "trained"."""
+    or meta-trained by `meta_train(learner, num_seeds, episodes)` and saved there; and where they came
+    from, "checkpoint" or "trained"."""
     path = Path(path)
     if path.exists() and not retrain:
         learners, seeds = load_batched(path)
@@ -214,6 +227,6 @@ def trained_or_loaded_seeds(
         expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds))
         _refuse_if_other(path, "S, first_order, episodes, seeds", found, expected)
         return learners, seeds, "checkpoint"
-    learners, seeds = meta_train_seeds(learner, num_seeds, episodes)
+    learners, seeds = meta_train(learner, num_seeds, episodes)
     save_batched(learners, seeds, path)
     return learners, seeds, "trained"

@@ -24,7 +24,6 @@ whose L2 norm exceeds NORM down to it before Adam, on the same seeds: an experim
 """
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from tqdm import tqdm
 
 from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 from maml_sine.cli import make_output_folders, run_command, whole_number
-from maml_sine.files import save_figure, write_text_atomically
+from maml_sine.files import save_figure, write_json_atomically, write_text_atomically
 from maml_sine.training import EPISODES, FINAL_WINDOW, QUERY_POINTS, lane_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,18 +163,6 @@ def plot(results: dict, out: Path) -> None:
     save_figure(figure, out)
 
 
-def _finite_or_null(value: object) -> object:
-    """`value` with every NaN or infinity replaced by None, so that results.json is strict JSON
-    (an infinite final MSE, or a NaN loss after a seed stopped, is a seed that diverged)."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_null(item) for item in value]
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=whole_number(2), default=20, help="seeds per run and order (default 20)")
@@ -206,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = {"seeds": seeds, "episodes": args.episodes, "clip": args.clip, "final_window": FINAL_WINDOW}
     report.update(runs=RUNS, results=results)
     plot(results, args.out_dir / "margin.png")
-    write_text_atomically(args.out_dir / "results.json", json.dumps(_finite_or_null(report), allow_nan=False) + "\n")
+    write_json_atomically(args.out_dir / "results.json", report, indent=None)
     write_text_atomically(args.out_dir / "results.md", markdown(results, args.seeds, args.episodes, args.clip))
     print(markdown(results, args.seeds, args.episodes, args.clip))
     return report
