@@ -167,7 +167,8 @@ def evaluate_paper(
             seeds.append(torch.stack([mse_per_task(weights, *sets[score]) for weights in weights_each_step]).numpy())
     results = {}
     for score, seeds in errors.items():
-        per_seed = [dict(zip(("mean", "ci95"), (values.tolist() for values in mean_and_ci95(e)))) for e in seeds]
+        with np.errstate(invalid="ignore"):  # a diverged task makes a seed's mean infinite and its interval NaN
+            per_seed = [dict(zip(("mean", "ci95"), (values.tolist() for values in mean_and_ci95(e)))) for e in seeds]
         every_task = np.concatenate(seeds, axis=1).astype(np.float64)  # (steps + 1, seeds * tasks)
         every_task[np.isnan(every_task)] = np.inf  # a task whose SGD overflowed ranks as the worst
         results[score] = {

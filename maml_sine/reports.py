@@ -144,7 +144,7 @@ def paper_markdown_table(
         lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
         for name, learner in learners.items():
             result = results[name][key]
-            cells = [_paper_cell(result, step) for step in TABLE_STEPS]
+            cells = [paper_cell(result, step) for step in TABLE_STEPS]
             if learner.oracle:
                 cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
             lines.append(f"| {learner.label} | " + " | ".join(cells) + " |")
@@ -152,7 +152,8 @@ def paper_markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def _paper_cell(result: Mapping, step: int) -> str:
+def paper_cell(result: Mapping, step: int) -> str:
+    """One learner's numbers after `step` steps: mean ± between-seed interval; median, or the share diverged."""
     diverged = result["diverged"][step]
     if diverged > 0:
         return f"diverged on {100 * diverged:.2g}% of tasks; median {result['median'][step]:.3f}"

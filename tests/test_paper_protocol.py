@@ -13,6 +13,7 @@ from helpers import ROOT, import_script, interrupt_after_progress, is_png, refer
 from maml_sine import paper
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.evaluation import MAX_STEPS, draw_held_out_tasks
+from maml_sine.reports import TABLE_STEPS, paper_cell
 from maml_sine.training import lane_seeds
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
@@ -227,3 +228,22 @@ def test_ctrl_c_says_which_learner_and_k_it_stopped_at_and_exits_130(tmp_path):
     assert re.search(r"interrupted while meta-training MAML, S=1, K=5, after ([\d,]+) of 1,000,000 updates", errors)
     assert "no learner had finished, so no checkpoint was written" in errors
     assert not any((tmp_path / "checkpoints").iterdir()) and not any((tmp_path / "out").iterdir())
+
+
+def test_the_numbers_in_the_docs_are_those_of_the_committed_results():
+    """docs/paper_protocol.md quotes docs/paper_protocol/results.json: every row of its table, rebuilt from the json."""
+    doc = (ROOT / "docs" / "paper_protocol.md").read_text()
+    results = json.loads((ROOT / "docs" / "paper_protocol" / "results.json").read_text())["mse"]["query"]
+    models = {
+        "5": "K = 5 (trained at K = 5)",
+        "10": "K = 10 (trained at K = 10)",
+        paper.K10_MODEL_AT_K5: "K = 5 (trained at K = 10)",
+    }
+    for name, label in (("maml", "MAML"), ("pretrained", "pretrained")):
+        for key, model in models.items():
+            cells = [paper_cell(results[name][key], step) for step in TABLE_STEPS]
+            assert f"| {label}, {model} | " + " | ".join(cells) + " |" in doc, (name, key)
+    oracle = [
+        f"{results['oracle'][k]['mean'][0]:.3f} ± {results['oracle'][k]['seed_ci95'][0]:.3f}" for k in ("5", "10")
+    ]
+    assert " / ".join(oracle) in doc
