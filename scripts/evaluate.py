@@ -99,7 +99,8 @@ LEARNERS = {
     "scratch": LearnerSpec("from scratch (random init)", "tab:gray"),
 }
 SEEDS = 10
-WRITING = "writing the figures and results"  # the last stage of a run
+WRITING = "writing the figures and results"
+GRID_SCORE = f"MSE on numpy.linspace({X_RANGE[0]}, {X_RANGE[1]}, {len(GRID_X)})"  # the last stage of a run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -210,18 +211,23 @@ def protocol(args: argparse.Namespace, fit_task: int) -> dict:
             "seeds": args.seeds,
             "seed_i": "numpy seed 1337 + i for the tasks, torch seed 42 + i for the initialization",
         },
-        "evaluation": {
-            "held_out_seed": HELD_OUT_SEED,
-            "tasks": args.tasks,
-            "support_sizes": list(SUPPORT_SIZES),
-            "steps": MAX_STEPS,
-            "inner_lr": INNER_LR,
-            "optimizer": "plain SGD on the support MSE",
-            "score": f"MSE on numpy.linspace({X_RANGE[0]}, {X_RANGE[1]}, {len(GRID_X)})",
-            "ci95": "1.96 * std / sqrt(tasks), population std (the mean of the seeds' intervals)",
-            "seed_ci95": "t(0.975, seeds - 1) * std / sqrt(seeds) of the seeds' means, sample std",
-            "task_in_fits_png": fit_task,
-        },
+        "evaluation": _evaluation_record(args, fit_task, score=GRID_SCORE),
+    }
+
+
+def _evaluation_record(args: argparse.Namespace, fit_task: int, **scores: str) -> dict:
+    """How the held-out tasks were drawn, adapted to and scored (`scores`: what each score measures)."""
+    return {
+        "held_out_seed": HELD_OUT_SEED,
+        "tasks": args.tasks,
+        "support_sizes": list(SUPPORT_SIZES),
+        "steps": MAX_STEPS,
+        "inner_lr": INNER_LR,
+        "optimizer": "plain SGD on the support MSE",
+        **scores,
+        "ci95": "1.96 * std / sqrt(tasks), population std (the mean of the seeds' intervals)",
+        "seed_ci95": "t(0.975, seeds - 1) * std / sqrt(seeds) of the seeds' means, sample std",
+        "task_in_fits_png": fit_task,
     }
 
 
@@ -242,19 +248,12 @@ def paper_protocol_record(args: argparse.Namespace, fit_task: int) -> dict:
             "seeds": args.seeds,
             "seed_i": "numpy.random.default_rng(1337 + i) for the tasks, torch seed 42 + i for the initialization",
         },
-        "evaluation": {
-            "held_out_seed": HELD_OUT_SEED,
-            "tasks": args.tasks,
-            "support_sizes": list(SUPPORT_SIZES),
-            "steps": MAX_STEPS,
-            "inner_lr": INNER_LR,
-            "optimizer": "plain SGD on the support MSE",
-            "score_query": "MSE on K new random x of each task, drawn apart from the support x",
-            "score_grid": f"MSE on numpy.linspace({X_RANGE[0]}, {X_RANGE[1]}, {len(GRID_X)})",
-            "ci95": "1.96 * std / sqrt(tasks), population std (the mean of the seeds' intervals)",
-            "seed_ci95": "t(0.975, seeds - 1) * std / sqrt(seeds) of the seeds' means, sample std",
-            "task_in_fits_png": fit_task,
-        },
+        "evaluation": _evaluation_record(
+            args,
+            fit_task,
+            score_query="MSE on K new random x of each task, drawn apart from the support x",
+            score_grid=GRID_SCORE,
+        ),
     }
 
 

@@ -31,3 +31,9 @@ def float64():
 def script():
     """`test.py` imported under a name that cannot collide with the standard library's `test`."""
     return import_script(ROOT / "test.py")
+
+
+@pytest.fixture(scope="session")
+def evaluate():
+    """`scripts/evaluate.py` imported as a module."""
+    return import_script(ROOT / "scripts" / "evaluate.py")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from assignment import MAML
-from helpers import ROOT, import_script, interrupt_after_progress, is_png, reference_forward, run_python
+from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
 from maml_sine import training
 from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_maml
 from maml_sine.evaluation import (
@@ -31,12 +31,6 @@ from utils import BaseLearner
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
 EPISODES, TASKS = 200, 24
-
-
-@pytest.fixture(scope="module")
-def evaluate():
-    """scripts/evaluate.py imported as a module."""
-    return import_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

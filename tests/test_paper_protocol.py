@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, import_script, interrupt_after_progress, is_png, reference_forward, run_python
+from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
 from maml_sine import paper
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.evaluation import MAX_STEPS, draw_held_out_tasks
@@ -139,11 +139,6 @@ def test_query_points_are_new_points_of_the_same_tasks_and_the_first_tasks_do_no
     query_x, query_y = many.query(10)
     expected = many.amplitudes[:, None, None] * np.sin(query_x.double().numpy() + many.phases[:, None, None])
     np.testing.assert_allclose(query_y.numpy(), expected, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def evaluate():
-    return import_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
