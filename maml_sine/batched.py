@@ -9,6 +9,7 @@ B query losses, as Finn et al. do (25 tasks per update in their sine experiment)
 
 Shapes: weights are `BaseLearner`'s 6 tensors with a leading learner dimension N, e.g.
 W1 (N, 40, 1); a batch of tasks is (train_x, train_y, test_x, test_y), each (N, B, n, 1).
+A network with d inputs (W1 (N, 40, d), the paper protocol's oracle) takes x parts (N, B, n, d).
 
     learners = BatchedMAML(initializations, num_steps=1)       # one initialization per learner
     streams = TaskStreams(seeds, k=10, k_test=40)               # one task stream per learner

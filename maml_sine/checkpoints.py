@@ -214,7 +214,8 @@ def _check_batched(path: Path, checkpoint: dict[str, Any]) -> None:
     if not isinstance(seeds, list) or not seeds or not all(_is_seed_pair(seed) for seed in seeds):
         raise CheckpointError(path, "its seeds are not a list of (numpy seed, torch seed) pairs")
     count = len(seeds)
-    first_layer = checkpoint["weights"][0] if isinstance(checkpoint["weights"], list) else None
+    weights = checkpoint["weights"]
+    first_layer = weights[0] if isinstance(weights, list) and weights else None
     inputs = first_layer.shape[-1] if isinstance(first_layer, torch.Tensor) and first_layer.ndim == 3 else 1
     for name in ("weights", "exp_avgs", "exp_avg_sqs", "steps"):
         tensors = checkpoint[name]

@@ -2,7 +2,8 @@
 
 The protocol of Finn et al. (2017), Section 5.1: a fixed set of new tasks, K support
 points each, 0..10 plain SGD steps, the error averaged over tasks with a 95% confidence
-interval. Here the error is measured on a grid of 100 evenly spaced x in [-5, 5].
+interval. The error is measured on a grid of 100 evenly spaced x in [-5, 5], or, as the
+authors' code measures it, on K further random points of each task (`HeldOutTasks.query`).
 
 The held-out tasks come from `numpy.random.default_rng(seed)`, never from `np.random`, so
 every run scores on the same tasks and evaluating changes nothing a later seeded run
@@ -29,6 +30,8 @@ SUPPORT_SIZES = (5, 10)
 MAX_STEPS = 10
 GRID_X = np.linspace(*X_RANGE, 100)
 Z_95 = 1.96  # two-sided 95% quantile of the normal distribution
+# A task's MSE above this counts as diverged: predicting y = 0 everywhere scores a^2 / 2 <= 12.5 on average.
+DIVERGED = 100.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class HeldOutTasks:
         return support_x, self.targets(support_x)
 
     def query(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first k query points of every task, drawn apart from the support points: x and y, each (n, k, 1)."""
+        """The first k query points of every task, drawn independently of its support points: x and y, (n, k, 1)."""
         query_x = self.query_x[:, :k]
         return query_x, self.targets(query_x)
 
@@ -239,4 +242,24 @@ def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
         "seed_ci95": (t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))).tolist(),
         "ci95": np.mean([seed["ci95"] for seed in per_seed], axis=0).tolist(),
         "per_seed": means.tolist(),
+    }
+
+
+def summarize(errors: Sequence[np.ndarray]) -> dict[str, list]:
+    """Every seed's MSEs, (steps + 1, tasks) each, as one entry per step: `over_seeds` of the seeds' means
+    over tasks, the median over all seeds' tasks, and the share of them that have diverged by that step
+    (an MSE above DIVERGED, or not finite, at that step or before). A few diverged tasks make a mean
+    meaningless, not a median; an overflowed (NaN) MSE ranks as the worst."""
+    per_seed = []
+    for seed_errors in errors:
+        with np.errstate(invalid="ignore"):  # a diverged task makes the seed's mean infinite, its interval NaN
+            mean, ci95 = mean_and_ci95(seed_errors)
+        per_seed.append({"mean": mean.tolist(), "ci95": ci95.tolist()})
+    every_task = np.concatenate(errors, axis=1).astype(np.float64)  # (steps + 1, seeds * tasks)
+    every_task[np.isnan(every_task)] = np.inf
+    diverged = np.maximum.accumulate(every_task > DIVERGED, axis=0)
+    return {
+        **over_seeds(per_seed),
+        "median": np.median(every_task, axis=1).tolist(),
+        "diverged": diverged.mean(axis=1).tolist(),
     }

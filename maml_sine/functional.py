@@ -15,7 +15,8 @@ from utils import BaseLearner
 
 
 def mse(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The mean squared error of `BaseLearner.forward(x, weights)` against y; x, y of shape (m, 1)."""
+    """The mean squared error of `BaseLearner.forward(x, weights)` against y; x of shape (m, d), y (m, 1).
+    d is 1 for the sine's x, 3 for the paper protocol's oracle (x, amplitude, phase)."""
     return F.mse_loss(BaseLearner.forward(x, weights), y)
 
 

@@ -31,11 +31,10 @@ from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.evaluation import (
     MAX_STEPS,
     HeldOutTasks,
-    mean_and_ci95,
     mse_per_task,
-    over_seeds,
     predictions_after_each_step,
     sgd_steps,
+    summarize,
 )
 from maml_sine.training import COMPILE_FROM, LearnerSpec, lane_seeds, meta_train_in_lockstep
 from utils import AMPLITUDE_RANGE, LAYER_SIZES, PHASE_RANGE, X_RANGE
@@ -44,9 +43,7 @@ TASKS_PER_UPDATE = 25  # the code's meta_batch_size
 UPDATES = 70_000  # the code's --metatrain_iterations for the sine
 SEEDS = 10
 ORACLE_LAYER_SIZES = (3, *LAYER_SIZES[1:])  # x, amplitude, phase -> 40 -> 40 -> y
-# An MSE above this on a task counts as diverged: predicting y = 0 everywhere scores a^2 / 2 <= 12.5 on average.
-DIVERGED = 100.0
-DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy
+DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy; the tasks depend on it
 K10_MODEL_AT_K5 = "5, trained at K=10"  # the key of the results of the K = 10 models fine-tuned on K = 5 points
 SECTIONS = {
     "5": "K = 5",
@@ -85,7 +82,7 @@ class PaperTaskStreams:
 
     def next_batch(self) -> list[torch.Tensor]:
         """The next update's tasks of every learner: (train_x, train_y, test_x, test_y), each (N, B, k, d)."""
-        if self.next_update == len(self.drawn[0] if self.drawn else ()):
+        if not self.drawn or self.next_update == DRAWN_AT_ONCE:
             self.drawn, self.next_update = self._draw(), 0
         x, y, amplitudes, phases = (part[self.next_update] for part in self.drawn)
         self.next_update += 1
@@ -136,7 +133,9 @@ def meta_train(learner: LearnerSpec, num_seeds: int, updates: int, *, k: int) ->
     learners = BatchedMAML(initializations, learner.num_steps, compile=updates >= COMPILE_FROM)
     streams = PaperTaskStreams([numpy_seed for numpy_seed, _ in seeds], k, oracle=learner.oracle)
     what = f"{learner.label}, K={k}"
-    meta_train_in_lockstep(learners, streams, updates, what, f"{what}, seeds 0-{num_seeds - 1}", unit="update")
+    description = f"{what}, seeds 0-{num_seeds - 1}"
+    # The bar names the learner; its figure is the median over seeds of the recent query MSE.
+    meta_train_in_lockstep(learners, streams, updates, what=what, description=description, unit="update", name="query")
     return learners, seeds
 
 
@@ -155,31 +154,17 @@ def evaluate_paper(
     initializations: Sequence[Sequence[torch.Tensor]], tasks: HeldOutTasks, k: int, oracle: bool
 ) -> dict[str, dict[str, list]]:
     """Every seed's initialization fine-tuned on each held-out task's k support points for 0..MAX_STEPS SGD
-    steps, scored on "query" and on "grid". For each, one entry per step: the mean MSE over seeds of each
-    seed's mean over tasks, its between-seed and task-sampling 95% intervals, every seed's mean (as
-    `over_seeds` gives them), the median over every seed's tasks, and the share of them that diverged
-    (an MSE above DIVERGED, or not finite): a few diverged tasks make a mean meaningless, not a median."""
+    steps, scored on "query" and on "grid": for each, `summarize`'s statistics, one entry per step."""
     sets = scored_sets(tasks, k, oracle)
-    errors: dict[str, list[np.ndarray]] = {"query": [], "grid": []}  # per seed: (steps + 1, tasks)
+    errors: dict[str, list[np.ndarray]] = {"query": [], "grid": []}  # every seed's (steps + 1, tasks) MSEs
     for initialization in initializations:
         weights_each_step = list(sgd_steps(initialization, *sets["support"], MAX_STEPS, INNER_LR))
-        for score, seeds in errors.items():
-            seeds.append(torch.stack([mse_per_task(weights, *sets[score]) for weights in weights_each_step]).numpy())
-    results = {}
-    for score, seeds in errors.items():
-        with np.errstate(invalid="ignore"):  # a diverged task makes a seed's mean infinite and its interval NaN
-            per_seed = [dict(zip(("mean", "ci95"), (values.tolist() for values in mean_and_ci95(e)))) for e in seeds]
-        every_task = np.concatenate(seeds, axis=1).astype(np.float64)  # (steps + 1, seeds * tasks)
-        every_task[np.isnan(every_task)] = np.inf  # a task whose SGD overflowed ranks as the worst
-        results[score] = {
-            **over_seeds(per_seed),
-            "median": np.median(every_task, axis=1).tolist(),
-            "diverged": (~(every_task <= DIVERGED)).mean(axis=1).tolist(),
-        }
-    return results
+        for score, per_seed in errors.items():
+            per_seed.append(torch.stack([mse_per_task(w, *sets[score]) for w in weights_each_step]).numpy())
+    return {score: summarize(per_seed) for score, per_seed in errors.items()}
 
 
-def fits_on_one_task(
+def predictions_on_one_task(
     initialization: Sequence[torch.Tensor], tasks: HeldOutTasks, task: int, k: int, oracle: bool
 ) -> np.ndarray:
     """The prediction on the grid for held-out `task` after 0..MAX_STEPS SGD steps on its k support points:

@@ -13,9 +13,8 @@ from matplotlib.figure import Figure  # no pyplot: these figures are only writte
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-from maml_sine.evaluation import MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
+from maml_sine.evaluation import DIVERGED, MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
 from maml_sine.files import save_figure
-from maml_sine.paper import DIVERGED
 from maml_sine.training import LearnerSpec
 from utils import PLOT_WINDOW, windowed_mean
 
@@ -88,6 +87,7 @@ def plot_paper_mse_against_steps(
 
     `results`: {learner: {str(K): evaluate_paper's result for one score}}.
     """
+    seeds = len(next(iter(results.values()))[str(SUPPORT_SIZES[0])]["per_seed"])
     figure = Figure(figsize=(12, 8.5))
     panels = figure.subplots(2, len(SUPPORT_SIZES), sharey=True, sharex=True)
     steps = np.arange(MAX_STEPS + 1)
@@ -114,8 +114,8 @@ def plot_paper_mse_against_steps(
     panels[0, -1].legend(fontsize=9)
     figure.suptitle(
         f"MAML against the pretrained network and the oracle under Finn et al.'s protocol: {num_tasks} held-out tasks, "
-        f"{len(result['per_seed'])} seeds\n(top: mean of the seeds, band: between-seed 95% interval, thin: each seed; "
-        f"a line ends where SGD first diverged on some task, MSE > {DIVERGED:g})"
+        f"{seeds} seeds\n(top: mean of the seeds, band: between-seed 95% interval, thin: each seed; "
+        f"a line ends before SGD has diverged on some task, MSE > {DIVERGED:g})"
     )
     figure.tight_layout()
     save_figure(figure, out)
@@ -156,7 +156,7 @@ def paper_cell(result: Mapping, step: int) -> str:
     """One learner's numbers after `step` steps: mean ± between-seed interval; median, or the share diverged."""
     diverged = result["diverged"][step]
     if diverged > 0:
-        return f"diverged on {100 * diverged:.2g}% of tasks; median {result['median'][step]:.3f}"
+        return f"diverged on {100 * diverged:.3g}% of tasks; median {result['median'][step]:.3f}"
     return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
 
 

@@ -196,14 +196,18 @@ def meta_train_seeds(learner: LearnerSpec, num_seeds: int, episodes: int = EPISO
         compile=episodes >= COMPILE_FROM,
     )
     streams = TaskStreams(seeds, SUPPORT_POINTS, QUERY_POINTS)
-    meta_train_in_lockstep(learners, streams, episodes, learner.label, f"{learner.label}, {num_seeds} seeds")
+    description = f"{learner.label}, {num_seeds} seeds"
+    meta_train_in_lockstep(learners, streams, episodes, what=learner.label, description=description)
     return learners, seeds
 
 
-def meta_train_in_lockstep(learners, streams, count: int, what: str, description: str, unit: str = "episode") -> None:
-    """`train_in_lockstep` for one `BatchedMAML`; Ctrl-C raises KeyboardInterrupt saying how far `what` got."""
+def meta_train_in_lockstep(
+    learners, streams, count: int, *, what: str, description: str, unit: str = "episode", name: str = "maml"
+) -> None:
+    """`train_in_lockstep` for one `BatchedMAML` (`name` in the progress bar); Ctrl-C raises KeyboardInterrupt
+    saying how far `what` got."""
     try:
-        train_in_lockstep({"query": learners}, streams, count, description, unit)
+        train_in_lockstep({name: learners}, streams, count, description, unit)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"meta-training {what}, after {len(learners.losses):,} of {count:,} {unit}s") from None
 
@@ -215,18 +219,19 @@ def trained_or_loaded_seeds(
     num_seeds: int,
     *,
     retrain: bool = False,
-    meta_train: Callable = meta_train_seeds,
+    train: Callable = meta_train_seeds,
 ):
     """`trained_or_loaded` for `num_seeds` seeds: a `BatchedMAML` and its seeds, from the checkpoint at `path`
-    or meta-trained by `meta_train(learner, num_seeds, episodes)` and saved there; and where they came
-    from, "checkpoint" or "trained"."""
+    or meta-trained by `train(learner, num_seeds, episodes)` and saved there; and where they came from,
+    "checkpoint" or "trained". A checkpoint of another learner, length, seeds or network is refused."""
     path = Path(path)
     if path.exists() and not retrain:
         learners, seeds = load_batched(path)
-        found = (learners.num_steps, learners.first_order, len(learners.losses), seeds)
-        expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds))
-        _refuse_if_other(path, "S, first_order, episodes, seeds", found, expected)
+        inputs = learners.weights[0].shape[-1]  # the oracle's network has 3 inputs
+        found = (learners.num_steps, learners.first_order, len(learners.losses), seeds, inputs)
+        expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds), 3 if learner.oracle else 1)
+        _refuse_if_other(path, "S, first_order, episodes, seeds, inputs", found, expected)
         return learners, seeds, "checkpoint"
-    learners, seeds = meta_train(learner, num_seeds, episodes)
+    learners, seeds = train(learner, num_seeds, episodes)
     save_batched(learners, seeds, path)
     return learners, seeds, "trained"

@@ -247,6 +247,7 @@ def paper_protocol_record(args: argparse.Namespace, fit_task: int) -> dict:
             "oracle_inputs": "x, amplitude, phase",
             "seeds": args.seeds,
             "seed_i": "numpy.random.default_rng(1337 + i) for the tasks, torch seed 42 + i for the initialization",
+            "task_draws": f"{paper.DRAWN_AT_ONCE} updates of tasks at a time: amplitudes, phases, then x",
         },
         "evaluation": _evaluation_record(
             args,
@@ -344,7 +345,7 @@ def paper_protocol(args: argparse.Namespace, run: Run) -> tuple[dict, str]:
     fit_task = task_to_draw(tasks)
     fits = {name: {} for name in paper.LEARNERS}
     for (name, k), seeds in initializations.items():
-        fits[name][k] = paper.fits_on_one_task(seeds[0], tasks, fit_task, k, paper.LEARNERS[name].oracle)
+        fits[name][k] = paper.predictions_on_one_task(seeds[0], tasks, fit_task, k, paper.LEARNERS[name].oracle)
     evaluation_seconds = time.perf_counter() - start - training_seconds
 
     run.stage = WRITING
@@ -385,7 +386,7 @@ def _paper_learners(args: argparse.Namespace, run: Run) -> tuple[dict, dict]:
             start = time.perf_counter()
             path = args.checkpoint_dir / f"paper-{name}-K{k}-{args.updates}-{args.seeds}seeds.pt"
             learners, seeds, source = trained_or_loaded_seeds(
-                learner, path, args.updates, args.seeds, retrain=args.retrain, meta_train=partial(paper.meta_train, k=k)
+                learner, path, args.updates, args.seeds, retrain=args.retrain, train=partial(paper.meta_train, k=k)
             )
             run.saved.append(f"{learner.label}, K={k}")
             initializations[name, k] = [learners.initialization(seed) for seed in range(len(seeds))]

@@ -6,10 +6,10 @@ import torch
 
 from assignment import MAML
 from helpers import adam_state
-from maml_sine import checkpoints
+from maml_sine import checkpoints, paper
 from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
 from maml_sine.checkpoints import CheckpointError, load_batched, load_maml, save_batched, save_maml
-from maml_sine.training import lane_seeds
+from maml_sine.training import lane_seeds, trained_or_loaded_seeds
 from utils import SineGenerator
 
 
@@ -193,3 +193,24 @@ def test_stopped_learners_are_not_saved(tmp_path):
     with pytest.raises(ValueError, match=r"learner\(s\) \[2\] stopped"):
         save_batched(learners, seeds, tmp_path / "learners.pt")
     assert not (tmp_path / "learners.pt").exists()
+
+
+def test_an_oracle_round_trips_and_is_not_taken_for_the_pretrained_network(tmp_path):
+    """The paper protocol's oracle has 3 inputs: its checkpoint loads as it is, and is refused as another learner."""
+    oracle, seeds = paper.meta_train(paper.LEARNERS["oracle"], 2, 3, k=5)
+    path = tmp_path / "oracle.pt"
+    save_batched(oracle, seeds, path)
+    loaded, _, source = trained_or_loaded_seeds(paper.LEARNERS["oracle"], path, 3, 2)
+    assert source == "checkpoint"
+    assert all(torch.equal(a, b) for a, b in zip(oracle.weights, loaded.weights, strict=True))
+    with pytest.raises(CheckpointError, match=r"oracle\.pt.*inputs\) = .*, 3\), expected .*, 1\)"):
+        trained_or_loaded_seeds(paper.LEARNERS["pretrained"], path, 3, 2)
+
+
+def test_a_checkpoint_with_no_weights_is_refused(tmp_path):
+    learners, seeds, _ = trained_learners()
+    save_batched(learners, seeds, tmp_path / "learners.pt")
+    checkpoint = torch.load(tmp_path / "learners.pt", weights_only=True)
+    torch.save({**checkpoint, "weights": []}, tmp_path / "learners.pt")
+    with pytest.raises(CheckpointError, match=r"its weights must be a list of 6 tensors"):
+        load_batched(tmp_path / "learners.pt")

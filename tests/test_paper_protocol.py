@@ -12,8 +12,7 @@ import torch
 from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
 from maml_sine import paper
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.evaluation import MAX_STEPS, draw_held_out_tasks
-from maml_sine.reports import TABLE_STEPS, paper_cell
+from maml_sine.evaluation import MAX_STEPS, draw_held_out_tasks, summarize
 from maml_sine.training import lane_seeds
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
@@ -96,6 +95,7 @@ def test_scores_match_a_per_task_loop_of_sgd_on_k_points(oracle):
     initializations = paper.oracle_initializations(seeds) if oracle else initializations_from_seeds(seeds)
     results = paper.evaluate_paper(initializations, tasks, k, oracle)
     grid_x, grid_y = tasks.grid()
+    every_seed = {"query": [], "grid": []}
     for seed, initialization in enumerate(initializations):
         errors = {"query": np.zeros((MAX_STEPS + 1, 3)), "grid": np.zeros((MAX_STEPS + 1, 3))}
         for task in range(3):
@@ -118,18 +118,37 @@ def test_scores_match_a_per_task_loop_of_sgd_on_k_points(oracle):
                 weights = [(w - 0.01 * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
         for score in ("query", "grid"):
             np.testing.assert_allclose(results[score]["per_seed"][seed], errors[score].mean(axis=1), rtol=1e-4)
+            every_seed[score].append(errors[score])
+    for score, errors in every_seed.items():
+        every_task = np.concatenate(errors, axis=1)
+        np.testing.assert_allclose(results[score]["median"], np.median(every_task, axis=1), rtol=1e-4)
+        assert results[score]["diverged"] == list((every_task > 100).any(axis=0).mean() * np.ones(MAX_STEPS + 1))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # the mean and std of infinite MSEs
-def test_a_task_counts_as_diverged_above_the_threshold_and_an_overflow_ranks_worst():
+def test_summary_counts_a_task_diverged_from_the_first_step_above_100_and_ranks_an_overflow_worst():
+    # Two seeds of 3 tasks, 3 steps. Task MSEs by step: exactly 100 is not diverged; above 100 is, and stays
+    # so when its MSE falls back (seed 0, task 1); NaN is diverged and ranks above every number.
+    seed_0 = np.array([[0.1, 50.0, 100.0], [0.2, 150.0, 100.0], [0.3, 20.0, 100.0]])
+    seed_1 = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, np.nan], [1.0, 101.0, np.inf]])
+    summary = summarize([seed_0, seed_1])
+    assert summary["diverged"] == [0.0, 2 / 6, 3 / 6]
+    assert summary["median"][0] == pytest.approx(np.median([0.1, 50, 100, 1, 2, 3]))
+    assert summary["median"][1] == pytest.approx(np.median([0.2, 150, 100, 1, 2, np.inf]))
+    assert summary["median"][2] == pytest.approx(np.median([0.3, 20, 100, 1, 101, np.inf]))
+    assert summary["mean"][0] == pytest.approx((np.mean(seed_0[0]) + np.mean(seed_1[0])) / 2)
+    assert summary["per_seed"][0][1] == pytest.approx(np.mean(seed_0[1]))
+
+
+def test_an_overflowing_initialization_diverges_on_every_task_at_every_step():
     tasks, k = draw_held_out_tasks(4), 5
     healthy = initializations_from_seeds(lane_seeds(2))
-    results = paper.evaluate_paper(healthy, tasks, k, oracle=False)["query"]
-    assert results["diverged"] == [0.0] * (MAX_STEPS + 1)
+    assert paper.evaluate_paper(healthy, tasks, k, oracle=False)["query"]["diverged"] == [0.0] * (MAX_STEPS + 1)
     offset = [[*weights[:-1], torch.full((1,), 1e30)] for weights in healthy]  # predicts 1e30: MSE overflows
-    results = paper.evaluate_paper(offset, tasks, k, oracle=False)["query"]
+    with np.errstate(invalid="ignore"):
+        results = paper.evaluate_paper(offset, tasks, k, oracle=False)["query"]
     assert results["diverged"] == [1.0] * (MAX_STEPS + 1)
-    assert results["median"] == [float("inf")] * (MAX_STEPS + 1), "NaN after the overflow counts as the worst"
+    assert results["median"] == [float("inf")] * (MAX_STEPS + 1)
 
 
 def test_query_points_are_new_points_of_the_same_tasks_and_the_first_tasks_do_not_depend_on_the_count():
@@ -225,9 +244,16 @@ def test_ctrl_c_says_which_learner_and_k_it_stopped_at_and_exits_130(tmp_path):
     assert not any((tmp_path / "checkpoints").iterdir()) and not any((tmp_path / "out").iterdir())
 
 
+def cell(result, step):
+    """A cell of the docs' table, written out here apart from the code that writes results.md."""
+    if result["diverged"][step]:
+        return f"diverged on {100 * result['diverged'][step]:.3g}% of tasks; median {result['median'][step]:.3f}"
+    return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
+
+
 def test_the_numbers_in_the_docs_are_those_of_the_committed_results():
-    """docs/paper_protocol.md quotes docs/paper_protocol/results.json: every row of its table, rebuilt from the json."""
-    doc = (ROOT / "docs" / "paper_protocol.md").read_text()
+    """docs/paper_protocol.md's table and the README's figures, rebuilt from docs/paper_protocol/results.json."""
+    doc, readme = ((ROOT / page).read_text() for page in ("docs/paper_protocol.md", "README.md"))
     results = json.loads((ROOT / "docs" / "paper_protocol" / "results.json").read_text())["mse"]["query"]
     models = {
         "5": "K = 5 (trained at K = 5)",
@@ -236,9 +262,18 @@ def test_the_numbers_in_the_docs_are_those_of_the_committed_results():
     }
     for name, label in (("maml", "MAML"), ("pretrained", "pretrained")):
         for key, model in models.items():
-            cells = [paper_cell(results[name][key], step) for step in TABLE_STEPS]
+            cells = [cell(results[name][key], step) for step in (0, 1, 5, 10)]
             assert f"| {label}, {model} | " + " | ".join(cells) + " |" in doc, (name, key)
     oracle = [
         f"{results['oracle'][k]['mean'][0]:.3f} ± {results['oracle'][k]['seed_ci95'][0]:.3f}" for k in ("5", "10")
     ]
     assert " / ".join(oracle) in doc
+    for name, key in (
+        ("maml", "10"),
+        ("maml", "5"),
+        ("pretrained", "10"),
+        ("pretrained", "5"),
+        ("maml", paper.K10_MODEL_AT_K5),
+    ):
+        one_step = f"{results[name][key]['mean'][1]:.3f} ± {results[name][key]['seed_ci95'][1]:.3f}"
+        assert one_step in readme, (name, key, one_step)
