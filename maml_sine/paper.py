@@ -41,7 +41,6 @@ from utils import AMPLITUDE_RANGE, LAYER_SIZES, PHASE_RANGE, X_RANGE
 
 TASKS_PER_UPDATE = 25  # the code's meta_batch_size
 UPDATES = 70_000  # the code's --metatrain_iterations for the sine
-SEEDS = 10
 ORACLE_LAYER_SIZES = (3, *LAYER_SIZES[1:])  # x, amplitude, phase -> 40 -> 40 -> y
 DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy; the tasks depend on it
 K10_MODEL_AT_K5 = "5, trained at K=10"  # the key of the results of the K = 10 models fine-tuned on K = 5 points
@@ -94,18 +93,13 @@ class PaperTaskStreams:
         """x, y (DRAWN_AT_ONCE, N, B, 2k, 1) and amplitudes, phases (DRAWN_AT_ONCE, N, B), float32."""
         shape = (DRAWN_AT_ONCE, self.tasks_per_update)
         per_learner = [
-            (_uniform(rng, AMPLITUDE_RANGE, shape), _uniform(rng, PHASE_RANGE, shape),
-             _uniform(rng, X_RANGE, (*shape, 2 * self.k, 1)))
+            (rng.uniform(*AMPLITUDE_RANGE, shape), rng.uniform(*PHASE_RANGE, shape),
+             rng.uniform(*X_RANGE, (*shape, 2 * self.k, 1)))
             for rng in self.generators
         ]  # fmt: skip
         amplitudes, phases, x = (np.stack(part, axis=1) for part in zip(*per_learner))
         y = amplitudes[..., None, None] * np.sin(x + phases[..., None, None])
         return [torch.from_numpy(part.astype(np.float32)) for part in (x, y, amplitudes, phases)]
-
-
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float], shape: tuple[int, ...]) -> np.ndarray:
-    low, high = bounds
-    return rng.uniform(low, high, shape)
 
 
 def oracle_initializations(seeds: Sequence[tuple[int, int]]) -> list[list[torch.Tensor]]:
