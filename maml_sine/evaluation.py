@@ -224,8 +224,6 @@ def evaluate_over_seeds(
     """`evaluate` for the initializations of many seeds. For every K and step: the mean over seeds of each
     seed's mean MSE, a between-seed 95% interval (Student t, n - 1 degrees of freedom), the mean of the
     seeds' task-sampling intervals, and every seed's mean MSE."""
-    if len(initializations) < 2:
-        raise ValueError(f"an interval over seeds needs at least two seeds, got {len(initializations)}")
     per_seed = [evaluate(initialization, tasks) for initialization in initializations]
     return {k: over_seeds([seed[k] for seed in per_seed]) for k in per_seed[0]}
 

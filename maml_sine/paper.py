@@ -36,12 +36,12 @@ from maml_sine.evaluation import (
     sgd_steps,
     summarize,
 )
-from maml_sine.training import COMPILE_FROM, LearnerSpec, lane_seeds, meta_train_in_lockstep
+from maml_sine.training import COMPILE_FROM, ORACLE_INPUTS, LearnerSpec, lane_seeds, meta_train_in_lockstep
 from utils import AMPLITUDE_RANGE, LAYER_SIZES, PHASE_RANGE, X_RANGE
 
 TASKS_PER_UPDATE = 25  # the code's meta_batch_size
 UPDATES = 70_000  # the code's --metatrain_iterations for the sine
-ORACLE_LAYER_SIZES = (3, *LAYER_SIZES[1:])  # x, amplitude, phase -> 40 -> 40 -> y
+ORACLE_LAYER_SIZES = (ORACLE_INPUTS, *LAYER_SIZES[1:])  # x, amplitude, phase -> 40 -> 40 -> y
 DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy; the tasks depend on it
 K10_MODEL_AT_K5 = "5, trained at K=10"  # the key of the results of the K = 10 models fine-tuned on K = 5 points
 SECTIONS = {

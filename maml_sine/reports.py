@@ -50,7 +50,7 @@ def plot_mse_against_steps(
             for seed_mean in result.get("per_seed", []):
                 axes.plot(steps, seed_mean, color=learner.color, linewidth=0.5, alpha=0.35)
         _mse_against_steps_axes(axes, f"K = {k} support points")
-    panels[0].set_ylabel("MSE on 100 x in [-5, 5] (log scale)")
+    panels[0].set_ylabel(f"MSE on {GRID} (log scale)")
     panels[-1].legend()
     if over_seeds:
         seeds = len(next(iter(results.values()))[str(SUPPORT_SIZES[0])]["per_seed"])
@@ -94,14 +94,15 @@ def plot_paper_mse_against_steps(
     for column, k in enumerate(SUPPORT_SIZES):
         for name, learner in learners.items():
             result = results[name][str(k)]
+            top, bottom = panels[0, column], panels[1, column]
+            if learner.oracle:  # drawn as the floor it gives before any fine-tuning
+                for axes, statistic in ((top, "mean"), (bottom, "median")):
+                    label = f"{learner.label}, not fine-tuned"
+                    axes.axhline(result[statistic][0], color=learner.color, linestyle="--", label=label)
+                continue
             stable = steps[: _steps_before_divergence(result["diverged"])]
             mean, band = (np.array(result[key])[stable] for key in ("mean", "seed_ci95"))
             median = np.array(result["median"])
-            top, bottom = panels[0, column], panels[1, column]
-            if learner.oracle:
-                for axes, level in ((top, mean[0]), (bottom, median[0])):
-                    axes.axhline(level, color=learner.color, linestyle="--", label=f"{learner.label}, not fine-tuned")
-                continue
             top.plot(stable, mean, marker="o", markersize=3.5, color=learner.color, label=learner.label)
             top.fill_between(stable, mean - band, mean + band, color=learner.color, alpha=0.2, linewidth=0)
             for seed_mean in result["per_seed"]:

@@ -28,6 +28,7 @@ QUERY_POINTS = 40
 FINAL_WINDOW = 500
 TFS_STEPS = 10  # the from-scratch learner's Adam steps per task in `python test.py --plot-tfs`
 PROGRESS_EVERY = 250  # episodes between updates of the progress bar's MSE
+ORACLE_INPUTS = 3  # x, the task's amplitude and its phase
 COMPILE_FROM = 5_000  # episodes: below this, compiling a batched update costs more than it saves
 
 
@@ -57,6 +58,11 @@ class LearnerSpec:
     num_steps: int | None = None
     first_order: bool = False
     oracle: bool = False  # given each task's amplitude and phase as two more inputs
+
+    @property
+    def inputs(self) -> int:
+        """The number of inputs of the learner's network."""
+        return ORACLE_INPUTS if self.oracle else 1
 
 
 def train_on_tasks(
@@ -227,9 +233,8 @@ def trained_or_loaded_seeds(
     path = Path(path)
     if path.exists() and not retrain:
         learners, seeds = load_batched(path)
-        inputs = learners.weights[0].shape[-1]  # the oracle's network has 3 inputs
-        found = (learners.num_steps, learners.first_order, len(learners.losses), seeds, inputs)
-        expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds), 3 if learner.oracle else 1)
+        found = (learners.num_steps, learners.first_order, len(learners.losses), seeds, learners.weights[0].shape[-1])
+        expected = (learner.num_steps, learner.first_order, episodes, lane_seeds(num_seeds), learner.inputs)
         _refuse_if_other(path, "S, first_order, episodes, seeds, inputs", found, expected)
         return learners, seeds, "checkpoint"
     learners, seeds = train(learner, num_seeds, episodes)
