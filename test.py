@@ -4,42 +4,52 @@
     python test.py --plot-tfs           # ... beside a learner trained from scratch per task
     python test.py --steps 5 --episodes 5000 --out curve.png --no-show
     python test.py --seeds 10           # ten seeds at once: the median curve and the spread between seeds
+    python test.py --fast               # the compiled path: the same updates up to rounding
 
 Each episode is one new task: both learners adapt to its 10 support points and are
 scored on its 40 query points. The figure shows the query MSE, averaged over a
 sliding window of 300 episodes, as meta-training goes on; the summary gives each
-learner's final MSE, the mean of its last 500 query losses. With --seeds N, seed i
-draws its tasks from numpy seed 1337 + i and its weights from torch seed 42 + i (seed
-0 is the single run's), all N train together, and the figure shows their median and spread.
+learner's final MSE, the mean of its last 500 query losses.
+
+This file, `assignment.py` and `utils.py` run on their own, in the assignment's environment
+too (Python 3.8, torch 1.6, no tqdm). `--seeds` and `--fast` come from the project's package,
+maml_sine, and need it installed: seed i draws its tasks from numpy seed 1337 + i and its
+weights from torch seed 42 + i (seed 0 is the single run's), and all train together.
 """
+
+# Runs on Python 3.8: annotations are never evaluated.
+from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from assignment import MAML
-from maml_sine.cli import check_png_path, run_command, whole_number
-from maml_sine.files import save_figure
-from maml_sine.reports import plot_curves_over_seeds
-from maml_sine.training import (
-    COMPILE_FROM,
+from utils import (
     EPISODES,
     FINAL_WINDOW,
+    NUMPY_SEED,
     QUERY_POINTS,
     SUPPORT_POINTS,
     TFS_STEPS,
+    TORCH_SEED,
+    SineGenerator,
+    TrainFromScratch,
+    check_png_path,
     final_mse,
-    final_mse_per_seed,
-    seed_the_stream,
-    train_on_tasks,
-    train_seeds,
+    plot_history,
+    save_figure,
+    show_figures,
+    whole_number,
 )
-from utils import SineGenerator, TrainFromScratch, plot_history, show_figures
+
+PROGRESS_EVERY = 1000  # episodes between progress lines where tqdm is not installed
+INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
 
 
 def learning_curve(
@@ -49,21 +59,19 @@ def learning_curve(
     episodes: int = EPISODES,
     out: str | Path | None = None,
     show: bool = True,
-    fast: bool = False,
 ) -> tuple[MAML, TrainFromScratch | None]:
-    """Meta-train MAML (and, if `plot_tfs`, the from-scratch learner) and plot both curves.
+    """Meta-train MAML (and, if `plot_tfs`, the from-scratch learner) on one task stream and plot both curves.
 
     The order of construction is fixed, MAML first, and the from-scratch learner is
     built even when it does not train: what either draws from torch's RNG, and so any
-    seeded run that follows, is the same with or without `plot_tfs`. `fast` trains
-    through the compiled path (the same updates up to rounding). Saves the figure at
-    `out` if given, also when Ctrl-C stops the run. Returns the trained learners
-    (None for the from-scratch learner if it did not run).
+    seeded run that follows, is the same with or without `plot_tfs`. Saves the figure at
+    `out` if given, also when Ctrl-C stops the run. Returns the trained learners (None
+    for the from-scratch learner if it did not run).
     """
     sine = SineGenerator(k=SUPPORT_POINTS, k_test=QUERY_POINTS)
     maml = MAML(num_steps=maml_steps)
     scratch = TrainFromScratch(num_steps=TFS_STEPS)
-    learners = {"maml": maml, "scratch": scratch} if plot_tfs else {"maml": maml}
+    learners = [maml, scratch] if plot_tfs else [maml]
 
     def plot() -> None:
         scratch_history = scratch.history if plot_tfs else None
@@ -74,7 +82,9 @@ def learning_curve(
             show_figures()
 
     try:
-        train_on_tasks(learners, sine.generator(episodes), episodes, fast=fast)
+        for _, task in with_progress(sine.generator(episodes), episodes):
+            for learner in learners:
+                learner.train(task)
     except KeyboardInterrupt:  # Ctrl-C: plot and save the curve so far, then let the interrupt go on
         print(f"\ninterrupted after {len(maml.history):,} of {episodes:,} episodes", file=sys.stderr)
         plot()
@@ -83,85 +93,73 @@ def learning_curve(
     return maml, scratch if plot_tfs else None
 
 
-def many_seeds(
-    num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int = EPISODES, out: Path, fast: bool = False
-) -> dict[str, np.ndarray]:
-    """`learning_curve` for `num_seeds` seeds in one batched run; saves the median-and-spread figure at `out`,
-    also when Ctrl-C stops the run. Returns each learner's (seeds, episodes) query losses.
-
-    Each update is compiled when the run is long enough to pay for compiling (COMPILE_FROM episodes), or with `fast`.
-    """
+def with_progress(tasks: Iterable, episodes: int) -> Iterable:
+    """`tasks`, with tqdm's progress bar where tqdm is installed, else a line every PROGRESS_EVERY episodes."""
     try:
-        histories = train_seeds(num_seeds, maml_steps, plot_tfs, episodes, compile=fast or episodes >= COMPILE_FROM)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C: save the curves so far, then let the interrupt go on
-        message, histories = interrupt.args if len(interrupt.args) == 2 else ("interrupted while starting", {})
-        print(f"\n{message}", file=sys.stderr)
-        if not histories or histories["maml"].shape[1] == 0:
-            raise KeyboardInterrupt("no episode had finished, so no curve was saved") from None
-        _save_curves_over_seeds(histories, maml_steps, out)
-        raise KeyboardInterrupt from None
-    _save_curves_over_seeds(histories, maml_steps, out)
-    return histories
+        from tqdm import tqdm
+    except ImportError:
+        return _progress_lines(tasks, episodes)
+    return tqdm(tasks, total=episodes, unit="episode", mininterval=0.5)
 
 
-def _save_curves_over_seeds(histories: dict[str, np.ndarray], maml_steps: int, out: Path) -> None:
-    import matplotlib.pyplot as plt  # a pyplot figure, so that a window can show it
+def _progress_lines(tasks: Iterable, episodes: int) -> Iterable:
+    for episode, task in enumerate(tasks, start=1):
+        yield task
+        if episode % PROGRESS_EVERY == 0 or episode == episodes:
+            print(f"{episode:,}/{episodes:,} episodes", file=sys.stderr, flush=True)
 
-    labels = {"maml": f"MAML, S={maml_steps}", "scratch": f"from scratch, {TFS_STEPS} Adam steps"}
-    curves = {labels[name]: losses for name, losses in histories.items()}
-    save_figure(plot_curves_over_seeds(curves, figure=plt.figure(figsize=(8, 4.5))), out)
 
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=whole_number(0), default=1, help="MAML inner steps S (default 1)")
     parser.add_argument("--episodes", type=whole_number(1), default=EPISODES, help="tasks to train on (default 40000)")
     parser.add_argument("--plot-tfs", action="store_true", help="also train and plot the from-scratch learner")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
-    parser.add_argument("--fast", action="store_true", help="torch.compile the updates: faster, equal up to rounding")
-    parser.add_argument("--seeds", type=whole_number(1), default=1, help="seeds trained at once (default 1)")
+    parser.add_argument("--seeds", type=whole_number(1), default=1, help="seeds trained at once (needs maml_sine)")
+    parser.add_argument("--fast", action="store_true", help="compile the updates (needs maml_sine)")
     args = parser.parse_args(argv)
     check_png_path(parser, "--out", args.out)
+    if args.seeds > 1 or args.fast:
+        try:
+            import maml_sine  # noqa: F401
+        except ImportError:
+            parser.error("--seeds and --fast need the project's package maml_sine (pip install -e .)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    seed_the_stream()  # before anything else draws: the graders' figures depend on this order
-    args = _parse_args(argv)
+    np.random.seed(NUMPY_SEED)  # before anything else draws: the graders' figures depend on this order
+    torch.manual_seed(TORCH_SEED)
+    args = parse_args(argv)
     # One thread: the network's ops are far too small to share between cores, and
     # OpenMP threads that wait on each other cost more than they compute.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    window = f"mean of the last {FINAL_WINDOW} query losses"
-    names = {"maml": f"MAML (S={args.steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
     try:
-        if args.seeds > 1:
-            histories = many_seeds(
+        if args.seeds > 1 or args.fast:
+            from maml_sine.curves import curves_over_seeds  # the package's batched, compiled learners
+
+            summary = curves_over_seeds(
                 args.seeds, args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, fast=args.fast
             )
         else:
-            maml, scratch = learning_curve(
-                args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False, fast=args.fast
-            )
+            maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
+            summary = [f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f}"]
+            if scratch is not None:
+                summary.append(f"from scratch ({TFS_STEPS} Adam steps): query MSE {final_mse(scratch.history):.3f}")
     except KeyboardInterrupt as interrupt:  # its message, if it has one, says why nothing was saved
         raise KeyboardInterrupt(str(interrupt) or f"the curve so far is saved to {args.out}") from None
-    seconds = time.perf_counter() - start
-    if args.seeds > 1:
-        for name, losses in histories.items():
-            finals = final_mse_per_seed(losses)
-            print(
-                f"{names[name]}, {args.seeds} seeds: final MSE median {np.median(finals):.3f}, "
-                f"from {finals.min():.3f} to {finals.max():.3f} ({window})"
-            )
-    else:
-        print(f"{names['maml']}: query MSE {final_mse(maml.history):.3f} ({window})")
-        if scratch is not None:
-            print(f"{names['scratch']}: query MSE {final_mse(scratch.history):.3f} ({window})")
-    print(f"{args.episodes} episodes in {seconds:.1f} s; figure saved to {args.out}")
+    for line in summary:
+        print(f"{line} (mean of the last {FINAL_WINDOW} query losses)")
+    print(f"{args.episodes} episodes in {time.perf_counter() - start:.1f} s; figure saved to {args.out}")
     if not args.no_show:
         show_figures()
 
 
 if __name__ == "__main__":
-    run_command(main, sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line saying what was kept
+        print(interrupt, file=sys.stderr)
+        sys.exit(INTERRUPTED)

@@ -1,18 +1,23 @@
 """Sine-wave tasks, the functional base-learner, the from-scratch baseline and the learning-curve plot.
 
-Everything MAML itself needs from here is `BaseLearner`. The from-scratch baseline checks
-its tasks with `assignment.check_task` and `assignment.check_finite`, imported where they
-are used: `assignment.py` imports this file, and must run beside the assignment's own
-`utils.py`, so the checks live there and this file borrows them.
+This is the bottom layer: it imports nothing of the project. Everything MAML itself needs
+from here is `BaseLearner`, so `assignment.py` also runs beside the assignment's original
+`utils.py`; for the same reason each of the two files checks its own input.
 """
 
 # This file runs unchanged from Python 3.8, torch 1.6 and matplotlib 3.1 (the assignment's own
 # environment) on: annotations are never evaluated, and nothing newer is called unguarded.
 from __future__ import annotations
 
+import argparse
+import contextlib
+import math
 import numbers
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -27,6 +32,18 @@ PHASE_RANGE = (0.0, np.pi)
 X_RANGE = (-5.0, 5.0)
 LAYER_SIZES = (1, 40, 40, 1)
 PLOT_WINDOW = 300
+TASK_PARTS = ("train_x", "train_y", "test_x", "test_y")  # the support set, then the query set
+
+# The assignment's run (`python test.py` and the graders'): numpy and torch seeded before anything
+# draws, SUPPORT_POINTS and QUERY_POINTS per task, one meta-update per task. A learner's final MSE
+# is the mean of its last FINAL_WINDOW query losses, the figure the graders check.
+NUMPY_SEED = 1337
+TORCH_SEED = 42
+SUPPORT_POINTS = 10
+QUERY_POINTS = 40
+EPISODES = 40_000
+FINAL_WINDOW = 500
+TFS_STEPS = 10  # the from-scratch learner's Adam steps per task in `python test.py --plot-tfs`
 
 
 def _require_count(name: str, value: object, minimum: int) -> None:
@@ -125,32 +142,53 @@ class TrainFromScratch:
     def train(self, task: Sequence[torch.Tensor]) -> None:
         """Fit a copy of the initialization to the support set; append the query MSE.
 
-        The task is checked as `MAML.train` checks it; a non-finite query loss raises
-        and is not recorded.
+        A malformed task, or one whose query loss is not finite, raises and is not recorded.
         """
-        from assignment import check_finite, check_task  # not at the top: assignment.py imports this file
-
-        train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
+        train_x, train_y, test_x, test_y = task = _checked_task(task, self.initialization[0].dtype)
         weights = [w.detach().clone().requires_grad_() for w in self.initialization]
-        optimizer = _fused_adam_if_offered(weights)
+        optimizer = torch.optim.Adam(weights)
         for _ in range(self.num_steps):
             optimizer.zero_grad()
             self.loss_fn(BaseLearner.forward(train_x, weights), train_y).backward()
             optimizer.step()
         with torch.no_grad():
             query_loss_value = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
-        check_finite(task, query_loss_value, support_used=self.num_steps > 0, consequence="nothing was recorded")
+        if not math.isfinite(query_loss_value):
+            raise FloatingPointError(
+                f"the query loss is {query_loss_value}: the losses overflow {train_x.dtype}; nothing was recorded"
+            )
         self.history.append(query_loss_value)
 
 
-def _fused_adam_if_offered(weights: list[torch.Tensor]) -> torch.optim.Adam:
-    """Adam at its default lr; fused (one kernel per step for all six tensors) where this torch
-    offers it for CPU tensors: torch before 2.0 has no `fused` argument, 2.0 to 2.3 fuse on GPUs only.
-    (assignment.py has its own copy for MAML: each of the two files must stand alone.)"""
-    try:
-        return torch.optim.Adam(weights, fused=True)
-    except (TypeError, RuntimeError, ValueError):
-        return torch.optim.Adam(weights)
+def _checked_task(task: object, dtype: torch.dtype) -> list[torch.Tensor]:
+    """`task`'s four parts as (n, 1) tensors of `dtype`, detached; TypeError or ValueError naming the part.
+    Values are checked too: a from-scratch fit costs far more than a look at a hundred numbers."""
+    if isinstance(task, (str, bytes)) or not isinstance(task, Sequence):
+        raise TypeError(f"task must be a sequence (train_x, train_y, test_x, test_y), got {type(task).__name__}")
+    if len(task) != len(TASK_PARTS):
+        raise ValueError(f"task must have 4 parts (train_x, train_y, test_x, test_y), got {len(task)}")
+    parts = [torch.from_numpy(part) if isinstance(part, np.ndarray) else part for part in task]
+    for name, part, given in zip(TASK_PARTS, parts, task):
+        if not isinstance(part, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, 1), got {type(part).__name__}")
+        if not part.is_floating_point():
+            kind = f"numpy {given.dtype}" if isinstance(given, np.ndarray) else str(part.dtype)
+            raise TypeError(f"{name} must hold floating-point numbers, got {kind}")
+        if part.ndim != 2 or part.shape[1] != 1:
+            raise ValueError(f"{name} must have shape (n, 1), got {tuple(part.shape)}")
+    for x_name, y_name, x, y in ((*TASK_PARTS[:2], *parts[:2]), (*TASK_PARTS[2:], *parts[2:])):
+        if len(x) != len(y) or len(x) == 0:
+            problem = f"has {len(x)} rows but {y_name} has {len(y)}" if len(x) != len(y) else f"and {y_name} are empty"
+            raise ValueError(f"{x_name} {problem}: a task needs as many y as x, and at least one of each")
+    bad_parts = [name for name, part in zip(TASK_PARTS, parts) if not torch.isfinite(part).all()]
+    if bad_parts:
+        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; nothing was recorded")
+    return [part.detach().to(dtype) for part in parts]
+
+
+def final_mse(history: Sequence[float]) -> float:
+    """The mean of the last FINAL_WINDOW query losses (of all of them, if there are fewer): the graders' figure."""
+    return float(np.mean(history[-FINAL_WINDOW:]))
 
 
 def windowed_mean(history: Sequence[float], window: int = PLOT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
@@ -236,3 +274,78 @@ def _label_learning_curve(axes: Axes, compared: bool) -> None:
         axes.set_title("MAML: query MSE after adapting to each new task")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
+
+
+# Files and command lines, shared by test.py and the project's scripts: every file is written whole
+# or not at all, and a bad argument ends a script (status 2) before any training.
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(file)` on a temporary binary file beside `path`, then move it onto `path`.
+
+    The temporary file is in the same folder and reaches the disk before `os.replace`
+    renames it, which is atomic: readers see either the old file or the complete new
+    one. If `write` or the disk fails, or the write is interrupted, the old file stays
+    as it was and the temporary file is removed.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes files readable by their owner only
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> None:
+    """Write `figure` as a PNG at `path`, atomically (see `write_atomically`)."""
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and delete a temporary file in `folder`; raise OSError if that is not possible.
+
+    Trying is the only reliable test: root ignores permission bits, read-only mounts do not.
+    """
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
+    """Refuse (status 2) a PNG path that cannot be written: a folder, a missing folder, not .png, no write access."""
+    if path.is_dir():
+        parser.error(f"{option}: {str(path)!r} is a folder; give the path of a PNG file")
+    if not path.parent.is_dir():
+        parser.error(f"{option}: folder {str(path.parent)!r} does not exist")
+    if path.suffix.lower() != ".png":
+        parser.error(f"{option}: {str(path)!r} must end in .png (the figure is saved as a PNG)")
+    check_writable(parser, option, path.parent)
+
+
+def check_writable(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
+    """Refuse (status 2) a folder that cannot be written in."""
+    try:
+        probe_writable(folder)
+    except OSError as error:
+        parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")

@@ -30,6 +30,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from assignment import MAML
-from maml_sine.batched import BatchedMAML, TaskStreams, initializations_from_seeds
-from maml_sine.compiled import CompiledMAML, CompiledTrainFromScratch
+from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.core import Algorithm, LearnerState
+from maml_sine.learners import assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
@@ -98,26 +100,48 @@ class TextbookScratch:
             self.history.append(F.mse_loss(BaseLearner.forward(test_x, weights), test_y).item())
 
 
-def contenders(textbook: type, shipped: type, compiled: type, num_steps: int) -> dict[str, tuple[Callable, object]]:
+class CompiledOfOne:
+    """The compiled fast path for one learner: the lockstep learners with N = 1, fed one task at a time."""
+
+    def __init__(self, learners: BatchedMAML | BatchedTrainFromScratch) -> None:
+        self.learners = learners
+
+    def train(self, task: list[torch.Tensor]) -> None:
+        self.learners.train([part[None, None] for part in task])
+
+    @property
+    def history(self) -> np.ndarray:
+        return self.learners.histories[0]
+
+
+def contenders(textbook: type, shipped: type, compiled: Callable, num_steps: int) -> dict[str, tuple[Callable, object]]:
     """name -> (train function, learner with .history): the textbook loop, the shipped class, its compiled path.
 
     Each learner is built right after seeding torch, so all three start from the same weights.
     """
     made = {}
-    kinds = {"textbook loop": textbook, f"{shipped.__name__}.train (shipped)": shipped, "compiled fast path": shipped}
+    kinds = {"textbook loop": textbook, f"{shipped.__name__}.train (shipped)": shipped, "compiled fast path": compiled}
     for name, kind in kinds.items():
         torch.manual_seed(SEED)
         learner = kind(num_steps)
-        made[name] = (compiled(learner) if name == "compiled fast path" else learner.train, learner)
+        made[name] = (learner.train, learner)
     return made
 
 
+def compiled_maml(num_steps: int) -> CompiledOfOne:
+    return CompiledOfOne(BatchedMAML([BaseLearner.random_initial_weights()], Algorithm(num_steps), compile=True))
+
+
+def compiled_scratch(num_steps: int) -> CompiledOfOne:
+    return CompiledOfOne(BatchedTrainFromScratch([BaseLearner.random_initial_weights()], num_steps, compile=True))
+
+
 def maml_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
-    return contenders(TextbookMAML, MAML, CompiledMAML, num_steps)
+    return contenders(TextbookMAML, MAML, compiled_maml, num_steps)
 
 
 def scratch_contenders(num_steps: int) -> dict[str, tuple[Callable, object]]:
-    return contenders(TextbookScratch, TrainFromScratch, CompiledTrainFromScratch, num_steps)
+    return contenders(TextbookScratch, TrainFromScratch, compiled_scratch, num_steps)
 
 
 def draw_tasks(count: int, support: int) -> list[list[torch.Tensor]]:
@@ -178,21 +202,21 @@ def one_step_deviation(num_steps: int, tasks: list) -> float:
     Adam state, so this measures one update's rounding, free of any drift between runs.
     """
     torch.manual_seed(SEED)
-    readable, compiled = MAML(num_steps), MAML(num_steps)
-    fast, worst = CompiledMAML(compiled), 0.0
+    readable = MAML(num_steps)
+    fast, worst = compiled_maml(num_steps), 0.0
     for task in tasks:
-        with torch.no_grad():
-            for source, target in zip(readable.initialization, compiled.initialization):
-                target.copy_(source)
-        for source, target in zip(readable.meta_optimizer.state.values(), compiled.meta_optimizer.state.values()):
-            for key in ("step", "exp_avg", "exp_avg_sq"):
-                target[key].copy_(source[key])
+        state = [readable.meta_optimizer.state[weight] for weight in readable.initialization]
+        fast.learners.state = LearnerState(
+            [weight.detach()[None].clone() for weight in readable.initialization],
+            *([adam[key][None].clone() for adam in state] for key in ("exp_avg", "exp_avg_sq")),
+            step=torch.tensor([state[0]["step"].item() if state else 0.0]),
+        )
         readable.train(task)
-        fast(task)
-        loss_error = abs(compiled.history[-1] - readable.history[-1]) / readable.history[-1]
+        fast.train(task)
+        loss_error = abs(fast.history[-1] - readable.history[-1]) / readable.history[-1]
         weight_errors = [
             ((mine - theirs).abs().max() / theirs.abs().max()).item()
-            for mine, theirs in zip(compiled.initialization, readable.initialization)
+            for mine, theirs in zip(fast.learners.initialization(0), readable.initialization)
         ]
         worst = max(worst, loss_error, *weight_errors)
     return worst
@@ -251,9 +275,9 @@ def batched_throughput(repeats: int) -> None:
     print(f"{'setting':22} {'MAML.train':>11} {'batched':>9} {'speed-up':>9} {'compile':>8}")
     for num_learners, per_update in BATCHED_SETTINGS:
         seeds = lane_seeds(num_learners)
-        batched = BatchedMAML(initializations_from_seeds(seeds), 1, compile=True)
-        streams = TaskStreams(seeds, 10, QUERY_POINTS)
-        batches = [streams.next_batch(per_update) for _ in range(BATCHED_UPDATES)]
+        batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True)
+        streams = replace(assignment_protocol(10), tasks_per_update=per_update).streams(seeds)
+        batches = [streams.next_batch() for _ in range(BATCHED_UPDATES)]
         start = time.perf_counter()
         batched.train(batches[0])
         compile_seconds = time.perf_counter() - start
@@ -280,8 +304,8 @@ def batched_memory_run() -> None:
     """Resident set along MEMORY_EPISODES updates of the N=10 compiled batched learner (tasks reused cyclically)."""
     torch.set_num_threads(1)
     seeds = lane_seeds(10)
-    batched = BatchedMAML(initializations_from_seeds(seeds), 1, compile=True)
-    streams = TaskStreams(seeds, 10, QUERY_POINTS)
+    batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True)
+    streams = assignment_protocol(10).streams(seeds)
     batches = [streams.next_batch() for _ in range(500)]
     readings = []
     for update in range(1, MEMORY_EPISODES + 1):

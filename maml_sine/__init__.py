@@ -1,16 +1,19 @@
 """Everything built around the assignment's MAML, one concept per module.
 
-`assignment.py` (MAML) and `utils.py` (tasks, network, baseline, plot) are the assignment's
-own files and stand alone; this package is what the project adds on top of them:
+`assignment.py` (MAML), `utils.py` (tasks, network, baseline, plot) and `test.py` are the
+assignment's own files and stand alone; this package is what the project adds on top of them,
+and depends on them, never the reverse:
 
-    training     the seeded task stream of `python test.py`, meta-training with a progress bar, the final MSE
-    functional   the network's loss and MAML's inner loop as pure functions, for torch.func
-    compiled     the opt-in fast path: a whole meta-update as one torch.compile'd function
-    batched      N learners trained in lockstep, B tasks per update: many seeds for the price of a few
-    checkpoints  a MAML learner saved to one file and rebuilt exactly; damaged files refused
-    evaluation   held-out tasks, batched SGD on all of them at once, means and confidence intervals
-    paper        Finn et al.'s own protocol: 25 tasks per update, one model per K, the pretrained and oracle baselines
-    reports      the evaluation's figures and markdown table
-    files        atomic writes: a file is either whole or absent
-    cli          the scripts' shared command-line conventions: counts, output paths, Ctrl-C
+    core         one meta-update, written once: pure functions of a learner's state (inner loop,
+                 meta-gradient, Adam as arithmetic, the finite guard), vmapped over learners, compiled
+    batched      N learners trained in lockstep on that core: many seeds for the price of a few
+    streams      task streams, one per seed: the assignment's and the paper's
+    learners     learners, protocols and studies as frozen records (the registry)
+    training     the one training loop (progress bar, Ctrl-C), seeds, and the checkpoint cache
+    checkpoints  lockstep learners saved to one file with the record of what they are; mismatches refused
+    evaluation   held-out tasks, SGD on all of them at once, the summary statistics
+    reports      the evaluation's figures and tables, and each learner's label and colour
+    curves       `python test.py --seeds N` and `--fast`
+    files        text and strict JSON, written atomically
+    cli          the scripts' shared conventions: output folders, Ctrl-C
 """

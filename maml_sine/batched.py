@@ -11,102 +11,49 @@ Shapes: weights are `BaseLearner`'s 6 tensors with a leading learner dimension N
 W1 (N, 40, 1); a batch of tasks is (train_x, train_y, test_x, test_y), each (N, B, n, 1).
 A network with d inputs (W1 (N, 40, d), the paper protocol's oracle) takes x parts (N, B, n, d).
 
-    learners = BatchedMAML(initializations, num_steps=1)       # one initialization per learner
-    streams = TaskStreams(seeds, k=10, k_test=40)               # one task stream per learner
+    learners = BatchedMAML(initializations, Algorithm(num_steps=1))   # one initialization per learner
+    streams = ASSIGNMENT.streams(seeds)                                 # one task stream per learner
     for _ in range(episodes):
-        learners.train(streams.next_batch(tasks_per_update=1))
-    learners.histories                                           # (N, episodes) query losses
+        learners.train(streams.next_batch())
+    learners.histories                                                  # (N, episodes) query losses
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
+from itertools import pairwise
 
 import numpy as np
 import torch
-from torch.func import grad_and_value, vmap
 
-from assignment import INNER_LR, META_LR, TASK_PARTS, all_finite
-from maml_sine.compiled import ADAM_DEFAULTS, COMPILE_OPTIONS, scratch_query_loss, with_eager_fallback
-from maml_sine.functional import adam_update_, adapted, mse
-from utils import BaseLearner, SineGenerator
+from assignment import TASK_PARTS
+from maml_sine.core import Algorithm, compiled, fresh_state, many, meta_step, scratch_losses
+from utils import LAYER_SIZES, BaseLearner
 
 TaskBatch = Sequence[torch.Tensor]
 
 
-def initializations_from_seeds(seeds: Sequence[tuple[int, int]], skip: int = 0) -> list[list[torch.Tensor]]:
+def initializations_from_seeds(
+    seeds: Sequence[tuple[int, int]], skip: int = 0, inputs: int = 1
+) -> list[list[torch.Tensor]]:
     """Each learner's `BaseLearner.random_initial_weights()` drawn after `torch.manual_seed(its torch seed)`
     and `skip` draws discarded, leaving torch's global RNG as it was. With seed 42, `skip=0` is where
-    `python test.py`'s MAML starts and `skip=1` is its from-scratch learner, which is built next."""
+    `python test.py`'s MAML starts and `skip=1` is its from-scratch learner, which is built next.
+
+    A network of more `inputs` (the oracle's 3: x, amplitude, phase) is drawn the same way:
+    `torch.nn.Linear` layers (inputs -> 40 -> 40 -> 1) with their biases set to zero."""
     initializations = []
     with torch.random.fork_rng(devices=[]):
         for _, torch_seed in seeds:
             torch.manual_seed(torch_seed)
             for _ in range(skip):
                 BaseLearner.random_initial_weights()
-            initializations.append(BaseLearner.random_initial_weights())
+            initializations.append(BaseLearner.random_initial_weights() if inputs == 1 else _wider_network(inputs))
     return initializations
 
 
-class TaskStreams:
-    """One stream of sine tasks per learner, each from its own `numpy.random.RandomState(numpy seed)`.
-
-    A stream draws in `SineGenerator`'s order, so the stream of numpy seed 1337 is the task
-    stream of `python test.py` and of the graders' runs. `np.random` is never touched.
-    """
-
-    def __init__(self, seeds: Sequence[tuple[int, int]], k: int, k_test: int) -> None:
-        self.generators = [SineGenerator(k, k_test, rng=np.random.RandomState(seed)) for seed, _ in seeds]
-
-    def next_batch(self, tasks_per_update: int = 1) -> list[torch.Tensor]:
-        """The next `tasks_per_update` tasks of every stream: four tensors, each (N, B, n, 1)."""
-        tasks = [[generator.generate_task()[1] for _ in range(tasks_per_update)] for generator in self.generators]
-        return [torch.stack([torch.stack([task[part] for task in lane]) for lane in tasks]) for part in range(4)]
-
-
-def _query_losses(weights, train_x, train_y, test_x, test_y, *, num_steps, inner_lr, first_order):
-    """One learner on its B tasks: (mean query loss, the B query losses). Tasks are (B, n, 1)."""
-
-    def query_loss(support_x, support_y, query_x, query_y):
-        fast_weights = adapted(
-            weights, support_x, support_y, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order
-        )
-        return mse(fast_weights, query_x, query_y)
-
-    losses = vmap(query_loss)(train_x, train_y, test_x, test_y)
-    return losses.mean(), losses
-
-
-def _meta_gradients(weights, tasks, *, num_steps, inner_lr, first_order):
-    """Every learner's meta-gradient and query losses: vmap over learners of grad over its B tasks."""
-    loss = partial(_query_losses, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order)
-    meta_gradients, (_, losses) = vmap(grad_and_value(loss, has_aux=True))(weights, *tasks)
-    return meta_gradients, losses
-
-
-def _meta_step(
-    weights, exp_avgs, exp_avg_sqs, steps, tasks, active, *, num_steps, inner_lr, first_order, adam, stop_diverged,
-    max_norm,
-):  # fmt: skip
-    """One meta-update of the `active` learners (N,), in place: with `stop_diverged`, of each one whose
-    loss and meta-gradient are finite; without, of all of them, or of none if one is not finite.
-
-    A meta-gradient whose norm exceeds `max_norm` (if not None) is scaled down to it first.
-    Returns the query losses (N, B), the norm of each learner's meta-gradient (N, before any
-    scaling) and, per learner, whether its numbers were finite (N,).
-    """
-    meta_gradients, losses = _meta_gradients(
-        weights, tasks, num_steps=num_steps, inner_lr=inner_lr, first_order=first_order
-    )
-    finite = vmap(all_finite)([losses, *meta_gradients])
-    # In float64: a finite float32 gradient can have a norm beyond float32's range.
-    norms = sum(gradient.double().flatten(start_dim=1).square().sum(dim=1) for gradient in meta_gradients).sqrt()
-    if max_norm is not None:
-        scale = (max_norm / norms).clamp(max=1.0).to(meta_gradients[0].dtype)
-        meta_gradients = [gradient * scale.reshape(-1, *[1] * (gradient.ndim - 1)) for gradient in meta_gradients]
-    with torch.no_grad():
-        apply = active & finite if stop_diverged else active & (finite | ~active).all()
-        adam_update_(weights, meta_gradients, exp_avgs, exp_avg_sqs, steps, **adam, apply=apply)
-    return losses, norms, finite
+def _wider_network(inputs: int) -> list[torch.Tensor]:
+    layers = [torch.nn.Linear(fan_in, fan_out) for fan_in, fan_out in pairwise((inputs, *LAYER_SIZES[1:]))]
+    return [tensor for layer in layers for tensor in (layer.weight.detach(), torch.zeros(layer.out_features))]
 
 
 class _Record:
@@ -138,114 +85,34 @@ class _Record:
 
 
 class _Lockstep:
-    """What N learners trained in lockstep share: BaseLearner's 6 tensors of each, stacked along a
-    leading learner dimension (W1 (N, 40, 1), ...), and the record of their query losses."""
+    """What N learners trained in lockstep share: their state, every tensor with a leading learner
+    dimension N (W1 (N, 40, 1), ...), the record of their query losses, and the check of their tasks."""
 
     def __init__(self, initializations: Sequence[Sequence[torch.Tensor]]) -> None:
         if not initializations:
             raise ValueError(f"{type(self).__name__} needs at least one initialization")
-        self.weights = [torch.stack([w.detach() for w in layer]).clone() for layer in zip(*initializations)]
+        self.state = fresh_state([torch.stack([w.detach() for w in layer]) for layer in zip(*initializations)])
         self.losses = _Record(len(self))  # each learner's query loss (mean over its tasks) of every update
 
     def __len__(self) -> int:
-        return self.weights[0].shape[0]
+        return self.state.weights[0].shape[0]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self.state.weights
 
     @property
     def histories(self) -> np.ndarray:
         """(N, updates): each learner's query loss of every update, as `MAML.history` holds it."""
         return self.losses.array()
 
-
-class BatchedMAML(_Lockstep):
-    """N MAML learners, trained in lockstep on their own tasks, each with its own Adam state.
-
-    `initializations`: one list of BaseLearner's 6 tensors per learner (copied). The other
-    arguments mean what they mean for `MAML`. `compile=True` runs each update as one
-    `torch.compile`d function, and falls back to eager with one line if compiling fails.
-
-    A learner whose loss or meta-gradient is not finite raises, as in `MAML.train`, and no
-    learner is updated. With `stop_diverged=True` that learner stops instead: it keeps the
-    state it had before that update, records NaN from then on, and the others go on
-    (`diverged_at` says where each one stopped).
-
-    `max_meta_gradient_norm` (off by default) scales each learner's meta-gradient down to
-    that L2 norm when it is larger, before Adam: an experiment against the rare spikes
-    that knock a learner off course (docs/seeds.md).
-    """
-
-    def __init__(
-        self,
-        initializations: Sequence[Sequence[torch.Tensor]],
-        num_steps: int,
-        *,
-        first_order: bool = False,
-        inner_lr: float = INNER_LR,
-        meta_lr: float = META_LR,
-        compile: bool = False,
-        stop_diverged: bool = False,
-        max_meta_gradient_norm: float | None = None,
-    ) -> None:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
-        super().__init__(initializations)
-        self.num_steps, self.first_order, self.inner_lr, self.meta_lr = num_steps, first_order, inner_lr, meta_lr
-        self.exp_avgs = [torch.zeros_like(w) for w in self.weights]
-        self.exp_avg_sqs = [torch.zeros_like(w) for w in self.weights]
-        # One Adam step count per learner, shaped to broadcast against each weight.
-        self.steps = [torch.zeros((len(self), *[1] * (w.ndim - 1)), dtype=torch.float32) for w in self.weights]
-        self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
-        self.stop_diverged = stop_diverged
-        self.max_meta_gradient_norm = max_meta_gradient_norm
-        self.active = torch.ones(len(self), dtype=torch.bool)
-        self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
-        self._step = _compiled(_meta_step) if compile else _meta_step
-
-    @property
-    def gradient_norm_histories(self) -> np.ndarray:
-        """(N, updates): the L2 norm of each learner's meta-gradient at every update, before Adam."""
-        return self.gradient_norms.array()
-
     def initialization(self, learner: int) -> list[torch.Tensor]:
         """Learner `learner`'s current weights, as BaseLearner's 6 tensors (copies)."""
         return [w[learner].clone() for w in self.weights]
 
-    def meta_gradients(self, tasks: TaskBatch) -> list[torch.Tensor]:
-        """Each learner's meta-gradient on `tasks` (the gradient of its mean query loss), without a step."""
-        meta_gradients, _ = _meta_gradients(
-            self.weights, self._checked(tasks), num_steps=self.num_steps, inner_lr=self.inner_lr,
-            first_order=self.first_order,
-        )  # fmt: skip
-        return meta_gradients
-
-    def train(self, tasks: TaskBatch) -> None:
-        """One meta-update of every learner on its B tasks: four tensors, each (N, B, n, 1).
-
-        A learner whose task is malformed, or whose loss or meta-gradient is not finite,
-        is named in the error, and no learner changes.
-        """
-        tasks = self._checked(tasks)
-        adam = {**ADAM_DEFAULTS, "lr": self.meta_lr}
-        with torch.no_grad():  # the weights are updated in place; torch.func tracks its own gradients
-            losses, norms, finite = self._step(
-                self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps, tasks, self.active,
-                num_steps=self.num_steps, inner_lr=self.inner_lr, first_order=self.first_order, adam=adam,
-                stop_diverged=self.stop_diverged, max_norm=self.max_meta_gradient_norm,
-            )  # fmt: skip
-        diverged = self.active & ~finite
-        if diverged.any() and not self.stop_diverged:
-            bad = torch.flatten(torch.nonzero(diverged)).tolist()
-            raise FloatingPointError(
-                f"learner(s) {bad}: the query loss or meta-gradient is not finite; no learner was updated"
-            )
-        for learner in torch.flatten(torch.nonzero(diverged)).tolist():
-            self.diverged_at[learner] = len(self.losses)
-        self.active &= finite
-        nan = torch.tensor(float("nan"))
-        self.losses.append(torch.where(self.active, losses.mean(dim=1), nan))
-        self.gradient_norms.append(torch.where(self.active, norms, nan))
-
-    def _checked(self, tasks: TaskBatch) -> list[torch.Tensor]:
-        """The four parts as tensors of the weights' dtype; a clear error naming the part if one does not fit."""
+    def checked(self, tasks: TaskBatch) -> list[torch.Tensor]:
+        """The four parts as tensors of the weights' dtype, each (N, B, n, d or 1); a clear error naming the
+        part if one does not fit, or naming the learners whose tasks hold NaN or infinity."""
         if len(tasks) != len(TASK_PARTS):
             raise ValueError(f"tasks must have 4 parts {TASK_PARTS}, got {len(tasks)}")
         checked = []
@@ -263,13 +130,69 @@ class BatchedMAML(_Lockstep):
         for x_name, y_name, x, y in ((*TASK_PARTS[:2], *checked[:2]), (*TASK_PARTS[2:], *checked[2:])):
             if x.shape[:3] != y.shape[:3]:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
+        finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in checked]).all(dim=0)
+        if not finite.all():
+            raise ValueError(
+                f"learner(s) {_indices(~finite)}: the tasks hold NaN or infinite values; no learner changed"
+            )
         return checked
 
 
-def _scratch_losses(initializations, train_x, train_y, test_x, test_y, *, num_steps, adam):
-    """Every from-scratch learner on its one task: (N,) query losses. Tasks are (N, n, 1)."""
-    fit = partial(scratch_query_loss, num_steps=num_steps, adam=adam)
-    return vmap(lambda weights, *task: fit(weights, task))(initializations, train_x, train_y, test_x, test_y)
+class BatchedMAML(_Lockstep):
+    """N MAML learners of one `algorithm`, trained in lockstep on their own tasks, each with its own Adam state.
+
+    `initializations`: one list of BaseLearner's 6 tensors per learner (copied). `compile=True`
+    runs each update as one compiled function (eager, said in one line, if compiling fails).
+
+    A learner whose loss or meta-gradient is not finite raises, as in `MAML.train`, and no
+    learner changes. With `stop_diverged=True` that learner stops instead: it keeps the
+    state it had before that update, records NaN from then on, and the others go on
+    (`diverged_at` says where each one stopped).
+    """
+
+    def __init__(
+        self,
+        initializations: Sequence[Sequence[torch.Tensor]],
+        algorithm: Algorithm,
+        *,
+        compile: bool = False,
+        stop_diverged: bool = False,
+    ) -> None:
+        super().__init__(initializations)
+        self.algorithm = algorithm
+        self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
+        self.stop_diverged = stop_diverged
+        self.active = torch.ones(len(self), dtype=torch.bool)
+        self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
+        step = many(partial(meta_step, algorithm=algorithm))
+        self._step = compiled(step) if compile else step
+
+    @property
+    def gradient_norm_histories(self) -> np.ndarray:
+        """(N, updates): the L2 norm of each learner's meta-gradient at every update, before Adam."""
+        return self.gradient_norms.array()
+
+    def train(self, tasks: TaskBatch) -> None:
+        """One meta-update of every learner on its B tasks: four tensors, each (N, B, n, d or 1).
+
+        A learner whose task is malformed, or whose loss or meta-gradient is not finite,
+        is named in the error, and no learner changes (unless `stop_diverged`: see the class).
+        """
+        tasks = self.checked(tasks)
+        with torch.no_grad():  # torch.func tracks its own gradients
+            state, losses, norms, finite = self._step(self.state, tasks, self.active)
+        diverged = self.active & ~finite
+        if diverged.any() and not self.stop_diverged:
+            raise FloatingPointError(
+                f"learner(s) {_indices(diverged)}: the query loss or meta-gradient is not finite; no learner changed"
+            )
+        self.state = state
+        for learner in _indices(diverged):
+            self.diverged_at[learner] = len(self.losses)
+        self.active = self.active & finite
+        nan = torch.tensor(float("nan"))
+        self.losses.append(torch.where(self.active, losses.mean(dim=1), nan))
+        self.gradient_norms.append(torch.where(self.active, norms, nan))
 
 
 class BatchedTrainFromScratch(_Lockstep):
@@ -281,23 +204,21 @@ class BatchedTrainFromScratch(_Lockstep):
     ) -> None:
         super().__init__(initializations)
         self.num_steps = num_steps
-        self._losses = _compiled(_scratch_losses) if compile else _scratch_losses
+        losses = many(partial(scratch_losses, num_steps=num_steps))
+        self._losses = compiled(losses) if compile else losses
 
     def train(self, tasks: TaskBatch) -> None:
-        """Fit every learner to its task (four tensors, each (N, 1, n, 1)); record the query losses."""
-        if tasks[0].ndim != 4 or tasks[0].shape[1] != 1:
-            raise ValueError(f"the from-scratch learners take one task per update, got {tuple(tasks[0].shape)}")
+        """Fit every learner to its tasks (four tensors, each (N, B, n, 1)); record the mean query losses."""
+        tasks = self.checked(tasks)
         with torch.no_grad():
-            losses = self._losses(
-                self.weights, *(part[:, 0] for part in tasks), num_steps=self.num_steps, adam=ADAM_DEFAULTS
-            )
+            losses = self._losses(self.weights, tasks).mean(dim=1)
         if not torch.isfinite(losses).all():
-            bad = torch.flatten(torch.nonzero(~torch.isfinite(losses))).tolist()
-            raise FloatingPointError(f"learner(s) {bad}: the query loss is not finite; nothing was recorded")
+            raise FloatingPointError(
+                f"learner(s) {_indices(~torch.isfinite(losses))}: the query loss is not finite; nothing was recorded"
+            )
         self.losses.append(losses)
 
 
-def _compiled(function: Callable) -> Callable:
-    """`function` compiled on its first call, or `function` itself if compiling fails there."""
-    compiled = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
-    return with_eager_fallback(compiled, function, what="batched step", instead="eager")
+def _indices(mask: torch.Tensor) -> list[int]:
+    """The positions where a (N,) bool tensor is True."""
+    return torch.flatten(torch.nonzero(mask)).tolist()

@@ -9,35 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from maml_sine.files import probe_writable
+from utils import check_writable
 
 INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
-
-
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
-    """Refuse (status 2) a PNG path that cannot be written: a folder, a missing folder, not .png, no write access."""
-    if path.is_dir():
-        parser.error(f"{option}: {str(path)!r} is a folder; give the path of a PNG file")
-    if not path.parent.is_dir():
-        parser.error(f"{option}: folder {str(path.parent)!r} does not exist")
-    if path.suffix.lower() != ".png":
-        parser.error(f"{option}: {str(path)!r} must end in .png (the figure is saved as a PNG)")
-    _check_writable(parser, option, path.parent)
 
 
 def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path]) -> None:
@@ -51,14 +25,7 @@ def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")
-        _check_writable(parser, option, folder)
-
-
-def _check_writable(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
-    try:
-        probe_writable(folder)
-    except OSError as error:
-        parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")
+        check_writable(parser, option, folder)
 
 
 def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:

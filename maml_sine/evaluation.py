@@ -15,13 +15,14 @@ W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
-from torch.func import grad, vmap
+from torch.func import vmap
 
-from assignment import INNER_LR
-from maml_sine.functional import mse
+from maml_sine.core import adapted, mse
+from maml_sine.streams import with_amplitude_and_phase
 from utils import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, BaseLearner
 
 HELD_OUT_SEED = 3_031_703  # any fixed seed; the held-out tasks never come from np.random
@@ -101,10 +102,8 @@ def draw_held_out_tasks(
     )
 
 
-_mse_per_task_on_shared_x = vmap(mse, in_dims=(0, None, 0))
-_mse_per_task_on_own_x = vmap(mse)
-_gradient_per_task = vmap(grad(mse))  # every task's own support set
-_predict_per_task = vmap(BaseLearner.forward, in_dims=(None, 0))
+_mse_per_task = vmap(mse)
+_predict_per_task = vmap(BaseLearner.forward, in_dims=(0, 0))
 
 
 def sgd_steps(
@@ -112,46 +111,49 @@ def sgd_steps(
 ) -> Iterator[list[torch.Tensor]]:
     """Yield the batched weights before adaptation and after each of `steps` SGD steps (steps + 1 in all).
 
-    support_x, support_y: (n, k, 1). Every task starts from `initialization` (6 unbatched
-    tensors, left untouched) and steps w <- w - lr * grad of its own support MSE.
+    support_x, support_y: (n, k, d). Every task starts from `initialization` (6 unbatched
+    tensors, left untouched) and takes `MAML.adapt`'s steps on its own support set, one at a time.
     """
     weights = [w.detach().expand(len(support_x), *w.shape) for w in initialization]
+    one_step = vmap(partial(adapted, num_steps=1, inner_lr=lr))
     yield weights
     for _ in range(steps):
-        gradients = _gradient_per_task(weights, support_x, support_y)
-        weights = [w - lr * g for w, g in zip(weights, gradients)]
+        weights = one_step(weights, support_x, support_y)
         yield weights
 
 
-def mse_per_task(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each task's MSE (n,) under batched `weights`: x of shape (m, d) shared by all tasks, or (n, m, d) per task."""
-    return (_mse_per_task_on_shared_x if x.ndim == 2 else _mse_per_task_on_own_x)(weights, x, y)
+def scored_sets(tasks: HeldOutTasks, k: int, inputs: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out tasks' points for K = k, as a learner of `inputs` inputs takes them, each (n tasks, m, d):
+    "support" (k points), and the two sets a learner is scored on: "query", k new points per task, and
+    "grid", the same evenly spaced x for every task. The oracle's (3 inputs) carry amplitude and phase."""
+    grid_x, grid_y = tasks.grid()
+    sets = {"support": tasks.support(k), "query": tasks.query(k), "grid": (grid_x.expand(len(tasks), -1, -1), grid_y)}
+    if inputs == 3:
+        amplitudes, phases = (torch.from_numpy(values) for values in (tasks.amplitudes, tasks.phases))
+        sets = {name: (with_amplitude_and_phase(x, amplitudes, phases), y) for name, (x, y) in sets.items()}
+    return sets
 
 
 def mse_after_each_step(
-    initialization: Sequence[torch.Tensor],
-    support: tuple[torch.Tensor, torch.Tensor],
-    grid: tuple[torch.Tensor, torch.Tensor],
-    steps: int,
-    lr: float,
-) -> torch.Tensor:
-    """Each task's MSE on the grid after 0, 1, ..., `steps` SGD steps on its support set: shape (steps + 1, n).
-
-    support: x and y of shape (n, k, d); grid: x of shape (m, d), shared, or (n, m, d), and y of shape (n, m, 1).
-    """
-    grid_x, grid_y = grid
-    return torch.stack([mse_per_task(w, grid_x, grid_y) for w in sgd_steps(initialization, *support, steps, lr)])
+    initialization: Sequence[torch.Tensor], sets: dict, scores: Sequence[str], lr: float, steps: int = MAX_STEPS
+) -> dict[str, np.ndarray]:
+    """For each score (a key of `sets`, from `scored_sets`): every task's MSE after 0..`steps` SGD steps on its
+    support set, shape (steps + 1, n)."""
+    errors = {score: [] for score in scores}
+    for weights in sgd_steps(initialization, *sets["support"], steps, lr):
+        for score, per_step in errors.items():
+            per_step.append(_mse_per_task(weights, *sets[score]))
+    return {score: torch.stack(per_step).numpy() for score, per_step in errors.items()}
 
 
 def predictions_after_each_step(
-    initialization: Sequence[torch.Tensor],
-    support: tuple[torch.Tensor, torch.Tensor],
-    x: torch.Tensor,
-    steps: int,
-    lr: float,
-) -> torch.Tensor:
-    """Each task's prediction at x, shape (m, 1), after 0, 1, ..., `steps` SGD steps: shape (steps + 1, n, m, 1)."""
-    return torch.stack([_predict_per_task(x, w) for w in sgd_steps(initialization, *support, steps, lr)])
+    initialization: Sequence[torch.Tensor], sets: dict, task: int, lr: float, steps: int = MAX_STEPS
+) -> np.ndarray:
+    """Held-out `task`'s prediction on the grid after 0..`steps` SGD steps on its support set: (steps + 1, m)."""
+    support_x, support_y = (tensor[task : task + 1] for tensor in sets["support"])
+    grid_x = sets["grid"][0][task : task + 1]
+    predictions = [_predict_per_task(grid_x, w) for w in sgd_steps(initialization, support_x, support_y, steps, lr)]
+    return torch.stack(predictions)[:, 0, :, 0].numpy()
 
 
 def mean_and_ci95(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,16 +166,6 @@ def mean_and_ci95(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return errors.mean(axis=-1), Z_95 * errors.std(axis=-1) / np.sqrt(errors.shape[-1])
 
 
-def evaluate(initialization: Sequence[torch.Tensor], tasks: HeldOutTasks) -> dict[str, dict[str, list[float]]]:
-    """For every K: the mean and 95% CI of the grid MSE over the held-out tasks after 0..MAX_STEPS steps."""
-    results = {}
-    for k in SUPPORT_SIZES:
-        errors = mse_after_each_step(initialization, tasks.support(k), tasks.grid(), MAX_STEPS, INNER_LR)
-        mean, ci95 = mean_and_ci95(errors.numpy())
-        results[str(k)] = {"mean": mean.tolist(), "ci95": ci95.tolist()}
-    return results
-
-
 def task_to_draw(tasks: HeldOutTasks, min_amplitude: float = 3.0) -> int:
     """The first held-out task with an amplitude above `min_amplitude` (else task 0): picked by its shape, not a fit.
 
@@ -182,18 +174,6 @@ def task_to_draw(tasks: HeldOutTasks, min_amplitude: float = 3.0) -> int:
     """
     large = np.flatnonzero(tasks.amplitudes > min_amplitude)
     return int(large[0]) if len(large) else 0
-
-
-def fits_on_one_task(initialization: Sequence[torch.Tensor], tasks: HeldOutTasks, task: int) -> dict[int, np.ndarray]:
-    """For each K: the prediction on the grid for held-out `task` after 0..MAX_STEPS steps, shape (steps + 1, m)."""
-    fits = {}
-    for k in SUPPORT_SIZES:
-        support_x, support_y = (tensor[task : task + 1] for tensor in tasks.support(k))
-        predictions = predictions_after_each_step(
-            initialization, (support_x, support_y), tasks.grid_x, MAX_STEPS, INNER_LR
-        )
-        fits[k] = predictions[:, 0, :, 0].numpy()
-    return fits
 
 
 def t_quantile_975(df: int) -> float:
@@ -218,26 +198,20 @@ def t_quantile_975(df: int) -> float:
     return (low + high) / 2
 
 
-def evaluate_over_seeds(
-    initializations: Sequence[Sequence[torch.Tensor]], tasks: HeldOutTasks
-) -> dict[str, dict[str, list]]:
-    """`evaluate` for the initializations of many seeds. For every K and step: the mean over seeds of each
-    seed's mean MSE, a between-seed 95% interval (Student t, n - 1 degrees of freedom), the mean of the
-    seeds' task-sampling intervals, and every seed's mean MSE."""
-    per_seed = [evaluate(initialization, tasks) for initialization in initializations]
-    return {k: over_seeds([seed[k] for seed in per_seed]) for k in per_seed[0]}
-
-
 def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
     """Many seeds' {"mean", "ci95"} (each over the tasks, one entry per step) as one: the mean over seeds,
-    the between-seed 95% interval (Student t, seeds - 1 degrees of freedom), the mean task-sampling
-    interval, and every seed's means."""
-    if len(per_seed) < 2:
-        raise ValueError(f"an interval over seeds needs at least two seeds, got {len(per_seed)}")
+    the between-seed 95% interval (Student t, seeds - 1 degrees of freedom; NaN for one seed, which has
+    no spread to measure), the mean task-sampling interval, and every seed's means."""
+    if not per_seed:
+        raise ValueError("no seed to summarize")
     means = np.array([seed["mean"] for seed in per_seed])  # (seeds, steps + 1)
+    if len(means) > 1:
+        seed_ci95 = t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))
+    else:
+        seed_ci95 = np.full(means.shape[1], np.nan)
     return {
         "mean": means.mean(axis=0).tolist(),
-        "seed_ci95": (t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))).tolist(),
+        "seed_ci95": seed_ci95.tolist(),
         "ci95": np.mean([seed["ci95"] for seed in per_seed], axis=0).tolist(),
         "per_seed": means.tolist(),
     }

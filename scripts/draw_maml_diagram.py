@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
-from maml_sine.files import save_figure
+from utils import save_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,21 +1,42 @@
-"""Fixtures: torch's default thread count for every test, float64 mode, and the scripts as modules."""
+"""The two tiers, and fixtures: torch's default thread count for every test, float64 mode, the scripts as modules.
+
+`python -m pytest` runs the fast tier: correctness (gradients, the contract, equivalences, bad input),
+in about two minutes on two cores. `python -m pytest --slow` adds the slow tier: the 40,000-episode
+grader runs, compiling, the scripts end to end, real signals (`-m slow` runs that tier alone).
+"""
 
 import pytest
 import torch
 
 from helpers import ROOT, import_script
 
-DEFAULT_THREADS = torch.get_num_threads()
+# One thread in every test: the network's ops are far too small to share between cores, and on a busy
+# machine OpenMP threads that wait on each other make each op hundreds of times slower. Scripts run in
+# processes of their own keep their own count (the grader runs: torch's default).
+TEST_THREADS = 1
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the slow tier (tests marked slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --slow (or a -m that names the tier), the slow tests are deselected."""
+    if config.getoption("--slow") or "slow" in config.getoption("-m"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(autouse=True)
-def default_torch_threads():
-    """Every test starts with torch's default thread count. The scripts' `main` sets one
-    thread, also from module-scoped fixtures that run before this one; the count changes
-    rounding, so without this the grader runs' figures would depend on test order."""
-    torch.set_num_threads(DEFAULT_THREADS)
+def one_torch_thread():
+    """Every test starts with one thread, also after module-scoped fixtures that changed it: the count
+    changes rounding, so without this a test's figures could depend on the order the tests run in."""
+    torch.set_num_threads(TEST_THREADS)
     yield
-    torch.set_num_threads(DEFAULT_THREADS)
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture

@@ -79,7 +79,8 @@ def run_python(script: Path, *arguments: str, env: dict | None = None, timeout: 
 def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, log: Path) -> int:
     """Start the script, send it a real SIGINT once its progress bar shows an episode done; return its exit status.
 
-    Its standard error goes to `log`.
+    Its standard error goes to `log`. The script must end within a minute of the signal, even on a
+    loaded machine; it is killed in any case, so that no child outlives the test.
     """
     with log.open("w") as stderr:
         process = subprocess.Popen(
@@ -91,8 +92,14 @@ def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, 
             # A shell starts background jobs with SIGINT ignored, and a child inherits that.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        deadline = time.monotonic() + 120
-        while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
-        process.send_signal(signal.SIGINT)
-        return process.wait(timeout=120)
+        try:
+            deadline = time.monotonic() + 300
+            while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
+            process.send_signal(signal.SIGINT)
+            return process.wait(timeout=60)
+        finally:
+            process.kill()
+            process.wait()

@@ -1,29 +1,36 @@
-"""maml_sine.batched: every learner of a batched run is the learner `MAML.train` would have trained."""
+"""The one meta-update (maml_sine.core) and the lockstep learners built on it: every lane is the learner
+`MAML.train` would have trained, eager or compiled, and stops only where `MAML.train` raises."""
+
+import contextlib
+import math
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
 import torch
+from torch.func import vmap
 
-from assignment import MAML
-from helpers import weights_of
-from maml_sine.batched import (
-    BatchedMAML,
-    BatchedTrainFromScratch,
-    TaskStreams,
-    initializations_from_seeds,
-)
+import maml_sine.core
+from assignment import MAML, all_finite
+from helpers import sine_task, weights_of
+from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.core import Algorithm, compiled, meta_gradient
+from maml_sine.learners import assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
-EPISODES = 200
-TOLERANCE = 1e-5  # relative, per episode, as for the compiled path
+EPISODES = 100
+TOLERANCE = 1e-5  # relative, per episode: what "the same numbers, up to rounding" means here
 
 
-def run_batched(num_steps, k, episodes, num_learners=3, first_order=False, compile=False, **options):
+def run_batched(num_steps, k, episodes, num_learners=3, compile=False, **options):
     seeds = lane_seeds(num_learners)
     initializations = initializations_from_seeds(seeds)
-    learners = BatchedMAML(initializations, num_steps, first_order=first_order, compile=compile, **options)
-    streams = TaskStreams(seeds, k, 40)
+    algorithm = Algorithm(num_steps, **{key: options.pop(key) for key in list(options) if key != "stop_diverged"})
+    learners = BatchedMAML(initializations, algorithm, compile=compile, **options)
+    streams = assignment_protocol(k).streams(seeds)
     batches = [streams.next_batch() for _ in range(episodes)]
     for tasks in batches:
         learners.train(tasks)
@@ -42,13 +49,8 @@ def relative(mine, reference):
     return ((mine - reference).abs().max() / reference.abs().max()).item()
 
 
-@pytest.mark.parametrize(
-    "num_steps, k, first_order",
-    [(1, 10, False), (2, 5, False), (1, 10, True), (0, 10, False)],
-    ids=["S1-K10", "S2-K5", "first-order", "S0"],
-)
-def test_each_learner_takes_the_updates_of_maml_train(num_steps, k, first_order):
-    learners, initializations, batches = run_batched(num_steps, k, EPISODES, first_order=first_order)
+def assert_lanes_took_the_updates_of_maml_train(learners, initializations, batches, num_steps, first_order=False):
+    state = learners.state
     for lane, initialization in enumerate(initializations):
         maml = maml_from(initialization, num_steps, first_order)
         for tasks in batches:
@@ -58,24 +60,41 @@ def test_each_learner_takes_the_updates_of_maml_train(num_steps, k, first_order)
         for mine, theirs in zip(learners.initialization(lane), weights_of(maml), strict=True):
             assert relative(mine, theirs) < TOLERANCE
         for layer, weight in enumerate(maml.initialization):
-            state = maml.meta_optimizer.state[weight]
-            assert learners.steps[layer][lane].item() == state["step"].item() == EPISODES
-            assert relative(learners.exp_avgs[layer][lane], state["exp_avg"]) < 1e-4
-            assert relative(learners.exp_avg_sqs[layer][lane], state["exp_avg_sq"]) < 1e-4
+            adam = maml.meta_optimizer.state[weight]
+            assert state.step[lane].item() == adam["step"].item() == len(batches)
+            assert relative(state.exp_avgs[layer][lane], adam["exp_avg"]) < 1e-4
+            assert relative(state.exp_avg_sqs[layer][lane], adam["exp_avg_sq"]) < 1e-4
 
 
 @pytest.mark.parametrize(
-    "num_steps, k, options",
-    [(1, 10, {}), (2, 5, {"first_order": True, "stop_diverged": True, "max_meta_gradient_norm": 1.0})],
-    ids=["S1", "first-order-S2-clipped"],
+    "num_steps, k, first_order",
+    [(1, 10, False), (2, 5, False), (1, 10, True), (0, 10, False)],
+    ids=["S1-K10", "S2-K5", "first-order", "S0"],
 )
-def test_compiled_learners_match_the_eager_ones(num_steps, k, options):
-    eager, _, _ = run_batched(num_steps, k, 50, **options)
-    compiled, _, _ = run_batched(num_steps, k, 50, compile=True, **options)
-    assert np.max(np.abs(compiled.histories - eager.histories) / eager.histories) < TOLERANCE
-    for lane in range(len(eager)):
-        for mine, theirs in zip(compiled.initialization(lane), eager.initialization(lane), strict=True):
-            assert relative(mine, theirs) < TOLERANCE
+def test_each_learner_takes_the_updates_of_maml_train(num_steps, k, first_order):
+    learners, initializations, batches = run_batched(num_steps, k, EPISODES, first_order=first_order)
+    assert_lanes_took_the_updates_of_maml_train(learners, initializations, batches, num_steps, first_order)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_steps, k, num_learners", [(1, 10, 1), (5, 5, 2)], ids=["one-learner", "K5-S5"])
+def test_compiled_learners_take_the_updates_of_maml_train(num_steps, k, num_learners):
+    """The compiled path, for one learner (the single-learner fast path) and for several."""
+    learners, initializations, batches = run_batched(num_steps, k, 200, num_learners, compile=True)
+    assert_lanes_took_the_updates_of_maml_train(learners, initializations, batches, num_steps)
+
+
+@pytest.mark.slow
+def test_compiled_from_scratch_learners_match_the_eager_ones():
+    seeds = lane_seeds(2)
+    batches = [assignment_protocol().streams(seeds).next_batch() for _ in range(20)]
+    histories = []
+    for compile in (False, True):
+        learners = BatchedTrainFromScratch(initializations_from_seeds(seeds), 10, compile=compile)
+        for tasks in batches:
+            learners.train(tasks)
+        histories.append(learners.histories)
+    np.testing.assert_allclose(histories[1], histories[0], rtol=TOLERANCE)
 
 
 def test_learner_zero_is_the_learner_of_test_py():
@@ -86,7 +105,7 @@ def test_learner_zero_is_the_learner_of_test_py():
     maml = MAML(num_steps=1)
     contract_tasks = [task for _, task in sine.generator(3)]
     numpy_state = np.random.get_state()[1].copy()
-    streams = TaskStreams(lane_seeds(2), 10, 40)
+    streams = assignment_protocol().streams(lane_seeds(2))
     batches = [streams.next_batch() for _ in range(3)]
     (initialization, _) = initializations_from_seeds(lane_seeds(2))
     assert (np.random.get_state()[1] == numpy_state).all(), "the streams must leave np.random alone"
@@ -96,19 +115,26 @@ def test_learner_zero_is_the_learner_of_test_py():
         assert not torch.equal(tasks[0][1, 0], contract_task[0]), "learner 1 has a stream of its own"
 
 
+def test_seeds_are_an_explicit_range():
+    assert lane_seeds(3) == [(1337, 42), (1338, 43), (1339, 44)]
+    assert lane_seeds(2, first=5) == lane_seeds(7)[5:], "a sweep split in two gives the seeds of one run"
+
+
 @pytest.mark.parametrize("num_steps, first_order", [(1, False), (2, False), (2, True)])
 def test_meta_gradient_of_several_tasks_is_the_mean_of_their_meta_gradients(float64, num_steps, first_order):
     """B tasks per update: the gradient of the mean query loss, against `MAML.adapt` task by task."""
     seeds = lane_seeds(2)
-    initializations = initializations_from_seeds(seeds)
-    learners = BatchedMAML(initializations, num_steps, first_order=first_order)
-    tasks = TaskStreams(seeds, 5, 40).next_batch(tasks_per_update=4)
-    meta_gradients = learners.meta_gradients(tasks)
+    initializations = [[w.double() for w in initialization] for initialization in initializations_from_seeds(seeds)]
+    tasks = [part.double() for part in assignment_protocol(5).streams(seeds).next_batch()]
+    tasks = [torch.cat([part] * 4, dim=1) + 0.01 * torch.arange(4.0).reshape(1, 4, 1, 1) for part in tasks]
+    stacked = [torch.stack(layer) for layer in zip(*initializations)]
+    algorithm = Algorithm(num_steps, first_order=first_order)
+    meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(stacked, tasks)
     for lane, initialization in enumerate(initializations):
         maml = maml_from(initialization, num_steps, first_order)
         per_task = []
         for b in range(4):
-            train_x, train_y, test_x, test_y = (part[lane, b].double() for part in tasks)
+            train_x, train_y, test_x, test_y = (part[lane, b] for part in tasks)
             query_loss = maml.loss_fn(BaseLearner.forward(test_x, maml.adapt(train_x, train_y)), test_y)
             per_task.append(torch.autograd.grad(query_loss, maml.initialization))
         for layer, gradient in enumerate(meta_gradients):
@@ -117,23 +143,28 @@ def test_meta_gradient_of_several_tasks_is_the_mean_of_their_meta_gradients(floa
 
 
 def snapshot(learners):
-    state = (learners.weights, learners.exp_avgs, learners.exp_avg_sqs, learners.steps)
-    return [[tensor.clone() for tensor in tensors] for tensors in state], len(learners.losses)
+    state = learners.state
+    tensors = [*state.weights, *state.exp_avgs, *state.exp_avg_sqs, state.step]
+    return [tensor.clone() for tensor in tensors], len(learners.losses)
 
 
 def assert_unchanged(before, learners):
     (tensors_before, updates_before), (tensors_after, updates_after) = before, snapshot(learners)
     assert updates_before == updates_after
-    for group_before, group_after in zip(tensors_before, tensors_after, strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(group_before, group_after, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(tensors_before, tensors_after, strict=True))
 
 
-def test_a_non_finite_learner_is_named_and_no_learner_changes():
+def scaled(tasks, lane, factor):
+    """The batch with learner `lane`'s y values multiplied by `factor`."""
+    return [part if index % 2 == 0 else torch.cat([part[:lane], part[lane : lane + 1] * factor, part[lane + 1 :]])
+            for index, part in enumerate(tasks)]  # fmt: skip
+
+
+def test_an_overflowing_learner_is_named_and_no_learner_changes():
     learners, _, _ = run_batched(1, 10, 3)
-    tasks = TaskStreams(lane_seeds(3), 10, 40).next_batch()
-    tasks[1][1, 0, 2, 0] = float("nan")  # learner 1's train_y
+    tasks = scaled(assignment_protocol().streams(lane_seeds(3)).next_batch(), 1, 1e30)
     before = snapshot(learners)
-    with pytest.raises(FloatingPointError, match=r"learner\(s\) \[1\].*no learner was updated"):
+    with pytest.raises(FloatingPointError, match=r"learner\(s\) \[1\].*no learner changed"):
         learners.train(tasks)
     assert_unchanged(before, learners)
 
@@ -144,21 +175,49 @@ def test_a_non_finite_learner_is_named_and_no_learner_changes():
         (lambda tasks: tasks[:3], "tasks must have 4 parts"),
         (lambda tasks: [tasks[0][:2], *tasks[1:]], r"train_x must be a tensor of shape \(N=3, B, n, 1\), got \(2, 1"),
         (lambda tasks: [*tasks[:3], tasks[3][:, :, :7]], r"test_x \(3, 1, 40, 1\) and test_y \(3, 1, 7, 1\) differ"),
+        (lambda tasks: [*tasks[:3], tasks[3].index_fill(0, torch.tensor([2]), math.nan)], r"learner\(s\) \[2\].*NaN"),
     ],
+    ids=["three-parts", "wrong-N", "lengths-differ", "NaN"],
 )
 def test_a_malformed_batch_is_refused_and_no_learner_changes(corrupt, message):
     learners, _, _ = run_batched(1, 10, 3)
     before = snapshot(learners)
     with pytest.raises(ValueError, match=message):
-        learners.train(corrupt(TaskStreams(lane_seeds(3), 10, 40).next_batch()))
+        learners.train(corrupt(assignment_protocol().streams(lane_seeds(3)).next_batch()))
     assert_unchanged(before, learners)
+
+
+def test_all_finite_is_exact_for_huge_finite_values():
+    """A float32 sum of finite entries can overflow; the check must not call such a gradient non-finite."""
+    huge = torch.full((100,), 3e38)
+    assert bool(all_finite([huge, -huge[:3]]))
+    assert not bool(all_finite([huge, torch.tensor([math.nan])]))
+    assert not bool(all_finite([torch.tensor([math.inf, -math.inf])]))
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e12, 1e30])
+def test_a_lane_stops_exactly_where_maml_train_raises(factor):
+    """The same task of very large amplitude: a lane stops if and only if `MAML.train` raises on it."""
+    learners, initializations, batches = run_batched(1, 10, 2, num_learners=2, stop_diverged=True)
+    maml = maml_from(initializations[0], 1)
+    for tasks in batches:
+        maml.train([part[0, 0] for part in tasks])
+    tasks = scaled(assignment_protocol().streams(lane_seeds(2)).next_batch(), 0, factor)
+    try:
+        maml.train([part[0, 0] for part in tasks])
+        raised = False
+    except FloatingPointError:
+        raised = True
+    learners.train(tasks)
+    assert (0 in learners.diverged_at) == raised
+    assert learners.active.tolist() == [not raised, True]
 
 
 def test_each_from_scratch_learner_records_what_train_from_scratch_records():
     seeds = lane_seeds(3)
     initializations = initializations_from_seeds(seeds, skip=1)
     learners = BatchedTrainFromScratch(initializations, num_steps=10)
-    streams = TaskStreams(seeds, 10, 40)
+    streams = assignment_protocol().streams(seeds)
     batches = [streams.next_batch() for _ in range(20)]
     for tasks in batches:
         learners.train(tasks)
@@ -182,21 +241,21 @@ def test_skip_draws_the_from_scratch_learner_of_test_py():
 
 def test_a_diverged_learner_stops_and_the_others_go_on_when_asked():
     seeds = lane_seeds(3)
-    learners = BatchedMAML(initializations_from_seeds(seeds), 1, stop_diverged=True)
-    reference = BatchedMAML(initializations_from_seeds(seeds), 1)
-    streams = TaskStreams(seeds, 10, 40)
+    learners = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), stop_diverged=True)
+    reference = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1))
+    streams = assignment_protocol().streams(seeds)
     first, poisoned, last = (streams.next_batch() for _ in range(3))
     for learner_set in (learners, reference):
         learner_set.train(first)
     state_after_first = [w[1].clone() for w in learners.weights]
-    poisoned[3][1, 0, 0, 0] = float("inf")  # learner 1's test_y
+    poisoned = scaled(poisoned, 1, 1e30)
     learners.train(poisoned)
     learners.train(last)
     reference.train([torch.cat([p[:1], q[1:2], p[2:]]) for p, q in zip(poisoned, first, strict=True)])
     assert learners.diverged_at == {1: 1}
     assert learners.active.tolist() == [True, False, True]
     assert all(torch.equal(w[1], before) for w, before in zip(learners.weights, state_after_first, strict=True))
-    assert all(step[1].item() == 1 for step in learners.steps)
+    assert learners.state.step.tolist() == [3, 1, 3]
     assert np.isnan(learners.histories[1, 1:]).all() and np.isfinite(learners.histories[[0, 2]]).all()
     for lane in (0, 2):  # the others took their updates as if nothing had happened
         np.testing.assert_allclose(learners.histories[lane, :2], reference.histories[lane], rtol=1e-6)
@@ -218,13 +277,14 @@ def test_clipped_meta_gradients_are_scaled_to_the_norm_before_adam():
     seeds = lane_seeds(2)
     initializations = initializations_from_seeds(seeds)
     max_norm = 0.5
-    learners = BatchedMAML(initializations, 1, max_meta_gradient_norm=max_norm)
+    algorithm = Algorithm(1, max_meta_gradient_norm=max_norm)
+    learners = BatchedMAML(initializations, algorithm)
     copies = [[w.detach().clone().requires_grad_() for w in initialization] for initialization in initializations]
     optimizers = [torch.optim.Adam(weights, lr=0.001) for weights in copies]
-    streams = TaskStreams(seeds, 10, 40)
+    streams = assignment_protocol().streams(seeds)
     for _ in range(3):
         tasks = streams.next_batch()
-        meta_gradients = learners.meta_gradients(tasks)
+        meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(learners.weights, tasks)
         for lane, (weights, optimizer) in enumerate(zip(copies, optimizers, strict=True)):
             gradient = [g[lane] for g in meta_gradients]
             norm = torch.sqrt(sum((g * g).sum() for g in gradient))
@@ -236,3 +296,65 @@ def test_clipped_meta_gradients_are_scaled_to_the_norm_before_adam():
         for lane, weights in enumerate(copies):
             for mine, expected in zip(learners.initialization(lane), weights, strict=True):
                 torch.testing.assert_close(mine, expected.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_compiling_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    def broken_compile(function, **options):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler here")
+
+        return fail
+
+    monkeypatch.setattr(maml_sine.core.torch, "compile", broken_compile)
+    add_one = compiled(lambda x: x + 1)
+    assert [add_one(torch.tensor(value)).item() for value in (1, 2, 3)] == [2, 3, 4]
+    assert capsys.readouterr().err.count("compiling unavailable (RuntimeError); running eager") == 1
+
+
+def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch):
+    """torch's compiler wraps what it catches; a Ctrl-C inside it must still stop the program."""
+
+    def interrupted_compile(function, **options):
+        def fail(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            try:
+                time.sleep(1)  # the signal's handler raises in here
+            except KeyboardInterrupt as interrupt:
+                raise RuntimeError("backend compiler failed") from interrupt
+
+        return fail
+
+    monkeypatch.setattr(maml_sine.core.torch, "compile", interrupted_compile)
+    with pytest.raises(KeyboardInterrupt):
+        compiled(lambda x: x + 1)(torch.tensor(1))
+
+
+def test_a_ctrl_c_that_a_compiled_call_swallows_still_stops_the_program(monkeypatch):
+    """As torch's guard code does: the KeyboardInterrupt is raised inside the call and cleared there."""
+
+    def swallowing_compile(function, **options):
+        calls = []
+
+        def run(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:  # Ctrl-C during the first call only
+                os.kill(os.getpid(), signal.SIGINT)
+                with contextlib.suppress(KeyboardInterrupt):  # cleared, as `PyErr_Clear` in a failed guard clears it
+                    time.sleep(1)
+            return function(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(maml_sine.core.torch, "compile", swallowing_compile)
+    add_one = compiled(lambda x: x + 1)
+    with pytest.raises(KeyboardInterrupt):
+        add_one(torch.tensor(1))
+    assert add_one(torch.tensor(2)).item() == 3, "the next call runs as usual"
+
+
+def test_a_task_of_one_learner_is_a_task_of_maml_train():
+    """The sine tasks the tests share fit the lockstep learners as a batch of one."""
+    task = sine_task(0, dtype=torch.float32)
+    learners = BatchedMAML([BaseLearner.random_initial_weights()], Algorithm(1))
+    learners.train([part[None, None] for part in task])
+    assert learners.histories.shape == (1, 1)

@@ -1,4 +1,7 @@
-"""`python test.py` as a user runs it: headless, short, and refusing bad arguments."""
+"""`python test.py` as a user runs it: headless, short, and refusing bad arguments.
+
+The runs of the script in a process of its own (end to end, compiled, interrupted) are the slow tier.
+"""
 
 import re
 import sys
@@ -9,7 +12,6 @@ import torch
 
 from assignment import MAML
 from helpers import HEADLESS, ROOT, interrupt_after_progress, is_png, run_python
-from maml_sine import training
 from utils import SineGenerator, TrainFromScratch
 
 SCRIPT = ROOT / "test.py"
@@ -20,6 +22,14 @@ def run_script(*arguments, backend="Agg"):
     return run_python(SCRIPT, *arguments, env=HEADLESS if backend is None else {**HEADLESS, "MPLBACKEND": backend})
 
 
+def test_learning_curve_saves_a_png(script, tmp_path):
+    out = tmp_path / "curve.png"
+    maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=True, episodes=50, out=out, show=False)
+    assert len(maml.history) == len(scratch.history) == 50
+    assert is_png(out)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--plot-tfs"]], ids=["maml", "maml+scratch"])
 def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     out = tmp_path / "curve.png"
@@ -31,8 +41,10 @@ def test_short_run_writes_a_png_and_a_summary(tmp_path, extra):
     assert "Warning" not in result.stderr
 
 
+@pytest.mark.slow
 def test_fast_run_reports_what_the_eager_run_reports(tmp_path):
-    """--fast compiles both learners; after 600 episodes the printed query MSEs are the eager ones."""
+    """--fast compiles both learners (the lockstep learners with one seed); after 600 episodes the printed
+    query MSEs are the eager ones."""
     runs = [run_script("--episodes", "600", "--plot-tfs", "--no-show", "--out", str(tmp_path / f"{i}.png"), *extra)
             for i, extra in enumerate([[], ["--fast"]])]  # fmt: skip
     assert all(run.returncode == 0 for run in runs), runs[-1].stderr
@@ -41,6 +53,7 @@ def test_fast_run_reports_what_the_eager_run_reports(tmp_path):
     assert is_png(tmp_path / "1.png")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux falls back to no window without a DISPLAY")
 def test_headless_run_without_no_show_does_not_warn(tmp_path):
     out = tmp_path / "curve.png"
@@ -70,11 +83,20 @@ def test_headless_run_without_no_show_does_not_warn(tmp_path):
         ),
     ],
 )
-def test_bad_arguments_exit_2_before_training(arguments, message):
-    result = run_script(*arguments)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert result.stderr.startswith("usage:") and result.stdout == "", "nothing may run before the error"
+def test_bad_arguments_exit_2_before_training(script, capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit:
+        script.parse_args(arguments)
+    assert exit.value.code == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.err.startswith("usage:") and captured.out == "", "nothing may run before the error"
+
+
+@pytest.mark.slow
+def test_a_bad_argument_ends_the_script_with_status_2_before_training():
+    result = run_script("--episodes", "0")
+    assert result.returncode == 2 and "must be at least 1" in result.stderr
+    assert result.stderr.startswith("usage:") and result.stdout == ""
 
 
 def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch(script):
@@ -98,6 +120,7 @@ def test_learning_curve_draws_the_same_tasks_and_weights_with_or_without_scratch
     assert torch.equal(torch_states[True], torch.get_rng_state())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     out, log = tmp_path / "curve.png", tmp_path / "stderr.txt"
@@ -111,6 +134,7 @@ def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     assert is_png(out)
 
 
+@pytest.mark.slow
 def test_many_seeds_write_a_png_and_the_spread_of_the_final_mse(tmp_path):
     out = tmp_path / "seeds.png"
     result = run_script("--seeds", "3", "--episodes", "300", "--plot-tfs", "--no-show", "--out", str(out))
@@ -122,11 +146,14 @@ def test_many_seeds_write_a_png_and_the_spread_of_the_final_mse(tmp_path):
     assert "Warning" not in result.stderr
 
 
-def test_seed_zero_of_many_is_the_single_run(script):
-    np.random.seed(1337)
-    torch.manual_seed(42)
-    maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=True, episodes=30, show=False)
-    histories = training.train_seeds(2, 1, True, 30, compile=False)
-    np.testing.assert_allclose(histories["maml"][0], maml.history, rtol=1e-5)
-    np.testing.assert_allclose(histories["scratch"][0], scratch.history, rtol=1e-5)
-    assert not np.allclose(histories["maml"][1], maml.history), "seed 1 has tasks and weights of its own"
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_ctrl_c_of_many_seeds_saves_the_curves_so_far_and_exits_130(tmp_path):
+    out, log = tmp_path / "seeds.png", tmp_path / "stderr.txt"
+    arguments = ["--seeds", "2", "--episodes", "1000000", "--no-show", "--out", str(out)]
+    returncode = interrupt_after_progress(SCRIPT, arguments, 1_000_000, log)
+    errors = log.read_text()
+    assert returncode == 130, errors
+    assert re.search(r"interrupted 2 seed\(s\), after [\d,]+ of 1,000,000 episodes", errors), errors
+    assert f"the curve so far is saved to {out}" in errors
+    assert is_png(out)

@@ -14,7 +14,7 @@ import torch
 import assignment
 import utils
 from assignment import MAML
-from helpers import ROOT, sine_task
+from helpers import ROOT
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 WEIGHT_SHAPES = [(40, 1), (40,), (40, 40), (40,), (1, 40), (1,)]
@@ -205,37 +205,31 @@ def test_importing_test_py_trains_nothing_and_draws_nothing():
     assert result.stdout == ""
 
 
-def test_adam_is_fused_where_this_torch_fuses_it():
-    assert MAML(num_steps=1).meta_optimizer.defaults["fused"] is True
+def test_maml_meta_optimizer_is_plain_adam_as_the_assignment_builds_it():
+    (group,) = MAML(num_steps=1).meta_optimizer.param_groups
+    assert not group.get("fused") and not group["amsgrad"] and not group["weight_decay"]
+    assert (group["lr"], group["betas"], group["eps"]) == (0.001, (0.9, 0.999), 1e-8)
 
 
-@pytest.mark.parametrize(
-    "refusal",
-    [
-        TypeError("__init__() got an unexpected keyword argument 'fused'"),
-        RuntimeError(
-            "`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']"
-        ),
-    ],
-    ids=["torch-1.6-has-no-fused", "torch-2.0-fuses-on-gpus-only"],
-)
-def test_both_learners_fall_back_to_plain_adam_where_torch_cannot_fuse(monkeypatch, refusal):
-    torch_adam = torch.optim.Adam
+def imported_modules(path):
+    """Every module `path` imports, at its top level or inside functions: {(module, inside a function)}."""
+    tree = ast.parse(path.read_text())
+    inside = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+              for node in ast.walk(function)}  # fmt: skip
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            found.add((node.module.split(".")[0], id(node) in inside))
+        elif isinstance(node, ast.Import):
+            found.update((alias.name.split(".")[0], id(node) in inside) for alias in node.names)
+    return found
 
-    def adam_that_cannot_fuse(params, *args, fused=None, **kwargs):
-        if fused:
-            raise refusal
-        return torch_adam(params, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim, "Adam", adam_that_cannot_fuse)
-    task = sine_task(0, dtype=torch.float32)
-    maml = MAML(num_steps=1)
-    assert isinstance(maml.meta_optimizer, torch_adam)
-    assert not maml.meta_optimizer.defaults["fused"]
-    assert maml.meta_optimizer.defaults["lr"] == 0.001
-    before = [w.detach().clone() for w in maml.initialization]
-    maml.train(task)
-    assert not any(torch.equal(a, b.detach()) for a, b in zip(before, maml.initialization))
-    scratch = TrainFromScratch(num_steps=2)
-    scratch.train(task)
-    assert len(scratch.history) == 1
+def test_dependencies_run_one_way():
+    """utils uses neither assignment nor the package; assignment uses utils; test.py reaches the package only
+    inside the functions that need it (--seeds, --fast), so the three files stand alone."""
+    utils_imports = {module for module, _ in imported_modules(ROOT / "utils.py")}
+    assert not utils_imports & {"assignment", "maml_sine", "test"}
+    assert not {module for module, _ in imported_modules(ROOT / "assignment.py")} & {"maml_sine", "test"}
+    assert ("maml_sine", False) not in imported_modules(ROOT / "test.py")
+    assert ("tqdm", False) not in imported_modules(ROOT / "test.py"), "tqdm is used only where it is installed"

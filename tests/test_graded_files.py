@@ -1,10 +1,11 @@
-"""The two files a grader takes, `assignment.py` and `utils.py`, run the way a grader runs them.
+"""The assignment's three files, `assignment.py`, `utils.py` and `test.py`, run the way a student or grader runs them.
 
 Each test copies them into an empty folder (or `assignment.py` beside `minimal_utils.py`,
-renamed `utils.py`) and runs a grader's script there with this interpreter. So the same
-tests prove the files under the pinned requirements and, when CI runs this module under
-Python 3.8 with torch 1.6.0, numpy 1.19.2 and matplotlib 3.1.3, in the assignment's own
-environment. For that reason this module is Python 3.8 code and imports nothing of the project.
+renamed `utils.py`) and runs a script there with this interpreter. So the same tests prove
+the files under the pinned requirements and, when CI runs this module under Python 3.8
+with torch 1.6.0, numpy 1.19.2 and matplotlib 3.1.3 and nothing else (no tqdm, not the
+project's package), in the assignment's own environment. For that reason this module is
+Python 3.8 code and imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -69,11 +70,29 @@ print(json.dumps({"maml": maml.history, "scratch": scratch.history}))
 """
 
 
-def run_beside(utils_file: Path, folder: Path, script: str, *args: object) -> str:
-    """Run `script` in `folder` holding only `assignment.py` and `utils_file` (as `utils.py`); return its stdout."""
+# `python test.py` run as a script, which then says which of the project's modules it imported.
+TEST_PY_ALONE = """
+import runpy, sys
+sys.argv = ["test.py", *sys.argv[1:]]
+try:
+    runpy.run_path("test.py", run_name="__main__")
+finally:
+    print("imported:", sorted(name for name in sys.modules if name.split(".")[0] == "maml_sine"))
+"""
+
+
+def run_beside(utils_file: Path, folder: Path, script: str, *args: object, one_thread: bool = True) -> str:
+    """Run `script` in `folder` holding only `assignment.py`, `test.py` and `utils_file` (as `utils.py`);
+    return its stdout. `one_thread`: with one OpenMP thread, which a short check runs fastest with;
+    a grader run keeps torch's default, as a grader's would (the count changes the rounding)."""
     shutil.copy(ROOT / "assignment.py", folder / "assignment.py")
+    shutil.copy(ROOT / "test.py", folder / "test.py")
     shutil.copy(utils_file, folder / "utils.py")
     environment = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH="")
+    if one_thread:
+        environment["OMP_NUM_THREADS"] = "1"
+    else:
+        environment.pop("OMP_NUM_THREADS", None)
     completed = subprocess.run(
         [sys.executable, "-c", script, *map(str, args)],
         cwd=folder,
@@ -91,19 +110,27 @@ def environment_name() -> str:
 
 
 def test_the_assignments_test_script_trains_and_draws(tmp_path):
-    output = json.loads(run_beside(UTILS_FILES["project"], tmp_path, ASSIGNMENT_TEST_SCRIPT, 400))
+    output = json.loads(run_beside(UTILS_FILES["project"], tmp_path, ASSIGNMENT_TEST_SCRIPT, 200))
     for history in output.values():
-        assert len(history) == 400
+        assert len(history) == 200
         assert all(math.isfinite(loss) and loss >= 0 for loss in history)
     assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_test_py_runs_alone_and_imports_nothing_of_the_project(tmp_path):
+    arguments = ["--episodes", "300", "--steps", "1", "--plot-tfs", "--no-show", "--out", "curve.png"]
+    output = run_beside(UTILS_FILES["project"], tmp_path, TEST_PY_ALONE, *arguments)
+    assert "MAML (S=1): query MSE" in output and "from scratch (10 Adam steps): query MSE" in output
+    assert "imported: []" in output, output
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("utils", sorted(UTILS_FILES))
 @pytest.mark.parametrize("k, num_steps, threshold", [(10, 1, 0.7), (5, 5, 0.8)], ids=["K10-S1", "K5-S5"])
 def test_grader_run_meets_its_threshold(utils, k, num_steps, threshold, tmp_path, capsys):
-    final_mse = json.loads(run_beside(UTILS_FILES[utils], tmp_path, GRADER_RUN, k, num_steps, 40_000))
+    final_mse = json.loads(run_beside(UTILS_FILES[utils], tmp_path, GRADER_RUN, k, num_steps, 40_000, one_thread=False))
     with capsys.disabled():  # the figure belongs in the CI log, pass or fail
         print(
             f"\ngrader run K={k}, S={num_steps} beside the {utils} utils.py ({environment_name()}): "

@@ -1,6 +1,8 @@
-"""maml_sine.paper and `scripts/evaluate.py --protocol paper`: the paper's tasks, the oracle, the meta-gradient
-of 25 tasks and the scores against independent computations, and a short run end to end."""
+"""Finn et al.'s protocol (the paper study): its task stream, the oracle, one update on 25 tasks against
+autograd, the scores against SGD task by task, the summary statistics, `scripts/evaluate.py --protocol paper`'s
+arguments, the docs rebuilt from the committed results.json, and (slow) short runs end to end."""
 
+import dataclasses
 import json
 import re
 import sys
@@ -9,21 +11,37 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
-from maml_sine import paper
+from helpers import ROOT, interrupt_after_progress, is_png, reference_forward
+from maml_sine import streams
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.evaluation import MAX_STEPS, draw_held_out_tasks, summarize
-from maml_sine.training import lane_seeds
+from maml_sine.core import ADAM_BETAS, ADAM_EPS
+from maml_sine.evaluation import DIVERGED, MAX_STEPS, draw_held_out_tasks, summarize
+from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, paper_protocol, paper_study
+from maml_sine.reports import markdown_table
+from maml_sine.streams import PaperTaskStreams
+from maml_sine.training import lane_seeds, meta_trained
+from utils import BaseLearner
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
-UPDATES, SEEDS, TASKS = 300, 2, 40
-LEARNERS = ("maml", "pretrained", "oracle")
+STUDY_LEARNERS = ("maml", "pretrained", "oracle")
+SECTIONS = {section[0]: section for section in paper_study().sections}  # key -> (key, trained at K, fine-tuned K)
+
+
+def as_json(value):
+    """`value` as it reads back from results.json: tuples become lists, NaN and infinities null."""
+    return json.loads(json.dumps(value), parse_constant=lambda constant: None)
+
+
+# --- The task stream and the oracle's network ------------------------------------------------------------------
 
 
 def test_tasks_are_sines_of_their_amplitude_and_phase_with_k_support_and_k_query_points():
-    train_x, train_y, test_x, test_y = paper.PaperTaskStreams([5, 6], k=5, oracle=True).next_batch()
+    protocol = paper_protocol(5)
+    stream = protocol.streams(lane_seeds(2), inputs=3)
+    assert isinstance(stream, PaperTaskStreams)
+    train_x, train_y, test_x, test_y = stream.next_batch()
     for part, width in zip((train_x, train_y, test_x, test_y), (3, 1, 3, 1)):
-        assert part.shape == (2, paper.TASKS_PER_UPDATE, 5, width)
+        assert part.shape == (2, protocol.tasks_per_update, 5, width) and protocol.tasks_per_update == 25
     for x, y in ((train_x, train_y), (test_x, test_y)):
         x, y = x.double().numpy(), y.double().numpy()
         np.testing.assert_allclose(y[..., 0], x[..., 1] * np.sin(x[..., 0] + x[..., 2]), atol=1e-5)
@@ -34,95 +52,155 @@ def test_tasks_are_sines_of_their_amplitude_and_phase_with_k_support_and_k_query
     assert len(torch.unique(points[..., 0])) == points[..., 0].numel(), "the query points are new points"
 
 
+@pytest.mark.parametrize(
+    "protocol, inputs",
+    [(dataclasses.replace(paper_protocol(5), query_points=10), 1), (paper_protocol(5), 2)],
+    ids=["more query than support points", "2 inputs"],
+)
+def test_the_stream_refuses_what_it_cannot_draw(protocol, inputs):
+    with pytest.raises(ValueError, match="as many query as support points, and 1 or 3 inputs"):
+        PaperTaskStreams(lane_seeds(1), protocol, inputs)
+
+
 def test_every_learner_of_a_seed_sees_the_same_tasks_whatever_the_other_seeds(monkeypatch):
-    monkeypatch.setattr(paper, "DRAWN_AT_ONCE", 3)  # several draws into numpy in a few updates
-    both = paper.PaperTaskStreams([5, 6], k=10)
-    alone = paper.PaperTaskStreams([6], k=10)
-    oracle = paper.PaperTaskStreams([5, 6], k=10, oracle=True)
+    monkeypatch.setattr(streams, "DRAWN_AT_ONCE", 3)  # several draws into numpy in a few updates
+    numpy_state = np.random.get_state()
+    protocol = paper_protocol(10)
+    both = PaperTaskStreams(lane_seeds(2), protocol)
+    alone = PaperTaskStreams(lane_seeds(1, first=1), protocol)
+    oracle = PaperTaskStreams(lane_seeds(2), protocol, inputs=3)
     batches = []
     for _ in range(7):
         plain, single, given = both.next_batch(), alone.next_batch(), oracle.next_batch()
         assert all(torch.equal(mine[1:], its) for mine, its in zip(plain, single))
-        assert torch.equal(plain[0], given[0][..., :1]) and torch.equal(plain[3], given[3])
+        assert torch.equal(plain[0], given[0][..., :1]) and torch.equal(plain[2], given[2][..., :1])
+        assert torch.equal(plain[1], given[1]) and torch.equal(plain[3], given[3])
         batches.append(plain[0])
     assert len({batch.sum().item() for batch in batches}) == len(batches), "every update has new tasks"
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]), "np.random is left alone"
 
 
 def test_oracle_starts_from_torch_linear_layers_of_its_seed_and_leaves_the_rng_alone():
     before = torch.random.get_rng_state()
-    initializations = paper.oracle_initializations(lane_seeds(2))
+    initializations = initializations_from_seeds(lane_seeds(2), inputs=3)
+    networks = initializations_from_seeds(lane_seeds(2))
     assert torch.equal(torch.random.get_rng_state(), before)
     torch.manual_seed(43)
-    first_layer = torch.nn.Linear(3, 40)
-    assert torch.equal(initializations[1][0], first_layer.weight.detach())
+    layers = [torch.nn.Linear(3, 40), torch.nn.Linear(40, 40), torch.nn.Linear(40, 1)]
     assert [tuple(w.shape) for w in initializations[1]] == [(40, 3), (40,), (40, 40), (40,), (1, 40), (1,)]
+    assert all(torch.equal(mine, layer.weight.detach()) for mine, layer in zip(initializations[1][::2], layers))
     assert all(not w.any() for w in initializations[1][1::2]), "zero biases"
+    torch.manual_seed(43)
+    assert all(torch.equal(mine, its) for mine, its in zip(networks[1], BaseLearner.random_initial_weights()))
 
 
-def autograd_meta_gradient(initialization, tasks, lane, num_steps, inner_lr=0.01):
-    """The mean over B tasks of the query-loss gradient, with autograd and a matmul network, in float64."""
-    weights = [w.double().requires_grad_() for w in initialization]
+# --- One meta-update of 25 tasks against autograd ---------------------------------------------------------------
+
+
+def autograd_meta_gradient(initialization, tasks, lane, algorithm):
+    """The mean over B tasks of the query loss and its gradient, with autograd and a matmul network, in float64."""
+    weights = [w.detach().double().requires_grad_() for w in initialization]
     losses = []
     for b in range(tasks[0].shape[1]):
         train_x, train_y, test_x, test_y = (part[lane, b].double() for part in tasks)
         fast = weights
-        for _ in range(num_steps):
+        for _ in range(algorithm.num_steps):
             support_loss = ((reference_forward(fast, train_x) - train_y) ** 2).mean()
-            gradients = torch.autograd.grad(support_loss, fast, create_graph=True)
-            fast = [w - inner_lr * g for w, g in zip(fast, gradients)]
+            # Without create_graph, the inner gradient is a constant: first-order MAML.
+            gradients = torch.autograd.grad(support_loss, fast, create_graph=not algorithm.first_order)
+            fast = [w - algorithm.inner_lr * g for w, g in zip(fast, gradients)]
         losses.append(((reference_forward(fast, test_x) - test_y) ** 2).mean())
-    return torch.autograd.grad(torch.stack(losses).mean(), weights)
+    loss = torch.stack(losses).mean()
+    return loss.item(), torch.autograd.grad(loss, weights)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
-def test_meta_gradient_of_25_tasks_matches_autograd(float64, name):
-    learner = paper.LEARNERS[name]
+@pytest.mark.parametrize("name", ["maml", "first_order_maml", "pretrained", "oracle"])
+def test_one_update_of_25_tasks_follows_the_meta_gradient_of_autograd(float64, name):
+    """`BatchedMAML.train` (core.meta_step for two seeds at once) on one batch of the paper's stream: the loss it
+    records, the meta-gradient in Adam's first moment (0.1 g after one step), its norm, and the step taken
+    (lr g / (|g| + eps) after one step), each against autograd through an independent network."""
+    learner = LEARNERS[name]
     seeds = lane_seeds(2)
-    initializations = paper.oracle_initializations(seeds) if learner.oracle else initializations_from_seeds(seeds)
-    tasks = paper.PaperTaskStreams([1, 2], k=5, oracle=learner.oracle).next_batch()
-    meta_gradients = BatchedMAML(initializations, learner.num_steps).meta_gradients(tasks)
+    initializations = initializations_from_seeds(seeds, inputs=learner.inputs)
+    tasks = paper_protocol(5).streams(seeds, learner.inputs).next_batch()
+    learners = BatchedMAML(initializations, learner.algorithm)
+    learners.train(tasks)
+    beta1, _ = ADAM_BETAS
+    lr = learner.algorithm.meta_lr
     for lane, initialization in enumerate(initializations):
-        expected = autograd_meta_gradient(initialization, tasks, lane, learner.num_steps)
-        for mine, reference in zip(meta_gradients, expected, strict=True):
-            torch.testing.assert_close(mine[lane], reference, rtol=1e-9, atol=1e-12)
+        loss, expected = autograd_meta_gradient(initialization, tasks, lane, learner.algorithm)
+        assert learners.histories[lane, 0] == pytest.approx(loss, rel=1e-12)
+        norm = torch.sqrt(sum((g**2).sum() for g in expected)).item()
+        assert learners.gradient_norm_histories[lane, 0] == pytest.approx(norm, rel=1e-10)
+        for moment, before, after, gradient in zip(
+            learners.state.exp_avgs, initialization, learners.weights, expected, strict=True
+        ):
+            torch.testing.assert_close(moment[lane] / (1 - beta1), gradient, rtol=1e-9, atol=1e-12)
+            step = lr * gradient / (gradient.abs() + ADAM_EPS)
+            torch.testing.assert_close(after[lane], before.detach() - step, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("oracle", [False, True], ids=["network", "oracle"])
-def test_scores_match_a_per_task_loop_of_sgd_on_k_points(oracle):
-    """Every seed's mean MSE after each step, on the K new points and on the grid, against autograd task by task."""
-    tasks, k = draw_held_out_tasks(3), 5
-    seeds = lane_seeds(2)
-    initializations = paper.oracle_initializations(seeds) if oracle else initializations_from_seeds(seeds)
-    results = paper.evaluate_paper(initializations, tasks, k, oracle)
+# --- The scores ---------------------------------------------------------------------------------------------------
+
+
+def per_task_sgd(initialization, tasks, k, oracle):
+    """Each task's MSE on its K new points and on the grid after 0..MAX_STEPS SGD steps (lr 0.01) on its K support
+    points, with autograd and a matmul network, in float64, one task at a time: {score: (steps + 1, tasks)}."""
     grid_x, grid_y = tasks.grid()
-    every_seed = {"query": [], "grid": []}
-    for seed, initialization in enumerate(initializations):
-        errors = {"query": np.zeros((MAX_STEPS + 1, 3)), "grid": np.zeros((MAX_STEPS + 1, 3))}
-        for task in range(3):
+    errors = {"query": np.zeros((MAX_STEPS + 1, len(tasks))), "grid": np.zeros((MAX_STEPS + 1, len(tasks)))}
+    for task in range(len(tasks)):
 
-            def inputs(x, task=task):
-                if not oracle:
-                    return x.double()
-                a, p = tasks.amplitudes[task], tasks.phases[task]
-                return torch.cat([x.double(), torch.full_like(x, a).double(), torch.full_like(x, p).double()], dim=1)
+        def inputs(x, task=task):
+            if not oracle:
+                return x.double()
+            a, p = tasks.amplitudes[task], tasks.phases[task]
+            return torch.cat([x.double(), torch.full_like(x, a).double(), torch.full_like(x, p).double()], dim=1)
 
-            support_x, support_y = (t[task] for t in tasks.support(k))
-            query_x, query_y = (t[task] for t in tasks.query(k))
-            weights = [w.double().requires_grad_() for w in initialization]
-            for step in range(MAX_STEPS + 1):
-                for score, x, y in (("query", query_x, query_y), ("grid", grid_x, grid_y[task])):
+        support_x, support_y = (t[task] for t in tasks.support(k))
+        query_x, query_y = (t[task] for t in tasks.query(k))
+        weights = [w.detach().double().requires_grad_() for w in initialization]
+        for step in range(MAX_STEPS + 1):
+            for score, x, y in (("query", query_x, query_y), ("grid", grid_x, grid_y[task])):
+                with torch.no_grad():
                     prediction = reference_forward(weights, inputs(x))
-                    errors[score][step, task] = ((prediction - y.double()) ** 2).mean().item()
-                support_loss = ((reference_forward(weights, inputs(support_x)) - support_y.double()) ** 2).mean()
-                gradients = torch.autograd.grad(support_loss, weights)
-                weights = [(w - 0.01 * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
+                errors[score][step, task] = ((prediction - y.double()) ** 2).mean().item()
+            support_loss = ((reference_forward(weights, inputs(support_x)) - support_y.double()) ** 2).mean()
+            gradients = torch.autograd.grad(support_loss, weights)
+            weights = [(w - 0.01 * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
+    return errors
+
+
+@pytest.mark.parametrize("name, section", [("pretrained", "5"), ("oracle", "10"), ("maml", K10_MODEL_AT_K5)], ids=str)
+def test_scores_match_a_per_task_loop_of_sgd_on_k_points(evaluate, name, section):
+    """`evaluated` for one learner and section of the paper study: every seed's mean MSE after each step, on the
+    K new points and on the grid, the median over all seeds' tasks and the share diverged, against SGD task by
+    task; the K = 10 models fine-tuned on 5 points are those trained at K = 10."""
+    key, trained_k, k = SECTIONS[section]
+    learner = LEARNERS[name]
+    study = dataclasses.replace(paper_study(), learners=(name,), sections=(SECTIONS[section],))
+    initializations = {
+        (name, 5): initializations_from_seeds(lane_seeds(2), inputs=learner.inputs),
+        (name, 10): initializations_from_seeds(lane_seeds(2, first=5), inputs=learner.inputs),
+    }
+    tasks = draw_held_out_tasks(3)
+    results, fits = evaluate.evaluated(study, initializations, tasks)
+    every_seed = {"query": [], "grid": []}
+    for seed, initialization in enumerate(initializations[name, trained_k]):
+        errors = per_task_sgd(initialization, tasks, k, oracle=learner.inputs == 3)
         for score in ("query", "grid"):
-            np.testing.assert_allclose(results[score]["per_seed"][seed], errors[score].mean(axis=1), rtol=1e-4)
+            np.testing.assert_allclose(
+                results[score][name][key]["per_seed"][seed], errors[score].mean(axis=1), rtol=1e-4
+            )
             every_seed[score].append(errors[score])
     for score, errors in every_seed.items():
         every_task = np.concatenate(errors, axis=1)
-        np.testing.assert_allclose(results[score]["median"], np.median(every_task, axis=1), rtol=1e-4)
-        assert results[score]["diverged"] == list((every_task > 100).any(axis=0).mean() * np.ones(MAX_STEPS + 1))
+        np.testing.assert_allclose(results[score][name][key]["median"], np.median(every_task, axis=1), rtol=1e-4)
+        diverged = np.maximum.accumulate(every_task > DIVERGED, axis=0).mean(axis=1)
+        assert results[score][name][key]["diverged"] == diverged.tolist()
+    assert set(fits[name]) == ({k} if key == str(k) else set())
+    if key == str(k):  # the oracle is drawn as it is, not fine-tuned
+        assert fits[name][k].shape == (1 if learner.inputs == 3 else MAX_STEPS + 1, 100)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # the mean and std of infinite MSEs
@@ -140,15 +218,15 @@ def test_summary_counts_a_task_diverged_from_the_first_step_above_100_and_ranks_
     assert summary["per_seed"][0][1] == pytest.approx(np.mean(seed_0[1]))
 
 
-def test_an_overflowing_initialization_diverges_on_every_task_at_every_step():
-    tasks, k = draw_held_out_tasks(4), 5
+def test_an_overflowing_initialization_diverges_on_every_task_at_every_step(evaluate):
+    study = dataclasses.replace(paper_study(), learners=("pretrained",), sections=(SECTIONS["5"],))
     healthy = initializations_from_seeds(lane_seeds(2))
-    assert paper.evaluate_paper(healthy, tasks, k, oracle=False)["query"]["diverged"] == [0.0] * (MAX_STEPS + 1)
     offset = [[*weights[:-1], torch.full((1,), 1e30)] for weights in healthy]  # predicts 1e30: MSE overflows
-    with np.errstate(invalid="ignore"):
-        results = paper.evaluate_paper(offset, tasks, k, oracle=False)["query"]
-    assert results["diverged"] == [1.0] * (MAX_STEPS + 1)
-    assert results["median"] == [float("inf")] * (MAX_STEPS + 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        results, _ = evaluate.evaluated(study, {("pretrained", 5): offset}, draw_held_out_tasks(4))
+    for score in ("query", "grid"):
+        assert results[score]["pretrained"]["5"]["diverged"] == [1.0] * (MAX_STEPS + 1)
+        assert results[score]["pretrained"]["5"]["median"] == [float("inf")] * (MAX_STEPS + 1)
 
 
 def test_query_points_are_new_points_of_the_same_tasks_and_the_first_tasks_do_not_depend_on_the_count():
@@ -160,88 +238,39 @@ def test_query_points_are_new_points_of_the_same_tasks_and_the_first_tasks_do_no
     np.testing.assert_allclose(query_y.numpy(), expected, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def paper_run(evaluate, tmp_path_factory):
-    """A short run of the paper's protocol: its arguments, out dir and report."""
-    out_dir, checkpoint_dir = tmp_path_factory.mktemp("paper"), tmp_path_factory.mktemp("paper_checkpoints")
-    arguments = ["--protocol", "paper", "--updates", str(UPDATES), "--seeds", str(SEEDS), "--tasks", str(TASKS)]
-    arguments += ["--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir)]
-    return arguments, out_dir, evaluate.main(arguments)
+# --- scripts/evaluate.py --protocol paper: the arguments ------------------------------------------------------
 
 
-def test_short_run_writes_every_result_and_figure(paper_run):
-    _, out_dir, report = paper_run
-    for figure in ("mse_vs_steps.png", "mse_vs_steps_grid.png", "fits.png"):
-        assert is_png(out_dir / figure), figure
-    assert json.loads((out_dir / "results.json").read_text()) == report
-    table = (out_dir / "results.md").read_text()
-    assert table.count("## K = 10\n") == 2 and "K new points per task" in table and "100 x in [-5, 5]" in table
-    assert table.count("fine-tuning the models trained at K = 10") == 2
-    assert report["protocol"]["training"]["tasks_per_meta_update"] == 25
-    assert report["protocol"]["training"]["meta_updates"] == UPDATES
-
-
-def test_short_run_has_every_learner_k_score_and_step_with_intervals_over_seeds(paper_run):
-    _, _, report = paper_run
-    for score in ("query", "grid"):
-        assert set(report["mse"][score]) == set(LEARNERS)
-        for name in LEARNERS:
-            for k in ("5", "10", paper.K10_MODEL_AT_K5):
-                result = report["mse"][score][name][k]
-                assert len(result["median"]) == len(result["diverged"]) == MAX_STEPS + 1
-                assert len(result["mean"]) == MAX_STEPS + 1 and np.shape(result["per_seed"]) == (SEEDS, MAX_STEPS + 1)
-                assert np.isfinite(result["mean"]).all() and (np.array(result["seed_ci95"]) > 0).all()
-                np.testing.assert_allclose(result["mean"], np.mean(result["per_seed"], axis=0))
-    for name in LEARNERS:
-        for k in ("K=5", "K=10"):
-            record = report["learners"][name][k]
-            assert record["updates"] == UPDATES and record["seeds"] == [[1337, 42], [1338, 43]]
-
-
-def test_the_oracle_uses_the_amplitude_and_phase_it_is_given(paper_run):
-    """After 300 updates the oracle already fits new tasks far better than the network without them."""
-    _, _, report = paper_run
-    for k in ("5", "10"):
-        oracle, pretrained = (
-            np.array(report["mse"]["query"][name][k]["per_seed"])[:, 0] for name in ("oracle", "pretrained")
-        )
-        assert (oracle < 0.6 * pretrained).all(), (oracle, pretrained)
-
-
-def test_a_second_run_loads_every_learner_and_reproduces_the_numbers(evaluate, paper_run):
-    arguments, _, report = paper_run
-    again = evaluate.main(arguments)
-    assert all(record[k]["source"] == "checkpoint" for record in again["learners"].values() for k in ("K=5", "K=10"))
-    assert again["mse"] == report["mse"]
+def test_the_paper_study_trains_one_model_per_k_for_70000_updates_unless_told(evaluate, tmp_path):
+    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
+    study = evaluate.parse_args(["--protocol", "paper", *folders]).study
+    assert study == paper_study() and study.learners == STUDY_LEARNERS and study.scores == ("query", "grid")
+    shapes = [(p.support_points, p.query_points, p.tasks_per_update, p.updates) for p in study.training]
+    assert shapes == [(5, 5, 25, 70_000), (10, 10, 25, 70_000)]
+    assert list(study.sections) == [("5", 5, 5), ("10", 10, 10), (K10_MODEL_AT_K5, 10, 5)]
+    args = evaluate.parse_args(["--protocol", "paper", "--updates", "300", "--seeds", "1", *folders])
+    assert args.study == paper_study(300) and args.seeds == 1, "one seed is allowed: its interval is over the tasks"
 
 
 @pytest.mark.parametrize(
-    "arguments, message",
+    "bad, message",
     [
-        (["--protocol", "paper", "--episodes", "10"], "--episodes belongs to the assignment's protocol"),
-        (["--protocol", "paper", "--fast"], "--fast belongs to the assignment's protocol"),
-        (["--protocol", "paper", "--seeds", "1"], "it needs --seeds 2 or more"),
-        (["--updates", "10"], "--updates belongs to --protocol paper"),
+        (["--protocol", "paper", "--episodes", "10"], "unrecognized arguments: --episodes 10"),
+        (["--protocol", "paper", "--fast"], "unrecognized arguments: --fast"),
         (["--protocol", "papers"], "argument --protocol: invalid choice: 'papers'"),
     ],
 )
-def test_arguments_of_the_other_protocol_are_refused_before_training(tmp_path, arguments, message):
-    result = run_python(SCRIPT, "--checkpoint-dir", str(tmp_path), "--out-dir", str(tmp_path), *arguments)
-    assert result.returncode == 2 and message in result.stderr and result.stdout == ""
+def test_arguments_of_no_protocol_are_refused_before_anything_is_made(evaluate, tmp_path, capsys, bad, message):
+    with pytest.raises(SystemExit) as exited:
+        evaluate.parse_args(["--checkpoint-dir", str(tmp_path / "c"), "--out-dir", str(tmp_path / "o"), *bad])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and message in captured.err and captured.out == ""
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
-def test_ctrl_c_says_which_learner_and_k_it_stopped_at_and_exits_130(tmp_path):
-    updates = 1_000_000
-    arguments = ["--protocol", "paper", "--updates", str(updates), "--seeds", "2", "--out-dir", str(tmp_path / "out")]
-    arguments += ["--checkpoint-dir", str(tmp_path / "checkpoints")]
-    log = tmp_path / "stderr.txt"
-    assert interrupt_after_progress(SCRIPT, arguments, updates, log) == 130
-    errors = log.read_text()
-    assert re.search(r"interrupted while meta-training MAML, S=1, K=5, after ([\d,]+) of 1,000,000 updates", errors)
-    assert "no learner had finished, so no checkpoint was written" in errors
-    assert not any((tmp_path / "checkpoints").iterdir()) and not any((tmp_path / "out").iterdir())
+# --- The docs: the numbers rebuilt from the committed results.json ---------------------------------------------
+
+COMMITTED = json.loads((ROOT / "docs" / "paper_protocol" / "results.json").read_text())
 
 
 def cell(result, step):
@@ -251,29 +280,126 @@ def cell(result, step):
     return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
 
 
+@pytest.mark.skipif(
+    "study" not in COMMITTED, reason="docs/paper_protocol/results.json to be regenerated in the new schema"
+)
 def test_the_numbers_in_the_docs_are_those_of_the_committed_results():
     """docs/paper_protocol.md's table and the README's figures, rebuilt from docs/paper_protocol/results.json."""
     doc, readme = ((ROOT / page).read_text() for page in ("docs/paper_protocol.md", "README.md"))
-    results = json.loads((ROOT / "docs" / "paper_protocol" / "results.json").read_text())["mse"]["query"]
+    assert COMMITTED["study"]["name"] == "paper"
+    results = COMMITTED["mse"]["query"]
     models = {
         "5": "K = 5 (trained at K = 5)",
         "10": "K = 10 (trained at K = 10)",
-        paper.K10_MODEL_AT_K5: "K = 5 (trained at K = 10)",
+        K10_MODEL_AT_K5: "K = 5 (trained at K = 10)",
     }
     for name, label in (("maml", "MAML"), ("pretrained", "pretrained")):
         for key, model in models.items():
             cells = [cell(results[name][key], step) for step in (0, 1, 5, 10)]
             assert f"| {label}, {model} | " + " | ".join(cells) + " |" in doc, (name, key)
-    oracle = [
-        f"{results['oracle'][k]['mean'][0]:.3f} ± {results['oracle'][k]['seed_ci95'][0]:.3f}" for k in ("5", "10")
-    ]
+    floors = (results["oracle"][k] for k in ("5", "10"))
+    oracle = [f"{floor['mean'][0]:.3f} ± {floor['seed_ci95'][0]:.3f}" for floor in floors]
     assert " / ".join(oracle) in doc
-    for name, key in (
-        ("maml", "10"),
-        ("maml", "5"),
-        ("pretrained", "10"),
-        ("pretrained", "5"),
-        ("maml", paper.K10_MODEL_AT_K5),
-    ):
+    quoted = (("maml", "10"), ("maml", "5"), ("pretrained", "10"), ("pretrained", "5"), ("maml", K10_MODEL_AT_K5))
+    for name, key in quoted:
         one_step = f"{results[name][key]['mean'][1]:.3f} ± {results[name][key]['seed_ci95'][1]:.3f}"
         assert one_step in readme, (name, key, one_step)
+
+
+# --- Slow: training, and short runs end to end -------------------------------------------------------------------
+
+UPDATES, SEEDS, TASKS = 3, 2, 6
+
+
+@pytest.mark.slow
+def test_the_oracle_uses_the_amplitude_and_phase_it_is_given(evaluate):
+    """After 300 updates at K = 5 the oracle, before any fine-tuning, already fits new tasks far better than the
+    network trained alike without them (about 0.4 times its MSE)."""
+    seeds = lane_seeds(SEEDS)
+    initializations = {
+        (name, 5): [learners.initialization(seed) for seed in range(SEEDS)]
+        for name in ("pretrained", "oracle")
+        for learners in [meta_trained(name, LEARNERS[name], paper_protocol(5, updates=300), seeds)]
+    }
+    study = dataclasses.replace(
+        paper_study(), learners=("pretrained", "oracle"), sections=(SECTIONS["5"],), scores=("query",)
+    )
+    results, _ = evaluate.evaluated(study, initializations, draw_held_out_tasks(40))
+    oracle, pretrained = (np.array(results["query"][name]["5"]["per_seed"])[:, 0] for name in ("oracle", "pretrained"))
+    assert (oracle < 0.6 * pretrained).all(), (oracle, pretrained)
+
+
+@pytest.fixture(scope="module")
+def paper_run(evaluate, tmp_path_factory):
+    """A short run of the paper study, in process: its arguments, out dir, checkpoint dir and report."""
+    folder = tmp_path_factory.mktemp("paper_run")
+    argv = ["--protocol", "paper", "--updates", str(UPDATES), "--seeds", str(SEEDS), "--tasks", str(TASKS)]
+    argv += ["--out-dir", str(folder / "out"), "--checkpoint-dir", str(folder / "checkpoints")]
+    return argv, folder / "out", folder / "checkpoints", evaluate.main(argv)
+
+
+@pytest.mark.slow
+def test_a_short_run_writes_every_result_and_figure(paper_run):
+    _, out, checkpoints, report = paper_run
+    names = ["fits.png", "mse_vs_steps.png", "mse_vs_steps_grid.png", "results.json", "results.md"]
+    assert sorted(path.name for path in out.iterdir()) == names
+    for figure in names[:3]:
+        assert is_png(out / figure), figure
+    assert json.loads((out / "results.json").read_text()) == as_json(report)
+    assert report["study"] == paper_study(UPDATES).record()
+    assert report["evaluation"]["seeds"] == lane_seeds(SEEDS) and report["evaluation"]["tasks"] == TASKS
+    assert report["evaluation"]["scores"] == {"query": "K new points per task", "grid": "100 x in [-5, 5]"}
+    table = (out / "results.md").read_text()
+    command = re.search(r"Written by `(.*)`; every step", table)[1]
+    assert table == markdown_table(report["mse"], paper_study(UPDATES), TASKS, command)
+    assert table.count("## K = 10\n") == 2 and table.count("## K = 5, the K = 10 models\n") == 2
+    assert "K new points per task" in table and "100 x in [-5, 5]" in table and "(not fine-tuned)" in table
+    assert len(list(checkpoints.iterdir())) == 2 * len(STUDY_LEARNERS), "one model per learner and K"
+
+
+@pytest.mark.slow
+def test_a_short_run_has_every_learner_section_score_and_step_with_intervals_over_seeds(paper_run):
+    report = paper_run[3]
+    assert set(report["mse"]) == {"query", "grid"}
+    for score in ("query", "grid"):
+        assert set(report["mse"][score]) == set(STUDY_LEARNERS)
+        for name in STUDY_LEARNERS:
+            assert set(report["mse"][score][name]) == set(SECTIONS)
+            for result in report["mse"][score][name].values():
+                assert len(result["median"]) == len(result["diverged"]) == MAX_STEPS + 1
+                assert len(result["mean"]) == MAX_STEPS + 1 and np.shape(result["per_seed"]) == (SEEDS, MAX_STEPS + 1)
+                assert np.isfinite(result["mean"]).all() and (np.array(result["seed_ci95"]) > 0).all()
+                np.testing.assert_allclose(result["mean"], np.mean(result["per_seed"], axis=0))
+    for name in STUDY_LEARNERS:
+        assert report["learners"][name]["learner"] == LEARNERS[name].record()
+        for k in ("K=5", "K=10"):
+            record = report["learners"][name][k]
+            assert record["source"] == "trained" and record["updates"] == UPDATES
+            assert len(record["final_training_query_mse"]) == SEEDS
+
+
+@pytest.mark.slow
+def test_a_second_run_loads_every_learner_and_reproduces_the_numbers(evaluate, paper_run):
+    argv, _, _, report = paper_run
+    again = evaluate.main(argv)
+    assert all(record[k]["source"] == "checkpoint" for record in again["learners"].values() for k in ("K=5", "K=10"))
+    assert again["mse"] == report["mse"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_ctrl_c_says_which_learner_and_k_it_stopped_at_and_exits_130(tmp_path):
+    updates = 1_000  # eager (compiling starts at training.COMPILE_FROM): the interrupt lands in training
+    out, checkpoints, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
+    arguments = ["--protocol", "paper", "--updates", str(updates), "--seeds", "2", "--tasks", "4"]
+    arguments += ["--out-dir", str(out), "--checkpoint-dir", str(checkpoints)]
+    assert interrupt_after_progress(SCRIPT, arguments, updates, log) == 130
+    errors = log.read_text()
+    done = re.search(
+        r"interrupted maml, K=5, seeds 0-1, after ([\d,]+) of 1,000 updates; "
+        rf"no learner had finished, so no checkpoint was written; nothing was written to {re.escape(str(out))}\n",
+        errors,
+    )
+    assert done and int(done[1].replace(",", "")) > 0, errors
+    assert "Traceback" not in errors
+    assert not any(checkpoints.iterdir()) and not any(out.iterdir())
