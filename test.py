@@ -85,10 +85,11 @@ def learning_curve(
         for _, task in with_progress(sine.generator(episodes), episodes):
             for learner in learners:
                 learner.train(task)
-    except KeyboardInterrupt:  # Ctrl-C: plot and save the curve so far, then let the interrupt go on
+    except KeyboardInterrupt:  # Ctrl-C: plot and save the curve so far, then say so
         print(f"\ninterrupted after {len(maml.history):,} of {episodes:,} episodes", file=sys.stderr)
         plot()
-        raise
+        saved = f"the curve so far is saved to {out}" if out is not None else "the curve so far is drawn"
+        raise KeyboardInterrupt(saved) from None
     plot()
     return maml, scratch if plot_tfs else None
 
@@ -148,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             summary = [f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f}"]
             if scratch is not None:
                 summary.append(f"from scratch ({TFS_STEPS} Adam steps): query MSE {final_mse(scratch.history):.3f}")
-    except KeyboardInterrupt as interrupt:  # its message, if it has one, says why nothing was saved
-        raise KeyboardInterrupt(str(interrupt) or f"the curve so far is saved to {args.out}") from None
+    except KeyboardInterrupt as interrupt:  # its message, if it has one, says what was saved
+        raise KeyboardInterrupt(str(interrupt) or "interrupted before any curve was saved") from None
     for line in summary:
         print(f"{line} (mean of the last {FINAL_WINDOW} query losses)")
     print(f"{args.episodes} episodes in {time.perf_counter() - start:.1f} s; figure saved to {args.out}")

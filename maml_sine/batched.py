@@ -126,10 +126,14 @@ class _Lockstep:
             ):
                 shape = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__
                 raise ValueError(f"{name} must be a tensor of shape (N={len(self)}, B, n, {width}), got {shape}")
+            if not part.is_floating_point() or 0 in part.shape:
+                raise ValueError(f"{name} must hold floating-point numbers, at least one task and point, got {part}")
             checked.append(part.to(self.weights[0].dtype))
         for x_name, y_name, x, y in ((*TASK_PARTS[:2], *checked[:2]), (*TASK_PARTS[2:], *checked[2:])):
             if x.shape[:3] != y.shape[:3]:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
+        if checked[0].shape[1] != checked[2].shape[1]:
+            raise ValueError(f"train_x has {checked[0].shape[1]} tasks per learner but test_x {checked[2].shape[1]}")
         finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in checked]).all(dim=0)
         if not finite.all():
             raise ValueError(

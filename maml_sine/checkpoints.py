@@ -68,8 +68,14 @@ def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
         found = {key: checkpoint["record"].get(key) for key in differences}
         expected = {key: record.get(key) for key in differences}
         raise CheckpointError(path, f"holds {found}, expected {expected}; delete it or use --retrain")
+    if record["learner"]["algorithm"] is None:
+        raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, inputs = len(record["seeds"]), record["learner"]["inputs"]
     _check_shapes(path, checkpoint, count, inputs)
+    updates = checkpoint["losses"].shape[1]
+    if updates != record["protocol"]["updates"] or not (checkpoint["step"] == updates).all():
+        steps = checkpoint["step"].tolist()
+        raise CheckpointError(path, f"holds {updates} updates of losses and Adam steps {steps}: not one whole run")
     learners = BatchedMAML(list(zip(*checkpoint["weights"])), Algorithm(**record["learner"]["algorithm"]))
     learners.state = learners.state._replace(
         **{name: checkpoint[name] for name in STATE[1:]}, step=checkpoint["step"].float()
@@ -97,6 +103,8 @@ def _read(path: Path) -> dict[str, Any]:
     missing = [field for field in ("record", *STATE, "step", "losses") if field not in checkpoint]
     if missing:
         raise CheckpointError(path, f"missing field(s) {', '.join(missing)}")
+    if not isinstance(checkpoint["record"], dict):
+        raise CheckpointError(path, f"its record is a {type(checkpoint['record']).__name__}, not a dict")
     return checkpoint
 
 
@@ -112,5 +120,10 @@ def _check_shapes(path: Path, checkpoint: dict[str, Any], count: int, inputs: in
                 raise CheckpointError(path, f"its {name}[{index}] is not a {expected} torch.float32 tensor")
     for name, shape in (("step", (count,)), ("losses", (count, None))):
         tensor = checkpoint[name]
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != len(shape) or tensor.shape[0] != count:
-            raise CheckpointError(path, f"its {name} is not a tensor of shape {shape} (None: any length)")
+        if (
+            not isinstance(tensor, torch.Tensor)
+            or not tensor.is_floating_point()
+            or tensor.ndim != len(shape)
+            or tensor.shape[0] != count
+        ):
+            raise CheckpointError(path, f"its {name} is not a float tensor of shape {shape} (None: any length)")

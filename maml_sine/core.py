@@ -188,6 +188,7 @@ def compiled(function: Callable) -> Callable:
     counts the guard as failed: a KeyboardInterrupt raised there is lost, and the call recompiles and
     runs on (torch 2.13; about 0.7% of the signals sent at random moments of a compiled run). So the
     SIGINTs are counted, and a call during which one arrived raises KeyboardInterrupt when it returns.
+    The counting handler stays installed for the rest of the process; it raises as Python's own does.
     """
     fast = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
     chosen: list[Callable] = []
@@ -209,8 +210,8 @@ def compiled(function: Callable) -> Callable:
                 print(f"compiling unavailable ({type(error).__name__}); running eager", file=sys.stderr)
                 chosen.append(function)
                 result = function(*args, **kwargs)
-        if _sigints[0] != sigints:
-            raise KeyboardInterrupt  # one that torch's guards swallowed
+        if _sigints[0] != sigints and threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt  # one that torch's guards swallowed (Python delivers it to the main thread)
         return result
 
     return call

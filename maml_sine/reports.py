@@ -56,7 +56,7 @@ def plot_mse_against_steps(results: Mapping, study: Study, num_tasks: int, out: 
     figure = Figure(figsize=(5.5 * len(study.sections), 4.6 * len(rows)))
     panels = figure.subplots(len(rows), len(study.sections), sharey=True, sharex=True, squeeze=False)
     steps = np.arange(MAX_STEPS + 1)
-    for column, (section, _, k) in enumerate(study.sections):
+    for column, (section, trained_k, k) in enumerate(study.sections):
         for name in study.learners:
             label, color = style(name)
             result = results[name][section]
@@ -73,7 +73,7 @@ def plot_mse_against_steps(results: Mapping, study: Study, num_tasks: int, out: 
                 top.plot(stable, np.array(seed_mean)[stable], color=color, linewidth=0.5, alpha=0.35)
             if study.medians:
                 panels[1, column].plot(steps, result["median"], marker="o", markersize=3.5, color=color, label=label)
-        title = f"K = {k}" if section == str(k) else f"K = {k}, the K = {section.split('=')[-1]} models"
+        title = f"K = {k}" if trained_k == k or len(study.training) == 1 else f"K = {k}, the K = {trained_k} models"
         for axes, row in zip(panels[:, column], rows):
             _mse_against_steps_axes(axes, f"{title}: {row} over tasks" if study.medians else f"{title} support points")
     for axes in panels[:, 0]:
@@ -163,7 +163,7 @@ def plot_fits(
     `fits`: {learner: {K: its predictions on the grid after each step, (steps + 1, m)}}."""
     grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
     figure = Figure(figsize=(15, 7))
-    panels = figure.subplots(len(SUPPORT_SIZES), len(learners), sharex=True, sharey=True)
+    panels = figure.subplots(len(SUPPORT_SIZES), len(learners), sharex=True, sharey=True, squeeze=False)
     styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
     for row, k in zip(panels, SUPPORT_SIZES):
         support_x, support_y = (tensor[task].numpy().ravel() for tensor in tasks.support(k))

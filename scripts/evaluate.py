@@ -206,6 +206,8 @@ def _main_with_clear_errors(argv: Sequence[str]) -> None:
         main(argv)
     except CheckpointError as error:
         sys.exit(f"error: {error}")
+    except FloatingPointError as error:  # a learner whose loss or meta-gradient overflowed: no checkpoint of it
+        sys.exit(f"error: {error}; that learner was not saved")
 
 
 if __name__ == "__main__":

@@ -74,11 +74,12 @@ def train_run(run: dict, first_order: bool, seeds: list[tuple[int, int]], episod
     label = f"K={run['k']}, S={run['num_steps']}, {'first' if first_order else 'second'} order"
     train_in_lockstep({"maml": learners}, assignment_protocol(run["k"]).streams(seeds), episodes, label, "episode")
     histories, norms = learners.histories, learners.gradient_norm_histories
+    final_weights = [learners.initialization(lane) for lane in range(len(seeds))]
     replayed = {}
     for lane in sorted(learners.diverged_at) if clip is None else []:
         replayed[str(lane)] = replay(seeds[lane], run, first_order, episodes)
-        if replayed[str(lane)]["diverged_at_episode"] is None:
-            histories[lane] = replayed[str(lane)].pop("history")
+        if replayed[str(lane)]["diverged_at_episode"] is None:  # MAML.train went on: the lane is its run
+            histories[lane], norms[lane], final_weights[lane] = replayed[str(lane)].pop("run")
     usable = episodes // CURVE_EVERY * CURVE_EVERY
     final = histories[:, -FINAL_WINDOW:].mean(axis=1)
     return {
@@ -89,23 +90,27 @@ def train_run(run: dict, first_order: bool, seeds: list[tuple[int, int]], episod
         },
         "curves": histories[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).mean(axis=2).tolist(),
         "gradient_norm_curves": norms[:, :usable].reshape(len(seeds), -1, CURVE_EVERY).max(axis=2).tolist(),
-        "largest_gradient_norm": np.nanmax(norms, axis=1).tolist(),
-        "dead_units": [dead_units(learners.initialization(lane)) for lane in range(len(seeds))],
+        "largest_gradient_norm": [float(np.nanmax(lane)) if np.isfinite(lane).any() else None for lane in norms],
+        "dead_units": [dead_units(weights) for weights in final_weights],
     }
 
 
 def replay(seed: tuple[int, int], run: dict, first_order: bool, episodes: int) -> dict:
-    """The grader's own run of one seed: `MAML.train` on its stream. Returns its history, or where it raised."""
+    """The grader's own run of one seed: `MAML.train` on its stream. Returns where it raised, or its run:
+    the query losses, the meta-gradient norms (of the gradient each update left in `.grad`), the final weights."""
     numpy_seed, torch_seed = seed
     torch.manual_seed(torch_seed)
     maml = MAML(run["num_steps"], first_order=first_order)
     stream = SineGenerator(run["k"], QUERY_POINTS, rng=np.random.RandomState(numpy_seed))
+    norms = []
     for episode, (_, task) in enumerate(tqdm(stream.generator(episodes), total=episodes, desc=f"replay {seed}")):
         try:
             maml.train(task)
         except FloatingPointError:
-            return {"diverged_at_episode": episode + 1, "history": None}
-    return {"diverged_at_episode": None, "history": np.array(maml.history)}
+            return {"diverged_at_episode": episode + 1}
+        norms.append(sum(weight.grad.double().square().sum() for weight in maml.initialization).sqrt().item())
+    run_of_maml = (np.array(maml.history), np.array(norms), [weight.detach() for weight in maml.initialization])
+    return {"diverged_at_episode": None, "run": run_of_maml}
 
 
 def summary(final_mse: Sequence[float], threshold: float) -> dict:

@@ -77,11 +77,32 @@ def test_each_learner_takes_the_updates_of_maml_train(num_steps, k, first_order)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("num_steps, k, num_learners", [(1, 10, 1), (5, 5, 2)], ids=["one-learner", "K5-S5"])
-def test_compiled_learners_take_the_updates_of_maml_train(num_steps, k, num_learners):
+@pytest.mark.parametrize(
+    "num_steps, k, num_learners, first_order",
+    [(1, 10, 1, False), (5, 5, 2, False), (2, 5, 2, True)],
+    ids=["one-learner", "K5-S5", "first-order"],
+)
+def test_compiled_learners_take_the_updates_of_maml_train(num_steps, k, num_learners, first_order):
     """The compiled path, for one learner (the single-learner fast path) and for several."""
-    learners, initializations, batches = run_batched(num_steps, k, 200, num_learners, compile=True)
-    assert_lanes_took_the_updates_of_maml_train(learners, initializations, batches, num_steps)
+    learners, initializations, batches = run_batched(
+        num_steps, k, 200, num_learners, compile=True, first_order=first_order
+    )
+    assert_lanes_took_the_updates_of_maml_train(learners, initializations, batches, num_steps, first_order)
+
+
+@pytest.mark.slow
+def test_compiled_learners_clip_and_stop_as_the_eager_ones():
+    """What the graders' margin study runs: compiled, clipped, and a lane that overflows and stops."""
+    runs = []
+    for compile in (False, True):
+        learners, _, batches = run_batched(1, 10, 20, compile=compile, max_meta_gradient_norm=0.5, stop_diverged=True)
+        learners.train(scaled(batches[0], 1, 1e30))
+        learners.train(batches[1])
+        runs.append(learners)
+    eager, fast = runs
+    assert eager.diverged_at == fast.diverged_at == {1: 20}
+    np.testing.assert_allclose(fast.histories, eager.histories, rtol=TOLERANCE)
+    np.testing.assert_allclose(fast.gradient_norm_histories, eager.gradient_norm_histories, rtol=TOLERANCE)
 
 
 @pytest.mark.slow
@@ -176,8 +197,14 @@ def test_an_overflowing_learner_is_named_and_no_learner_changes():
         (lambda tasks: [tasks[0][:2], *tasks[1:]], r"train_x must be a tensor of shape \(N=3, B, n, 1\), got \(2, 1"),
         (lambda tasks: [*tasks[:3], tasks[3][:, :, :7]], r"test_x \(3, 1, 40, 1\) and test_y \(3, 1, 7, 1\) differ"),
         (lambda tasks: [*tasks[:3], tasks[3].index_fill(0, torch.tensor([2]), math.nan)], r"learner\(s\) \[2\].*NaN"),
+        (
+            lambda tasks: [*tasks[:2], *(part.repeat(1, 2, 1, 1) for part in tasks[2:])],
+            "1 tasks per learner but test_x 2",
+        ),
+        (lambda tasks: [tasks[0][:, :, :0], tasks[1][:, :, :0], *tasks[2:]], "train_x must hold .* at least one task"),
+        (lambda tasks: [*tasks[:2], tasks[2].long(), tasks[3]], "test_x must hold floating-point numbers"),
     ],
-    ids=["three-parts", "wrong-N", "lengths-differ", "NaN"],
+    ids=["three-parts", "wrong-N", "lengths-differ", "NaN", "tasks-differ", "empty-support", "int"],
 )
 def test_a_malformed_batch_is_refused_and_no_learner_changes(corrupt, message):
     learners, _, _ = run_batched(1, 10, 3)
@@ -311,7 +338,16 @@ def test_compiling_falls_back_to_eager_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.count("compiling unavailable (RuntimeError); running eager") == 1
 
 
-def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch):
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler for the test, whatever the process started with (a shell starts
+    background jobs with SIGINT ignored); the handler it had is put back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch, python_sigint_handler):
     """torch's compiler wraps what it catches; a Ctrl-C inside it must still stop the program."""
 
     def interrupted_compile(function, **options):
@@ -329,7 +365,7 @@ def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch)
         compiled(lambda x: x + 1)(torch.tensor(1))
 
 
-def test_a_ctrl_c_that_a_compiled_call_swallows_still_stops_the_program(monkeypatch):
+def test_a_ctrl_c_that_a_compiled_call_swallows_still_stops_the_program(monkeypatch, python_sigint_handler):
     """As torch's guard code does: the KeyboardInterrupt is raised inside the call and cleared there."""
 
     def swallowing_compile(function, **options):

@@ -1,6 +1,8 @@
 """maml_sine.checkpoints: an exact round trip, a record that must match field by field, clear refusals of bad
 files, and saves that never destroy the old file."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,9 @@ from maml_sine.training import lane_seeds, trained_or_loaded
 PROTOCOL = paper_protocol(5, updates=3)
 
 
-def record_of(name="maml", protocol=ASSIGNMENT, seeds=None):
+def record_of(name="maml", protocol=None, seeds=None):
+    """The record of learners trained under `protocol` (default: the assignment's, 4 updates, as `trained_learners`)."""
+    protocol = protocol or replace(ASSIGNMENT, updates=4)
     seeds = seeds or lane_seeds(3)
     return {"learner": LEARNERS[name].record(), "protocol": protocol.record(), "seeds": [list(s) for s in seeds]}
 
@@ -127,10 +131,23 @@ def rewritten(tmp_path, change):
         (lambda c: c.update(weights=[]), r"its weights must be a list of 6 tensors"),
         (lambda c: c["exp_avgs"].__setitem__(2, torch.zeros(3, 40, 30)), r"its exp_avgs\[2\] is not a \(3, 40, 40\)"),
         (lambda c: c["weights"].__setitem__(0, torch.zeros(3, 40, 1).double()), r"weights\[0\] is not .*float32"),
-        (lambda c: c.update(step=torch.zeros(2)), r"its step is not a tensor of shape \(3,\)"),
-        (lambda c: c.update(losses=torch.zeros(5)), r"its losses is not a tensor of shape \(3, None\)"),
+        (lambda c: c.update(step=torch.zeros(2)), r"its step is not a float tensor of shape \(3,\)"),
+        (lambda c: c.update(losses=torch.zeros(5)), r"its losses is not a float tensor of shape \(3, None\)"),
+        (lambda c: c.update(losses=c["losses"][:, :1]), r"holds 1 updates of losses and Adam steps \[4.0, 4.0, 4.0\]"),
+        (lambda c: c.update(step=torch.full((3,), 7.0)), r"holds 4 updates of losses and Adam steps \[7.0"),
+        (lambda c: c.update(record=[1, 2]), "its record is a list, not a dict"),
     ],
-    ids=["weight-count", "no-weights", "moment-shape", "dtype", "steps", "losses"],
+    ids=[
+        "weight-count",
+        "no-weights",
+        "moment-shape",
+        "dtype",
+        "steps",
+        "losses",
+        "cut-losses",
+        "steps-ahead",
+        "record",
+    ],
 )
 def test_a_misshapen_checkpoint_is_refused(tmp_path, change, message):
     with pytest.raises(CheckpointError, match=message):
@@ -144,7 +161,8 @@ def test_missing_file_is_refused(tmp_path):
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "learners.pt"
-    save(trained_learners(episodes=2)[0], record_of(), path)
+    two_updates = record_of(protocol=replace(ASSIGNMENT, updates=2))
+    save(trained_learners(episodes=2)[0], two_updates, path)
     previous = path.read_bytes()
 
     def save_half_then_fail(content, file):
@@ -157,7 +175,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == previous
     assert list(tmp_path.iterdir()) == [path], "no temporary file may be left behind"
     monkeypatch.undo()
-    assert load(path, record_of()).histories.shape == (3, 2)
+    assert load(path, two_updates).histories.shape == (3, 2)
 
 
 def test_stopped_learners_are_not_saved(tmp_path):
