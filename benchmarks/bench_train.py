@@ -204,12 +204,13 @@ def one_step_deviation(num_steps: int, tasks: list) -> float:
     torch.manual_seed(SEED)
     readable = MAML(num_steps)
     fast, worst = compiled_maml(num_steps), 0.0
-    for task in tasks:
+    readable.train(tasks[0])  # from here on, Adam has a state to copy
+    for task in tasks[1:]:
         state = [readable.meta_optimizer.state[weight] for weight in readable.initialization]
         fast.learners.state = LearnerState(
             [weight.detach()[None].clone() for weight in readable.initialization],
             *([adam[key][None].clone() for adam in state] for key in ("exp_avg", "exp_avg_sq")),
-            step=torch.tensor([state[0]["step"].item() if state else 0.0]),
+            step=torch.tensor([state[0]["step"].item()]),
         )
         readable.train(task)
         fast.train(task)

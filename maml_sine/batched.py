@@ -25,7 +25,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from assignment import TASK_PARTS
+from assignment import TASK_PARTS, all_finite
 from maml_sine.core import Algorithm, compiled, fresh_state, many, meta_step, scratch_losses
 from utils import LAYER_SIZES, BaseLearner
 
@@ -134,8 +134,8 @@ class _Lockstep:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
         if checked[0].shape[1] != checked[2].shape[1]:
             raise ValueError(f"train_x has {checked[0].shape[1]} tasks per learner but test_x {checked[2].shape[1]}")
-        finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in checked]).all(dim=0)
-        if not finite.all():
+        if not all_finite(checked):  # one sum over everything; which learner, only when something is wrong
+            finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in checked]).all(dim=0)
             raise ValueError(
                 f"learner(s) {_indices(~finite)}: the tasks hold NaN or infinite values; no learner changed"
             )
@@ -186,17 +186,18 @@ class BatchedMAML(_Lockstep):
         with torch.no_grad():  # torch.func tracks its own gradients
             state, losses, norms, finite = self._step(self.state, tasks, self.active)
         diverged = self.active & ~finite
-        if diverged.any() and not self.stop_diverged:
-            raise FloatingPointError(
-                f"learner(s) {_indices(diverged)}: the query loss or meta-gradient is not finite; no learner changed"
-            )
+        if diverged.any():
+            if not self.stop_diverged:
+                bad = _indices(diverged)
+                raise FloatingPointError(
+                    f"learner(s) {bad}: the query loss or meta-gradient is not finite; no learner changed"
+                )
+            for learner in _indices(diverged):
+                self.diverged_at[learner] = len(self.losses)
+            self.active = self.active & finite
         self.state = state
-        for learner in _indices(diverged):
-            self.diverged_at[learner] = len(self.losses)
-        self.active = self.active & finite
-        nan = torch.tensor(float("nan"))
-        self.losses.append(torch.where(self.active, losses.mean(dim=1), nan))
-        self.gradient_norms.append(torch.where(self.active, norms, nan))
+        self.losses.append(losses)  # NaN for a learner that has stopped
+        self.gradient_norms.append(norms)
 
 
 class BatchedTrainFromScratch(_Lockstep):

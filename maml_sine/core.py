@@ -138,9 +138,10 @@ def meta_step(
 ) -> tuple[LearnerState, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses.
 
-    Returns the new state, the B query losses, the meta-gradient's L2 norm (float64, before
-    any clipping) and whether the losses and the meta-gradient are all finite. The state
-    changes only if `active` (a 0-d bool) and finite: where `MAML.train` raises, it stays.
+    Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
+    any clipping), both NaN unless the update was applied, and whether the losses and the
+    meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
+    where `MAML.train` raises, it stays.
     """
     meta_gradients, losses = meta_gradient(state.weights, tasks, algorithm=algorithm)
     finite = all_finite([losses, *meta_gradients])
@@ -155,7 +156,8 @@ def meta_step(
         *([torch.where(apply, new, old) for new, old in zip(news, olds)] for news, olds in zip(stepped[:3], state[:3])),
         torch.where(apply, stepped.step, state.step),
     )
-    return new_state, losses, norm, finite
+    nan = torch.full((), float("nan"))
+    return new_state, torch.where(apply, losses.mean(), nan), torch.where(apply, norm, nan.double()), finite
 
 
 def scratch_losses(weights: Sequence[torch.Tensor], tasks: Sequence[torch.Tensor], *, num_steps: int) -> torch.Tensor:

@@ -26,3 +26,9 @@ def test_textbook_loop_takes_the_update_of_maml_train(benchmark, num_steps, supp
         assert textbook.history[-1] == pytest.approx(maml.history[-1], rel=1e-6)
         for mine, theirs in zip(weights_of(maml), textbook.weights, strict=True):
             torch.testing.assert_close(mine, theirs.detach(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_the_compiled_update_from_maml_trains_state_differs_by_rounding_only(benchmark):
+    """The benchmark's one-update deviation: the compiled path started from `MAML.train`'s weights and Adam state."""
+    assert benchmark.one_step_deviation(1, benchmark.draw_tasks(20, 10)) < 1e-5
