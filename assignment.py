@@ -54,7 +54,7 @@ class MAML:
         inner_lr: float = INNER_LR,
         meta_lr: float = META_LR,
     ) -> None:
-        _check_options(num_steps, first_order, inner_lr, meta_lr)
+        check_options(num_steps, first_order, inner_lr, meta_lr)
         self.num_steps = num_steps
         self.first_order = first_order
         self.inner_lr = inner_lr
@@ -107,7 +107,7 @@ class MAML:
             )
 
 
-def _check_options(num_steps: object, first_order: object, inner_lr: object, meta_lr: object) -> None:
+def check_options(num_steps: object, first_order: object, inner_lr: object, meta_lr: object) -> None:
     """Refuse bad constructor arguments before anything is drawn from torch's RNG.
 
     (utils.py refuses its own input alike: each file is taken alone by a grader, so each checks its own.)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from assignment import INNER_LR, META_LR, all_finite
+from assignment import INNER_LR, META_LR, all_finite, check_options
 from utils import BaseLearner
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as MAML and TrainFromScratch use them
@@ -56,8 +56,7 @@ class Algorithm:
     max_meta_gradient_norm: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 0:
-            raise ValueError(f"num_steps must be an int >= 0, got {self.num_steps!r}")
+        check_options(self.num_steps, self.first_order, self.inner_lr, self.meta_lr)  # as `MAML` checks them
         if self.max_meta_gradient_norm is not None and not 0 < self.max_meta_gradient_norm < float("inf"):
             raise ValueError(f"max_meta_gradient_norm must be positive and finite, got {self.max_meta_gradient_norm}")
 
