@@ -569,7 +569,7 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     checkpoints.mkdir()
     updates = 4_000  # eager (compiling starts at training.COMPILE_FROM): the interrupt lands in training
     first = checkpoints / f"assignment-maml-K10-{updates}-seeds0-0.pt"  # as if MAML were trained: loaded
-    saved_learners("maml", lane_seeds(1), first, record_of("maml", updates, lane_seeds(1)))
+    saved_learners("maml", lane_seeds(1), first, record_of("maml", updates, lane_seeds(1)), updates=updates)
     saved = first.read_bytes()
     returncode = interrupt_after_progress(SCRIPT, arguments(tmp_path, updates=updates), updates, log)
     errors = log.read_text()
