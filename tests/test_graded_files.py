@@ -91,9 +91,8 @@ def run_beside(utils_file: Path, folder: Path, script: str, *args: object, one_t
     environment = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH="")
     if one_thread:
         environment["OMP_NUM_THREADS"] = "1"
-    else:  # passive: waiting threads sleep, which on a busy machine is many times faster; the numbers are the same
+    else:
         environment.pop("OMP_NUM_THREADS", None)
-        environment["OMP_WAIT_POLICY"] = "PASSIVE"
     completed = subprocess.run(
         [sys.executable, "-c", script, *map(str, args)],
         cwd=folder,
