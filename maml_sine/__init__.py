@@ -7,11 +7,13 @@ and depends on them, never the reverse:
     core         one meta-update, written once: pure functions of a learner's state (inner loop,
                  meta-gradient, Adam as arithmetic, the finite guard), vmapped over learners, compiled
     batched      N learners trained in lockstep on that core: many seeds for the price of a few
-    streams      task streams, one per seed: the assignment's and the paper's
+    streams      task streams, one per seed: the assignment's, the paper's, and one task per regressor
     learners     learners, protocols and studies as frozen records (the registry)
     training     the one training loop (progress bar, Ctrl-C), seeds, and the checkpoint cache
+    multitask    the paper's multi-task baselines: many one-task regressors, averaged
     checkpoints  lockstep learners saved to one file with the record of what they are; mismatches refused
-    evaluation   held-out tasks, SGD on all of them at once, the summary statistics
+    evaluation   held-out tasks, SGD on all of them at once, tuned step sizes, curvature, the summaries
+    studies      a study run: every learner trained or loaded, tuned, scored, its curvature recorded
     reports      the evaluation's figures and tables, and each learner's label and colour
     curves       `python test.py --seeds N` and `--fast`
     files        text and strict JSON, written atomically

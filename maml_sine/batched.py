@@ -151,7 +151,10 @@ class BatchedMAML(_Lockstep):
     A learner whose loss or meta-gradient is not finite raises, as in `MAML.train`, and no
     learner changes. With `stop_diverged=True` that learner stops instead: it keeps the
     state it had before that update, records NaN from then on, and the others go on
-    (`diverged_at` says where each one stopped).
+    (`diverged_at` says where each one stopped). `stop(learners)` stops learners on purpose.
+
+    `anchors` (one list of 6 tensors per learner) is where `algorithm.weight_decay` pulls each
+    learner's weights; zero if not given.
     """
 
     def __init__(
@@ -161,8 +164,15 @@ class BatchedMAML(_Lockstep):
         *,
         compile: bool = False,
         stop_diverged: bool = False,
+        anchors: Sequence[Sequence[torch.Tensor]] | None = None,
     ) -> None:
         super().__init__(initializations)
+        if anchors is None:
+            self.anchors = [torch.zeros_like(weight) for weight in self.weights]
+        else:
+            self.anchors = [torch.stack([w.detach() for w in layer]) for layer in zip(*anchors)]
+            if [a.shape for a in self.anchors] != [w.shape for w in self.weights]:
+                raise ValueError("anchors must be shaped as the initializations: one list of 6 tensors per learner")
         self.algorithm = algorithm
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
@@ -184,7 +194,7 @@ class BatchedMAML(_Lockstep):
         """
         tasks = self.checked(tasks)
         with torch.no_grad():  # torch.func tracks its own gradients
-            state, losses, norms, finite = self._step(self.state, tasks, self.active)
+            state, losses, norms, finite = self._step(self.state, tasks, self.active, self.anchors)
         diverged = self.active & ~finite
         if diverged.any():
             if not self.stop_diverged:
@@ -198,6 +208,10 @@ class BatchedMAML(_Lockstep):
         self.state = state
         self.losses.append(losses)  # NaN for a learner that has stopped
         self.gradient_norms.append(norms)
+
+    def stop(self, learners: torch.Tensor) -> None:
+        """Stop the learners where `learners` (N bools) is True: they keep their weights and record NaN from now on."""
+        self.active = self.active & ~learners
 
 
 class BatchedTrainFromScratch(_Lockstep):

@@ -9,7 +9,7 @@ which unpickles tensors and plain containers only, never arbitrary objects.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -61,17 +61,11 @@ def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
     the problem otherwise. `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]`
     one (numpy seed, torch seed) pair per learner."""
     path = Path(path)
-    checkpoint = _read(path)
-    if checkpoint["record"] != record:
-        differences = sorted(key for key in {*record, *checkpoint["record"]}
-                             if checkpoint["record"].get(key) != record.get(key))  # fmt: skip
-        found = {key: checkpoint["record"].get(key) for key in differences}
-        expected = {key: record.get(key) for key in differences}
-        raise CheckpointError(path, f"holds {found}, expected {expected}; delete it or use --retrain")
+    checkpoint = _read(path, record, (*STATE, "step", "losses"))
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, inputs = len(record["seeds"]), record["learner"]["inputs"]
-    _check_shapes(path, checkpoint, count, inputs)
+    _check_shapes(path, checkpoint, STATE, count, inputs)
     updates = checkpoint["losses"].shape[1]
     if updates != record["protocol"]["updates"] or not (checkpoint["step"] == updates).all():
         steps = checkpoint["step"].tolist()
@@ -85,8 +79,33 @@ def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
     return learners
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """Load the checkpoint at `path` and check its format; every problem becomes a `CheckpointError`."""
+def save_networks(
+    networks: Sequence[Sequence[torch.Tensor]], scores: torch.Tensor, record: Mapping[str, Any], path: str | os.PathLike
+) -> None:  # fmt: skip
+    """Write networks that are not trained any further (one per seed, BaseLearner's 6 tensors each) with
+    `scores` (float, (N, m): what they were measured at) and the `record` of what they are, atomically."""
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "record": dict(record),
+        "weights": [torch.stack([w.detach() for w in layer]) for layer in zip(*networks)],
+        "losses": scores.detach().clone(),
+    }
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
+def load_networks(path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """The networks and scores `save_networks` wrote at `path`, if its record is `record` (with one entry of
+    `record["seeds"]` per network); a `CheckpointError` otherwise."""
+    path = Path(path)
+    checkpoint = _read(path, record, ("weights", "losses"))
+    _check_shapes(path, checkpoint, ("weights",), len(record["seeds"]), inputs=1)
+    return [list(network) for network in zip(*checkpoint["weights"])], checkpoint["losses"]
+
+
+def _read(path: Path, record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """Load the checkpoint at `path`, check its format, that it has `fields` and that its record is `record`,
+    field by field; every problem becomes a `CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(path, "no such file")
     try:
@@ -100,17 +119,24 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(path, f"not a {FORMAT} file (it holds a {type(checkpoint).__name__})")
     if checkpoint.get("version") != VERSION:
         raise CheckpointError(path, f"format version {checkpoint.get('version')!r}; this code reads version {VERSION}")
-    missing = [field for field in ("record", *STATE, "step", "losses") if field not in checkpoint]
+    missing = [field for field in ("record", *fields) if field not in checkpoint]
     if missing:
         raise CheckpointError(path, f"missing field(s) {', '.join(missing)}")
     if not isinstance(checkpoint["record"], dict):
         raise CheckpointError(path, f"its record is a {type(checkpoint['record']).__name__}, not a dict")
+    if checkpoint["record"] != record:
+        differences = sorted(key for key in {*record, *checkpoint["record"]}
+                             if checkpoint["record"].get(key) != record.get(key))  # fmt: skip
+        found = {key: checkpoint["record"].get(key) for key in differences}
+        expected = {key: record.get(key) for key in differences}
+        raise CheckpointError(path, f"holds {found}, expected {expected}; delete it or use --retrain")
     return checkpoint
 
 
-def _check_shapes(path: Path, checkpoint: dict[str, Any], count: int, inputs: int) -> None:
-    """Every tensor of `count` learners must have its weight's shape with `count` in front."""
-    for name in STATE:
+def _check_shapes(path: Path, checkpoint: dict[str, Any], names: Sequence[str], count: int, inputs: int) -> None:
+    """Every tensor of `names` (lists of 6) of `count` learners must have its weight's shape with `count` in
+    front, and the step count (if any) and losses one row per learner."""
+    for name in names:
         tensors = checkpoint[name]
         if not isinstance(tensors, list) or len(tensors) != len(LAYER_SIZES) * 2 - 2:
             raise CheckpointError(path, f"its {name} must be a list of {len(LAYER_SIZES) * 2 - 2} tensors")
@@ -119,6 +145,8 @@ def _check_shapes(path: Path, checkpoint: dict[str, Any], count: int, inputs: in
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected or tensor.dtype != torch.float32:
                 raise CheckpointError(path, f"its {name}[{index}] is not a {expected} torch.float32 tensor")
     for name, shape in (("step", (count,)), ("losses", (count, None))):
+        if name not in checkpoint:
+            continue
         tensor = checkpoint[name]
         if (
             not isinstance(tensor, torch.Tensor)

@@ -47,6 +47,8 @@ class Algorithm:
     `num_steps` 0 is the pretrained network (fitted to the tasks' points directly).
     `max_meta_gradient_norm` scales a longer meta-gradient down to that L2 norm before Adam
     (an experiment against rare spikes; None, the default, as in `MAML.train`).
+    `weight_decay` adds an L2 pull towards the learner's anchor (zero unless given) to the
+    gradient, as `torch.optim.Adam(weight_decay=...)` adds it towards zero; 0, the default, as in `MAML.train`.
     """
 
     num_steps: int
@@ -54,11 +56,14 @@ class Algorithm:
     inner_lr: float = INNER_LR
     meta_lr: float = META_LR
     max_meta_gradient_norm: float | None = None
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         check_options(self.num_steps, self.first_order, self.inner_lr, self.meta_lr)  # as `MAML` checks them
         if self.max_meta_gradient_norm is not None and not 0 < self.max_meta_gradient_norm < float("inf"):
             raise ValueError(f"max_meta_gradient_norm must be positive and finite, got {self.max_meta_gradient_norm}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be zero or positive and finite, got {self.weight_decay}")
 
 
 class LearnerState(NamedTuple):
@@ -133,14 +138,16 @@ def meta_gradient(
 
 
 def meta_step(
-    state: LearnerState, tasks: Sequence[torch.Tensor], active: torch.Tensor, *, algorithm: Algorithm
-) -> tuple[LearnerState, torch.Tensor, torch.Tensor, torch.Tensor]:
+    state: LearnerState, tasks: Sequence[torch.Tensor], active: torch.Tensor, anchor: Sequence[torch.Tensor], *,
+    algorithm: Algorithm,
+) -> tuple[LearnerState, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses.
 
     Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
-    any clipping), both NaN unless the update was applied, and whether the losses and the
-    meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
-    where `MAML.train` raises, it stays.
+    any clipping or weight decay), both NaN unless the update was applied, and whether the losses and
+    the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
+    where `MAML.train` raises, it stays. `anchor` (6 tensors like the weights) is where
+    `algorithm.weight_decay` pulls the weights.
     """
     meta_gradients, losses = meta_gradient(state.weights, tasks, algorithm=algorithm)
     finite = all_finite([losses, *meta_gradients])
@@ -149,6 +156,10 @@ def meta_step(
     if algorithm.max_meta_gradient_norm is not None:
         scale = (algorithm.max_meta_gradient_norm / norm).clamp(max=1.0).to(meta_gradients[0].dtype)
         meta_gradients = [gradient * scale for gradient in meta_gradients]
+    if algorithm.weight_decay:  # the gradient of weight_decay / 2 * |weights - anchor|^2
+        meta_gradients = [
+            g + algorithm.weight_decay * (w - a) for g, w, a in zip(meta_gradients, state.weights, anchor)
+        ]
     stepped = adam(state, meta_gradients, algorithm.meta_lr)
     apply = active & finite
     new_state = LearnerState(

@@ -19,7 +19,7 @@ from functools import partial
 
 import numpy as np
 import torch
-from torch.func import vmap
+from torch.func import grad, vmap
 
 from maml_sine.core import adapted, mse
 from maml_sine.streams import with_amplitude_and_phase
@@ -28,9 +28,14 @@ from utils import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, BaseLearner
 HELD_OUT_SEED = 3_031_703  # any fixed seed; the held-out tasks never come from np.random
 HELD_OUT_TASKS = 600
 SUPPORT_SIZES = (5, 10)
+BASE_POINTS = 10  # support and query points per task drawn as the first runs drew them
 MAX_STEPS = 10
 GRID_X = np.linspace(*X_RANGE, 100)
 Z_95 = 1.96  # two-sided 95% quantile of the normal distribution
+TEST_LR_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)  # the step sizes a "tuned" learner chooses from
+VALIDATION_SEED = HELD_OUT_SEED + 1  # the tasks step sizes are tuned on: never the evaluation's
+VALIDATION_TASKS = 200
+POWER_ITERATIONS = 20
 # A task's MSE above this counts as diverged: predicting y = 0 everywhere scores a^2 / 2 <= 12.5 on average.
 DIVERGED = 100.0
 
@@ -86,17 +91,23 @@ def draw_held_out_tasks(
 ) -> HeldOutTasks:
     """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support and query x ~ U[-5, 5).
 
-    Task i uses row i of one (num_tasks, 2 + max_support) block of uniform draws, and row i
-    of a block of query x from a second stream of the same seed, so the first tasks are the
-    same whatever `num_tasks` is. `grid` holds the x to score on.
+    Task i uses row i of one (num_tasks, 2 + 10) block of uniform draws (a, p and 10 support x),
+    and row i of a block of 10 query x from a second stream of the same seed; support and query
+    x beyond the 10th (up to `max_support`) come from two more streams. So the first tasks, and
+    their first 10 points, are the same whatever `num_tasks` and `max_support` are. `grid` holds
+    the x to score on.
     """
-    unit = np.random.default_rng(seed).random((num_tasks, 2 + max_support))
-    # A stream of its own: the support points (and the scores on the grid) stay those of runs before it.
-    query_unit = np.random.default_rng([seed, 1]).random((num_tasks, max_support, 1))
+    unit = np.random.default_rng(seed).random((num_tasks, 2 + BASE_POINTS))
+    # Streams of their own: the support points (and the scores on the grid) stay those of runs before them.
+    query_unit = np.random.default_rng([seed, 1]).random((num_tasks, BASE_POINTS, 1))
+    more = max(max_support - BASE_POINTS, 0)
+    more_support, more_query = (np.random.default_rng([seed, stream]).random((num_tasks, more, 1)) for stream in (2, 3))
+    support_unit = np.concatenate([unit[:, 2:, None], more_support], axis=1)[:, :max_support]
+    query_unit = np.concatenate([query_unit, more_query], axis=1)[:, :max_support]
     return HeldOutTasks(
         amplitudes=_scale(unit[:, 0], AMPLITUDE_RANGE),
         phases=_scale(unit[:, 1], PHASE_RANGE),
-        support_x=torch.from_numpy(_scale(unit[:, 2:, None], X_RANGE).astype(np.float32)),
+        support_x=torch.from_numpy(_scale(support_unit, X_RANGE).astype(np.float32)),
         query_x=torch.from_numpy(_scale(query_unit, X_RANGE).astype(np.float32)),
         grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)),
     )
@@ -112,9 +123,11 @@ def sgd_steps(
     """Yield the batched weights before adaptation and after each of `steps` SGD steps (steps + 1 in all).
 
     support_x, support_y: (n, k, d). Every task starts from `initialization` (6 unbatched
-    tensors, left untouched) and takes `MAML.adapt`'s steps on its own support set, one at a time.
+    tensors, left untouched; or 6 already batched, n in front) and takes `MAML.adapt`'s steps on its
+    own support set, one at a time.
     """
-    weights = [w.detach().expand(len(support_x), *w.shape) for w in initialization]
+    unbatched = initialization[0].ndim == 2  # W1 is (40, d) alone, (n, 40, d) batched
+    weights = [w.detach().expand(len(support_x), *w.shape) if unbatched else w for w in initialization]
     one_step = vmap(partial(adapted, num_steps=1, inner_lr=lr))
     yield weights
     for _ in range(steps):
@@ -122,28 +135,116 @@ def sgd_steps(
         yield weights
 
 
-def scored_sets(tasks: HeldOutTasks, k: int, inputs: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def scored_sets(
+    tasks: HeldOutTasks, k: int, inputs: int = 1, half: str | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """The held-out tasks' points for K = k, as a learner of `inputs` inputs takes them, each (n tasks, m, d):
     "support" (k points), and the two sets a learner is scored on: "query", k new points per task, and
-    "grid", the same evenly spaced x for every task. The oracle's (3 inputs) carry amplitude and phase."""
+    "grid", the same evenly spaced x for every task. The oracle's (3 inputs) carry amplitude and phase.
+
+    With `half` "left", the support points are moved into [-5, 0) and the query points into [0, 5) (x ->
+    -5 + (x + 5) / 2 and x -> (x + 5) / 2: the same draws, halved): the learner sees one half of the
+    range and is scored on K points of the other half, and on the whole grid.
+    """
+    support_x, query_x = tasks.support_x[:, :k], tasks.query_x[:, :k]
+    if half == "left":
+        low, high = X_RANGE
+        middle = (low + high) / 2
+        support_x, query_x = low + (support_x - low) / 2, middle + (query_x - low) / 2
+    elif half is not None:
+        raise ValueError(f"half must be None or 'left', got {half!r}")
     grid_x, grid_y = tasks.grid()
-    sets = {"support": tasks.support(k), "query": tasks.query(k), "grid": (grid_x.expand(len(tasks), -1, -1), grid_y)}
+    sets = {
+        "support": (support_x, tasks.targets(support_x)),
+        "query": (query_x, tasks.targets(query_x)),
+        "grid": (grid_x.expand(len(tasks), -1, -1), grid_y),
+    }
     if inputs == 3:
         amplitudes, phases = (torch.from_numpy(values) for values in (tasks.amplitudes, tasks.phases))
         sets = {name: (with_amplitude_and_phase(x, amplitudes, phases), y) for name, (x, y) in sets.items()}
     return sets
 
 
+def for_every_model(models: Sequence[Sequence[torch.Tensor]], sets: dict) -> tuple[list[torch.Tensor], dict]:
+    """S models' 6 tensors, each repeated for the n tasks of `sets` ((S * n, ...), model by model), and `sets`
+    repeated S times: every model's every task adapted in one batch, which costs little more than one model's."""
+    n = len(sets["support"][0])
+    weights = [torch.stack([model[i].detach() for model in models]).repeat_interleave(n, dim=0)
+               for i in range(len(models[0]))]  # fmt: skip
+    repeated = {name: tuple(t.repeat(len(models), *[1] * (t.ndim - 1)) for t in pair) for name, pair in sets.items()}
+    return weights, repeated
+
+
 def mse_after_each_step(
-    initialization: Sequence[torch.Tensor], sets: dict, scores: Sequence[str], lr: float, steps: int = MAX_STEPS
+    models: Sequence[Sequence[torch.Tensor]], sets: dict, scores: Sequence[str], lr: float, steps: int = MAX_STEPS
 ) -> dict[str, np.ndarray]:
     """For each score (a key of `sets`, from `scored_sets`): every task's MSE after 0..`steps` SGD steps on its
-    support set, shape (steps + 1, n)."""
+    support set, from each of S `models` (initializations): shape (S, steps + 1, n)."""
+    weights, sets = for_every_model(models, sets)
     errors = {score: [] for score in scores}
-    for weights in sgd_steps(initialization, *sets["support"], steps, lr):
+    for stepped in sgd_steps(weights, *sets["support"], steps, lr):
         for score, per_step in errors.items():
-            per_step.append(_mse_per_task(weights, *sets[score]))
-    return {score: torch.stack(per_step).numpy() for score, per_step in errors.items()}
+            per_step.append(_mse_per_task(stepped, *sets[score]))
+    shape = (steps + 1, len(models), -1)
+    return {score: torch.stack(per_step).reshape(shape).transpose(0, 1).numpy() for score, per_step in errors.items()}
+
+
+def tuned_test_lr(
+    initializations: Sequence[Sequence[torch.Tensor]], tasks: HeldOutTasks, k: int, inputs: int = 1,
+    half: str | None = None, grid: Sequence[float] = TEST_LR_GRID,
+) -> tuple[float, dict[str, float | None]]:  # fmt: skip
+    """The SGD step size of `grid` that fine-tunes the models (one per seed) best on `tasks`, tasks of their own,
+    never the evaluation's: the lowest mean MSE on K new points over steps 1..MAX_STEPS, all tasks and
+    seeds. Returns it and every step size's score (None where some task's SGD diverged, MSE > DIVERGED)."""
+    sets = scored_sets(tasks, k, inputs, half)
+    scores = {}
+    for lr in grid:
+        errors = mse_after_each_step(initializations, sets, ("query",), lr)["query"][:, 1:]
+        scores[f"{lr:g}"] = float(errors.mean()) if (errors <= DIVERGED).all() else None  # NaN fails the test too
+    kept = {lr: score for lr, score in scores.items() if score is not None}
+    if not kept:
+        raise FloatingPointError(f"SGD diverged on some task at every step size of {tuple(grid)}")
+    return float(min(kept, key=kept.get)), scores
+
+
+def top_hessian_eigenvalues(
+    weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, iterations: int = POWER_ITERATIONS
+) -> torch.Tensor:
+    """The eigenvalue of largest magnitude of each task's Hessian of `mse` at its weights: (n,).
+
+    `weights` are batched (n tasks in front), x, y (n, k, d). Power iteration on Hessian-vector
+    products (never the 1761 x 1761 Hessian), from a fixed random
+    vector, then the Rayleigh quotient. SGD at step size lr on a quadratic with this curvature
+    diverges when lr * lambda > 2.
+    """
+
+    def hessian_vector_product(w, x, y, v):  # the gradient of <grad mse(w), v>: reverse over reverse
+        return grad(lambda point: sum((g * u).sum() for g, u in zip(grad(mse)(point, x, y), v)))(w)
+
+    product = vmap(hessian_vector_product)
+    generator = torch.Generator().manual_seed(0)
+    vector = [torch.randn(w.shape, generator=generator, dtype=w.dtype) for w in weights]
+    for _ in range(iterations):
+        vector = _unit(product(list(weights), x, y, vector))
+    return sum((h * v).flatten(1).sum(1) for h, v in zip(product(list(weights), x, y, vector), vector))
+
+
+def _unit(vector: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each task's part of `vector` (6 batched tensors) scaled to length 1."""
+    norm = sum(part.flatten(1).square().sum(1) for part in vector).sqrt()
+    return [part / norm.view(-1, *[1] * (part.ndim - 1)) for part in vector]
+
+
+def curvature_along_sgd(
+    models: Sequence[Sequence[torch.Tensor]], sets: dict, lr: float, steps: int = MAX_STEPS
+) -> np.ndarray:
+    """Every task's `top_hessian_eigenvalues` of its support loss at the weights before each of `steps` SGD steps,
+    from each of S `models`: (S, steps, n), float64 (NaN once the weights are no longer finite)."""
+    weights, sets = for_every_model(models, sets)
+    support = sets["support"]
+    before_each_step = zip(range(steps), sgd_steps(weights, *support, steps, lr))
+    along = np.stack([top_hessian_eigenvalues(w, *support).double().numpy() for _, w in before_each_step])
+    return along.reshape(steps, len(models), -1).transpose(1, 0, 2)
 
 
 def predictions_after_each_step(
@@ -206,7 +307,8 @@ def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
         raise ValueError("no seed to summarize")
     means = np.array([seed["mean"] for seed in per_seed])  # (seeds, steps + 1)
     if len(means) > 1:
-        seed_ci95 = t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))
+        with np.errstate(invalid="ignore"):  # a seed whose mean is infinite has no spread to measure: NaN
+            seed_ci95 = t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))
     else:
         seed_ci95 = np.full(means.shape[1], np.nan)
     return {
@@ -220,8 +322,9 @@ def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
 def summarize(errors: Sequence[np.ndarray]) -> dict[str, list]:
     """Every seed's MSEs, (steps + 1, tasks) each, as one entry per step: `over_seeds` of the seeds' means
     over tasks, the median over all seeds' tasks, and the share of them that have diverged by that step
-    (an MSE above DIVERGED, or not finite, at that step or before). A few diverged tasks make a mean
-    meaningless, not a median; an overflowed (NaN) MSE ranks as the worst."""
+    (an MSE above DIVERGED, or not finite, at that step or before), and the mean over all seeds' tasks
+    that have not. A few diverged tasks make a mean meaningless, not a median; an overflowed (NaN) MSE
+    ranks as the worst."""
     per_seed = []
     for seed_errors in errors:
         with np.errstate(invalid="ignore"):  # a diverged task makes the seed's mean infinite, its interval NaN
@@ -230,8 +333,12 @@ def summarize(errors: Sequence[np.ndarray]) -> dict[str, list]:
     every_task = np.concatenate(errors, axis=1).astype(np.float64)  # (steps + 1, seeds * tasks)
     every_task[np.isnan(every_task)] = np.inf
     diverged = np.maximum.accumulate(every_task > DIVERGED, axis=0)
+    with np.errstate(invalid="ignore"):  # no task left at a step: NaN
+        rest = np.where(diverged, np.nan, every_task)
+        mean_of_the_rest = np.nanmean(rest, axis=1) if (~diverged).any(axis=1).all() else np.full(len(rest), np.nan)
     return {
         **over_seeds(per_seed),
         "median": np.median(every_task, axis=1).tolist(),
         "diverged": diverged.mean(axis=1).tolist(),
+        "mean_of_the_rest": mean_of_the_rest.tolist(),
     }

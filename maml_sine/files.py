@@ -20,8 +20,14 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
 def write_json_atomically(path: str | os.PathLike, value: object, indent: int | None = 2) -> None:
     """Write `value` as strict JSON, atomically: every NaN or infinity (a learner or a task that
     diverged) becomes null, which any JSON reader accepts."""
-    text = json.dumps(_finite_or_null(value), indent=indent, allow_nan=False) + "\n"
+    text = json.dumps(as_written(value), indent=indent, allow_nan=False) + "\n"
     write_text_atomically(path, text)
+
+
+def as_written(value: object) -> object:
+    """`value` as `write_json_atomically` writes it and a reader gets it back: NaN and infinities null,
+    tuples lists."""
+    return json.loads(json.dumps(_finite_or_null(value), allow_nan=False))
 
 
 def _finite_or_null(value: object) -> object:

@@ -6,31 +6,87 @@ tasks in a new way, one stream class in STREAMS.
 """
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
+from assignment import INNER_LR
 from maml_sine.core import Algorithm
 from utils import EPISODES, QUERY_POINTS, SUPPORT_POINTS
 
+REGULARIZERS = ("none", "l2", "running_mean")
+
 
 @dataclass(frozen=True)
-class Learner:
-    """A learner: how it is meta-trained (`algorithm`, None for the random initialization, never trained),
-    the network's number of inputs (3 for the oracle: x, and the task's amplitude and phase), and the
-    step size of the SGD that adapts it to a new task at test time."""
+class MultiTask:
+    """How the regressors of one of the paper's multi-task baselines are trained (`maml_sine.multitask`)."""
 
-    algorithm: Algorithm | None
-    inputs: int = 1
-    test_lr: float = Algorithm(num_steps=0).inner_lr
+    regularizer: str = "none"
+    weight_decay: float = 0.0  # the L2 coefficient of "l2" and "running_mean"
+    regressors: int = 500
+    at_once: int = 100  # regressors of a seed trained in lockstep, a group at a time
+    points: int = 25  # new points of its task per update
+    adam_lr: float = 0.01
+    max_updates: int = 3000
+    target_mse: float = 0.02  # on 100 evenly spaced x in [-5, 5]
+    check_every: int = 100  # updates between measurements of the regressors' fit
+
+    def __post_init__(self) -> None:
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if (self.regularizer == "none") != (self.weight_decay == 0):
+            raise ValueError(f"a weight decay goes with a regularizer: got {self.regularizer!r}, {self.weight_decay}")
+        if min(self.regressors, self.at_once, self.points, self.max_updates, self.check_every) < 1:
+            raise ValueError(f"counts must be at least 1: {self}")
 
     def record(self) -> dict:
         return asdict(self)
 
+    def protocol(self) -> "Protocol":
+        """Each regressor's updates: one task, `points` new query points (and one support point, unused: a
+        network without inner steps is fitted to the query points)."""
+        return Protocol("one_task", 1, self.points, tasks_per_update=1, updates=self.max_updates)
+
+
+@dataclass(frozen=True)
+class Learner:
+    """A learner: how it is trained (`algorithm`: MAML's hyper-parameters, or the multi-task baseline's
+    regressors, or None for the random initialization, never trained), the network's number of inputs (3
+    for the oracle: x, and the task's amplitude and phase), and the step size of the SGD that adapts it to
+    a new task at test time (None: tuned on tasks of their own, `evaluation.tuned_test_lr`)."""
+
+    algorithm: Algorithm | MultiTask | None
+    inputs: int = 1
+    test_lr: float | None = INNER_LR
+
+    def record(self) -> dict:
+        return asdict(self)
+
+    def training(self) -> dict:
+        """What its training depends on (not how it is tested): learners that share it share their models."""
+        return {"algorithm": None if self.algorithm is None else asdict(self.algorithm), "inputs": self.inputs}
+
+
+ALPHA_OF_THE_CODE = 0.001  # the authors' code's `update_lr` default, which their sine command keeps
+# The largest weight decay of WEIGHT_DECAYS at which the regressors still fit their tasks as well as without
+# (scripts/weight_decay_sweep.py; docs/paper_protocol/weight_decay_sweep.json).
+L2_WEIGHT_DECAY = 0.001
+RUNNING_MEAN_WEIGHT_DECAY = 0.003
 
 LEARNERS = {
     "maml": Learner(Algorithm(num_steps=1)),
+    "maml_alpha0.001": Learner(Algorithm(num_steps=1, inner_lr=ALPHA_OF_THE_CODE), test_lr=ALPHA_OF_THE_CODE),
     "first_order_maml": Learner(Algorithm(num_steps=1, first_order=True)),
     "pretrained": Learner(Algorithm(num_steps=0)),
+    "pretrained_alpha0.001": Learner(Algorithm(num_steps=0), test_lr=ALPHA_OF_THE_CODE),
+    "pretrained_tuned": Learner(Algorithm(num_steps=0), test_lr=None),
     "scratch": Learner(None),
     "oracle": Learner(Algorithm(num_steps=0), inputs=3),
+    "multitask": Learner(MultiTask(), test_lr=None),
+    "multitask_l2": Learner(MultiTask("l2", L2_WEIGHT_DECAY), test_lr=None),
+    "multitask_running_mean": Learner(MultiTask("running_mean", RUNNING_MEAN_WEIGHT_DECAY), test_lr=None),
+    # The next weight decay of the sweep, at which a third of the regressors no longer fit: how much the rows depend
+    # on the reading of "as high as possible without significantly deterring performance".
+    "multitask_l2_wd0.01": Learner(MultiTask("l2", 0.01), test_lr=None),
+    "multitask_running_mean_wd0.01": Learner(MultiTask("running_mean", 0.01), test_lr=None),
 }
 
 
@@ -68,42 +124,103 @@ def paper_protocol(k: int, updates: int = 70_000) -> Protocol:
     return Protocol("paper", k, k, tasks_per_update=25, updates=updates)
 
 
+class Section(NamedTuple):
+    """Part of a study: the models trained at K = `trained_k`, fine-tuned on `k` points of each held-out task,
+    drawn from the whole input range or, with `half` "left", from [-5, 0) alone (then scored on the other half)."""
+
+    key: str
+    trained_k: int
+    k: int
+    half: str | None = None
+
+
+class Plot(NamedTuple):
+    """A figure of a study: `kind` "mse" (the paper's Figure 3: MSE against SGD steps, a column per section),
+    "fits" (its Figure 2: one task's fits, a row per section), or "curvature" (the top Hessian eigenvalue of
+    every seed-task pair of the first section against its amplitude), of `learners` in `sections` (keys;
+    None: all of the study's)."""
+
+    name: str
+    kind: str
+    sections: tuple[str, ...] | None = None
+    learners: tuple[str, ...] | None = None
+
+
 @dataclass(frozen=True)
 class Study:
     """A held-out evaluation: `learners` (keys of LEARNERS), one model of each per training protocol, each
-    section (key, K it was trained at, K it is fine-tuned on) scored by each of `scores` ("grid": the
-    100-point grid; "query": K new points per task), with the median beside the mean if `medians`."""
+    section scored by each of `scores` ("grid": the 100-point grid; "query": K new points per task), with the
+    median beside the mean if `medians`; `curvature` names the learners whose support-loss curvature is
+    measured on every held-out task (`evaluation.top_hessian_eigenvalues`); `seeds`, how many seeds each
+    learner is trained with unless told."""
 
     name: str
     learners: tuple[str, ...]
     training: tuple[Protocol, ...]
-    sections: tuple[tuple[str, int, int], ...]
+    sections: tuple[Section, ...]
     scores: tuple[str, ...]
     medians: bool
+    figures: tuple[Plot, ...]
+    curvature: tuple[str, ...] = ()
+    seeds: int = 10
 
     def record(self) -> dict:
         return asdict(self)
+
+    def drawn(self, plot: Plot) -> tuple[list[Section], tuple[str, ...]]:
+        """The sections and learners of the study that `plot` draws."""
+        sections = [section for section in self.sections if plot.sections is None or section.key in plot.sections]
+        return sections, self.learners if plot.learners is None else plot.learners
 
 
 def assignment_study(updates: int = EPISODES) -> Study:
     """The project's evaluation: the learners of `python test.py` and its variants, trained on the
     assignment's stream at K = 10, fine-tuned on 5 or 10 points, scored on the grid."""
-    sections = (("5", SUPPORT_POINTS, 5), ("10", SUPPORT_POINTS, 10))
+    sections = (Section("5", SUPPORT_POINTS, 5), Section("10", SUPPORT_POINTS, 10))
     training = (assignment_protocol(updates=updates),)
-    return Study("assignment", ("maml", "first_order_maml", "pretrained", "scratch"), training, sections,
-                 scores=("grid",), medians=False)  # fmt: skip
+    learners = ("maml", "first_order_maml", "pretrained", "scratch")
+    figures = (Plot("mse_vs_steps", "mse"), Plot("fits", "fits"))
+    return Study("assignment", learners, training, sections, scores=("grid",), medians=False, figures=figures)
 
 
-K10_MODEL_AT_K5 = "5, trained at K=10"  # the paper study's section of the K = 10 models fine-tuned on 5 points
+K10_MODEL_AT_K5 = "5, trained at K=10"  # the section of Table 2: the K = 10 models fine-tuned on 5 points
+PAPER_LEARNERS = ("maml", "maml_alpha0.001", "pretrained", "pretrained_alpha0.001", "pretrained_tuned", "oracle",
+                  "multitask", "multitask_l2", "multitask_running_mean", "multitask_l2_wd0.01",
+                  "multitask_running_mean_wd0.01")  # fmt: skip
 
 
 def paper_study(updates: int = 70_000) -> Study:
-    """Finn et al.'s: MAML, the pretrained network and the oracle, one model per K, scored on K new points per
-    task (as the authors' code scores) and on the grid; the K = 10 models are also fine-tuned on 5 points,
-    as the paper's text describes."""
-    sections = (("5", 5, 5), ("10", 10, 10), (K10_MODEL_AT_K5, 10, 5))
-    return Study("paper", ("maml", "pretrained", "oracle"), (paper_protocol(5, updates), paper_protocol(10, updates)),
-                 sections, scores=("query", "grid"), medians=True)  # fmt: skip
+    """Finn et al.'s sine section: MAML at the paper's alpha and the code's, the pretrained network at both and
+    at a tuned step size, the oracle, and the multi-task baselines of Table 2; one model per K (5 and 10)
+    where training depends on K. Fine-tuned on 5, 10 and 20 points (the K = 10 models, as the paper's
+    text describes), and on 5 or 10 points of the left half only; scored on K new points per task (as the
+    authors' code scores) and on the grid."""
+    sections = (
+        Section("5", 5, 5),
+        Section("10", 10, 10),
+        Section(K10_MODEL_AT_K5, 10, 5),
+        Section("20, trained at K=10", 10, 20),
+        Section("5 in the left half, trained at K=10", 10, 5, half="left"),
+        Section("10 in the left half", 10, 10, half="left"),
+    )
+    training = (paper_protocol(5, updates), paper_protocol(10, updates))
+    drawn = ("maml", "maml_alpha0.001", "pretrained_tuned", "oracle")
+    one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
+    figures = (
+        Plot("mse_vs_steps", "mse", one_model, drawn),
+        Plot("mse_vs_steps_per_k", "mse", ("5", "10"), drawn),
+        Plot(
+            "table2",
+            "mse",
+            (K10_MODEL_AT_K5,),
+            ("maml", "maml_alpha0.001", "pretrained_tuned", "multitask", "multitask_l2", "multitask_running_mean"),
+        ),
+        Plot("half_range", "mse", tuple(section.key for section in sections if section.half), drawn),
+        Plot("fits", "fits", (K10_MODEL_AT_K5, "10", sections[4].key), drawn),
+        Plot("curvature", "curvature", (K10_MODEL_AT_K5,)),
+    )
+    return Study("paper", PAPER_LEARNERS, training, sections, scores=("query", "grid"), medians=True,
+                 figures=figures, curvature=("maml", "maml_alpha0.001"), seeds=5)  # fmt: skip
 
 
 STUDIES = {"assignment": assignment_study, "paper": paper_study}

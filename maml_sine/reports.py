@@ -7,22 +7,31 @@ a summary being `maml_sine.evaluation.summarize`'s: one entry per SGD step 0..MA
 
 import os
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: these figures are only written to files, whatever the backend
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from maml_sine.evaluation import DIVERGED, MAX_STEPS, SUPPORT_SIZES, HeldOutTasks
-from maml_sine.learners import LEARNERS, Study
+from maml_sine.evaluation import DIVERGED, MAX_STEPS, HeldOutTasks, scored_sets
+from maml_sine.learners import LEARNERS, STUDIES, Plot, Section, Study
 from utils import PLOT_WINDOW, save_figure, windowed_mean
 
 STYLES = {  # each learner's label and colour, in every figure and table
     "maml": ("MAML, S=1", "tab:blue"),
+    "maml_alpha0.001": ("MAML, S=1, α = 0.001", "tab:cyan"),
     "first_order_maml": ("first-order MAML, S=1", "tab:green"),
     "pretrained": ("pretrained (S=0)", "tab:orange"),
+    "pretrained_alpha0.001": ("pretrained, fine-tuned at 0.001", "darkgoldenrod"),
+    "pretrained_tuned": ("pretrained, tuned step size", "tab:red"),
     "scratch": ("from scratch (random init)", "tab:gray"),
     "oracle": ("oracle (given a and p)", "tab:purple"),
+    "multitask": ("multi-task average, no reg.", "tab:olive"),
+    "multitask_l2": ("multi-task average, l2 reg.", "tab:pink"),
+    "multitask_running_mean": ("multi-task average, reg. to mean", "tab:brown"),
+    "multitask_l2_wd0.01": ("multi-task average, l2 reg. 0.01", "lightpink"),
+    "multitask_running_mean_wd0.01": ("multi-task average, reg. to mean 0.01", "peru"),
 }
 SCORES = {"grid": "100 x in [-5, 5]", "query": "K new points per task"}  # what each score is measured on
 
@@ -42,8 +51,18 @@ def steps_label(step: int) -> str:
     return "before adaptation" if step == 0 else f"after {step} SGD step{'s' * (step != 1)}"
 
 
-def plot_mse_against_steps(results: Mapping, study: Study, num_tasks: int, out: str | os.PathLike, score: str) -> None:
-    """The paper's Figure 3: MSE against SGD steps, one column per section of `study`. Top: the mean over
+def section_title(section: Section, study: Study) -> str:
+    """How a section is named in figures and tables: its K, and the models' K where they were trained at another."""
+    title = f"K = {section.k}"
+    if section.trained_k != section.k and len(study.training) > 1:
+        title += f", the K = {section.trained_k} models"
+    return title + (", support in [-5, 0), new points in [0, 5)" if section.half == "left" else "")
+
+
+def plot_mse_against_steps(
+    results: Mapping, plot: Plot, study: Study, num_tasks: int, out: str | os.PathLike, score: str
+) -> None:  # fmt: skip
+    """The paper's Figure 3: MSE against SGD steps, one column per section of `plot`. Top: the mean over
     tasks, the mean of the seeds with a 95% band (between seeds, or over the tasks for one seed) and each
     seed thin, up to the last step at which no task's SGD has diverged. Bottom, if `study.medians`: the
     median over every seed's tasks. A learner told the task (the oracle) is drawn as the floor it gives
@@ -53,13 +72,14 @@ def plot_mse_against_steps(results: Mapping, study: Study, num_tasks: int, out: 
     """
     seeds = _seeds(results)
     rows = ("mean", "median") if study.medians else ("mean",)
-    figure = Figure(figsize=(5.5 * len(study.sections), 4.6 * len(rows)))
-    panels = figure.subplots(len(rows), len(study.sections), sharey=True, sharex=True, squeeze=False)
+    sections, learners = study.drawn(plot)
+    figure = Figure(figsize=(max(5.5 * len(sections), 8.5), 4.6 * len(rows)))  # one column: room for the title
+    panels = figure.subplots(len(rows), len(sections), sharey=True, sharex=True, squeeze=False)
     steps = np.arange(MAX_STEPS + 1)
-    for column, (section, trained_k, k) in enumerate(study.sections):
-        for name in study.learners:
+    for column, section in enumerate(sections):
+        for name in learners:
             label, color = style(name)
-            result = results[name][section]
+            result = results[name][section.key]
             if LEARNERS[name].inputs > 1:  # told the task: drawn as its floor, before fine-tuning
                 for axes, row in zip(panels[:, column], rows):
                     axes.axhline(result[row][0], color=color, linestyle="--", label=f"{label}, not fine-tuned")
@@ -73,12 +93,12 @@ def plot_mse_against_steps(results: Mapping, study: Study, num_tasks: int, out: 
                 top.plot(stable, np.array(seed_mean)[stable], color=color, linewidth=0.5, alpha=0.35)
             if study.medians:
                 panels[1, column].plot(steps, result["median"], marker="o", markersize=3.5, color=color, label=label)
-        title = f"K = {k}" if trained_k == k or len(study.training) == 1 else f"K = {k}, the K = {trained_k} models"
+        title = section_title(section, study)
         for axes, row in zip(panels[:, column], rows):
             _mse_against_steps_axes(axes, f"{title}: {row} over tasks" if study.medians else f"{title} support points")
     for axes in panels[:, 0]:
         axes.set_ylabel(f"MSE on {SCORES[score]} (log scale)")
-    panels[0, -1].legend(fontsize=9)
+    panels[0, -1].legend(fontsize=8)
     spread = (
         f"mean of {seeds} seeds, band: between-seed 95% interval, thin: each seed"
         if seeds > 1
@@ -110,7 +130,7 @@ def _mse_against_steps_axes(axes, title: str) -> None:
     axes.yaxis.set_minor_formatter(NullFormatter())
     axes.set_xticks(np.arange(MAX_STEPS + 1))
     axes.set_title(title, fontsize=11)
-    axes.set_xlabel("SGD steps on the support points (lr 0.01)")
+    axes.set_xlabel("SGD steps on the support points (at each learner's test step size)")
     axes.grid(True, which="both", alpha=0.3)
 
 
@@ -130,14 +150,12 @@ def markdown_table(results: Mapping, study: Study, num_tasks: int, command: str)
         median = "; the median over all seeds' tasks" if study.medians else ""
         lines += [f"# MSE on {SCORES[score]} of {num_tasks} held-out sine tasks, by SGD steps on K support points",
                   "", f"Each cell: the mean over tasks ({what}){median}.", ""]  # fmt: skip
-        for section, trained_k, k in study.sections:
-            heading = (
-                f"K = {k}" if trained_k == k or len(study.training) == 1 else f"K = {k}, the K = {trained_k} models"
-            )
-            lines += [f"## {heading}", "", "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]
+        for section in study.sections:
+            lines += [f"## {section_title(section, study)}", "",
+                      "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]  # fmt: skip
             lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
             for name in study.learners:
-                cells = [cell(results[score][name][section], step, study.medians) for step in TABLE_STEPS]
+                cells = [cell(results[score][name][section.key], step, study.medians) for step in TABLE_STEPS]
                 if LEARNERS[name].inputs > 1:
                     cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
                 lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
@@ -155,26 +173,212 @@ def cell(result: Mapping, step: int, median: bool) -> str:
     return f"{result['mean'][step]:.3f} ± {interval:.3f}" + (f"; {result['median'][step]:.3f}" if median else "")
 
 
+# Finn et al. (2017), Appendix C.1, Table 2: 5-shot MSE after 1, 5 and 10 SGD steps (arXiv:1703.03400v3).
+PAPER_TABLE_2 = {
+    "MAML": (0.67, 0.38, 0.35),
+    "pretrain on all tasks": (2.41, 2.23, 2.19),
+    "multi-task, no reg": (4.19, 3.85, 3.69),
+    "multi-task, l2 reg": (7.18, 5.69, 5.60),
+    "multi-task, reg to mean θ": (2.91, 2.72, 2.71),
+}
+TABLE_2_ROWS = (  # each row of the paper's Table 2 and the learners set beside it
+    ("MAML", ("maml", "maml_alpha0.001")),
+    ("pretrain on all tasks", ("pretrained_tuned", "pretrained", "pretrained_alpha0.001")),
+    ("multi-task, no reg", ("multitask",)),
+    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01")),
+    ("multi-task, reg to mean θ", ("multitask_running_mean", "multitask_running_mean_wd0.01")),
+)
+
+
+def table_2(report: Mapping, section: str, score: str = "query") -> str:
+    """The paper's Table 2 beside this study's learners in `section` of results.json (`report`): each cell the
+    mean over tasks (mean of the seeds ± between-seed 95% interval), and whether the paper's number lies in
+    that interval; where some task's SGD diverged, the share of such tasks and the mean of the rest."""
+    steps = (1, 5, 10)
+    after = " | ".join(f"after {step} step{'s' * (step > 1)}" for step in steps)
+    lines = [
+        f"| Table 2 row | paper: 1 / 5 / 10 steps | here | step size | {after} | paper's number in the interval? |",
+        "| --- | --- | --- | ---: |" + " ---: |" * len(steps) + " --- |",
+    ]  # fmt: skip
+    for row, learners in TABLE_2_ROWS:
+        paper = PAPER_TABLE_2[row]
+        for name in learners:
+            result = report["mse"][score][name][section]
+            cells, inside = [], []
+            for step, published in zip(steps, paper):
+                mean, interval = result["mean"][step], result["seed_ci95"][step]
+                if result["diverged"][step] > 0:
+                    share = 100 * result["diverged"][step]
+                    cells.append(f"diverged on {share:.2g}% of tasks; the rest {result['mean_of_the_rest'][step]:.2f}")
+                    inside.append("—")
+                else:
+                    cells.append(f"{mean:.2f} ± {interval:.2f}")
+                    inside.append("yes" if abs(mean - published) <= interval else f"no ({mean - published:+.2f})")
+            lr = report["evaluation"]["test_lr"][name][section]
+            paper_cell = " / ".join(f"{value:.2f}" for value in paper) if name == learners[0] else "″"
+            lines.append(f"| {row if name == learners[0] else ''} | {paper_cell} | {style(name)[0]} | {lr:g} | "
+                         + " | ".join(cells) + f" | {' / '.join(inside)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def rows_table(report: Mapping, rows: Sequence[tuple[str, str]], score: str, steps: Sequence[int] = TABLE_STEPS) -> str:
+    """A table of (learner, section) rows of results.json (`report`) after `steps`: each cell `cell`'s mean ±
+    between-seed interval and median, or the share diverged; the learner's test step size beside it."""
+    record = report["study"]
+    study = STUDIES[record["name"]](updates=record["training"][0]["updates"])
+    sections = {section.key: section for section in study.sections}
+    lines = ["| learner | K at test (models) | step size | " + " | ".join(steps_label(step) for step in steps) + " |",
+             "| --- | --- | ---: |" + " ---: |" * len(steps)]  # fmt: skip
+    for name, key in rows:
+        result = report["mse"][score][name][key]
+        cells = [cell(result, step, study.medians) for step in steps]
+        if LEARNERS[name].inputs > 1:
+            cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
+        lr = report["evaluation"]["test_lr"][name][key]
+        lines.append(
+            f"| {style(name)[0]} | {section_title(sections[key], study)} | {lr:g} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+AMPLITUDE_BINS = (0.1, 1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def curvature_table(report: Mapping) -> str:
+    """Does alpha * lambda > 2 predict the tasks whose test-time SGD diverges? For each learner and section of
+    results.json's curvature record, over all seed-task pairs: how many diverged among those with
+    alpha * lambda above 2 and below, with lambda the support loss's top Hessian eigenvalue at the
+    initialization, and the largest along the SGD steps taken."""
+    lines = [
+        "| learner | section | test step size α | λ measured | α·λ > 2: diverged / all | α·λ ≤ 2: diverged / all |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for name, sections in report["curvature"].items():
+        for section, record in sections.items():
+            lr, diverged = record["test_lr"], np.array(record["diverged"]).ravel()
+            for where, key in (
+                ("at the initialization", "lambda_at_start"),
+                ("largest along SGD", "lambda_max_along_sgd"),
+            ):
+                above = lr * np.array(record[key], dtype=float).ravel() > 2
+                lines.append(f"| {style(name)[0]} | {section} | {lr:g} | {where} | {(diverged & above).sum()} / "
+                             f"{above.sum()} | {(diverged & ~above).sum()} / {(~above).sum()} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def divergence_predictors(report: Mapping, name: str) -> str:
+    """How well each candidate flags the seed-task pairs (of every section of `name`'s curvature record) whose
+    test-time SGD diverged: how many of the pairs it flags diverged, and how many of the others."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    diverged, amplitude, start, along, lr = [], [], [], [], None
+    for record in report["curvature"][name].values():
+        flags = np.array(record["diverged"])
+        diverged.append(flags.ravel())
+        amplitude.append(np.broadcast_to(amplitudes, flags.shape).ravel())
+        start.append(np.array(record["lambda_at_start"], dtype=float).ravel())
+        along.append(np.array(record["lambda_max_along_sgd"], dtype=float).ravel())
+        lr = record["test_lr"]
+    diverged, amplitude, start, along = (np.concatenate(part) for part in (diverged, amplitude, start, along))
+    candidates = {
+        "α·λ > 2 at the initialization": lr * start > 2,
+        "amplitude above 3": amplitude > 3,
+        "amplitude above 4": amplitude > 4,
+        "α·λ > 15 before some step (λ along SGD)": lr * along > 15,
+    }
+    lines = ["| flagged by | diverged / pairs flagged | diverged / pairs not flagged |", "| --- | ---: | ---: |"]
+    for label, flagged in candidates.items():
+        lines.append(f"| {label} | {(diverged & flagged).sum()} / {flagged.sum():,} | "
+                     f"{(diverged & ~flagged).sum()} / {(~flagged).sum():,} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def diverged_pairs_table(report: Mapping) -> str:
+    """Every seed-task pair of the curvature record whose test-time SGD diverged: its task's amplitude, and its
+    top Hessian eigenvalue at the initialization and along SGD, each with its rank among all the pairs of
+    its section (the share of pairs below it)."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    lines = ["| learner | section | seed | task | amplitude (rank) | λ at the initialization (rank) | "
+             "largest λ along SGD (rank) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, sections in report["curvature"].items():
+        for section, record in sections.items():
+            start, along = (np.array(record[key], dtype=float) for key in ("lambda_at_start", "lambda_max_along_sgd"))
+            every_amplitude = np.broadcast_to(amplitudes, start.shape)
+            for seed, task in np.argwhere(np.array(record["diverged"])):
+                ranks = [f"{values[seed, task]:.{digits}f} ({np.mean(values < values[seed, task]):.0%})"
+                         for values, digits in ((every_amplitude, 2), (start, 0), (along, 0))]  # fmt: skip
+                lines.append(f"| {style(name)[0]} | {section} | {seed} | {task} | " + " | ".join(ranks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curvature_by_amplitude(report: Mapping, section: str) -> str:
+    """The median (and 99th percentile) of lambda at the initialization over the seed-task pairs of each amplitude
+    bin, for each learner of the curvature record in `section`."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    bins = list(pairwise(AMPLITUDE_BINS))
+    lines = ["| learner | " + " | ".join(f"a in [{low:g}, {high:g})" for low, high in bins) + " |",
+             "| --- |" + " ---: |" * len(bins)]  # fmt: skip
+    for name, sections in report["curvature"].items():
+        lambdas = np.array(sections[section]["lambda_at_start"], dtype=float)  # (seeds, tasks)
+        cells = []
+        for low, high in bins:
+            values = lambdas[:, (amplitudes >= low) & (amplitudes < high)].ravel()
+            cells.append(f"{np.median(values):.0f} ({np.percentile(values, 99):.0f})")
+        lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curvature(report: Mapping, section: str, out: str | os.PathLike) -> None:
+    """Each seed-task pair's top Hessian eigenvalue at the initialization against its task's amplitude, one panel
+    per learner of the curvature record, the tasks whose SGD diverged marked, and the line alpha * lambda = 2."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    names = list(report["curvature"])
+    figure = Figure(figsize=(6 * len(names), 4.8))
+    panels = figure.subplots(1, len(names), squeeze=False)[0]
+    for axes, name in zip(panels, names):
+        record = report["curvature"][name][section]
+        lambdas, diverged = np.array(record["lambda_at_start"], dtype=float), np.array(record["diverged"])
+        every = np.broadcast_to(amplitudes, lambdas.shape)
+        label, color = style(name)
+        axes.scatter(every[~diverged], lambdas[~diverged], s=4, color=color, alpha=0.3, label="SGD stayed bounded")
+        axes.scatter(every[diverged], lambdas[diverged], s=40, marker="x", color="black", label="SGD diverged")
+        axes.axhline(
+            2 / record["test_lr"], color="tab:red", linestyle="--", label=f"α·λ = 2 (α = {record['test_lr']:g})"
+        )
+        axes.set_yscale("log")
+        axes.set_xlabel("task amplitude a")
+        axes.set_ylabel("top eigenvalue λ of the support loss's Hessian (log)")
+        axes.set_title(f"{label}, {section}", fontsize=11)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle("Curvature at the meta-learned initialization, per held-out task and seed, against amplitude")
+    figure.tight_layout()
+    save_figure(figure, out)
+
+
 def plot_fits(
-    fits: Mapping[str, Mapping[int, np.ndarray]], learners: Sequence[str], tasks: HeldOutTasks, task: int,
-    out: str | os.PathLike,
+    fits: Mapping[str, Mapping[str, np.ndarray]], plot: Plot, study: Study, tasks: HeldOutTasks,
+    task: int, out: str | os.PathLike,
 ) -> None:  # fmt: skip
-    """The paper's Figure 2: one held-out task, its K support points, and each learner's fit after 0, 1, 10 steps.
-    `fits`: {learner: {K: its predictions on the grid after each step, (steps + 1, m)}}."""
+    """The paper's Figure 2: one held-out task, its K support points, and each learner's fit after 0, 1, 10 steps,
+    a row per section of `plot`. `fits`: {learner: {section: its predictions on the grid after each
+    step, (steps + 1, m)}}."""
     grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
-    figure = Figure(figsize=(15, 7))
-    panels = figure.subplots(len(SUPPORT_SIZES), len(learners), sharex=True, sharey=True, squeeze=False)
+    sections, learners = study.drawn(plot)
+    figure = Figure(figsize=(3.9 * len(learners), 3.5 * len(sections) + 0.7))
+    panels = figure.subplots(len(sections), len(learners), sharex=True, sharey=True, squeeze=False)
     styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
-    for row, k in zip(panels, SUPPORT_SIZES):
-        support_x, support_y = (tensor[task].numpy().ravel() for tensor in tasks.support(k))
+    for row, section in zip(panels, sections):
+        support_x, support_y = (tensor[task].numpy().ravel()
+                                for tensor in scored_sets(tasks, section.k, half=section.half)["support"])  # fmt: skip
         for axes, name in zip(row, learners):
             label, color = style(name)
             axes.plot(grid_x, grid_y, color="black", linewidth=1.2)
-            for step in (step for step in FIT_STEPS if step < len(fits[name][k])):  # the oracle is not fine-tuned
+            predictions = fits[name][section.key]
+            for step in (step for step in FIT_STEPS if step < len(predictions)):  # the oracle is not fine-tuned
                 linestyle, linewidth = styles[step]
-                axes.plot(grid_x, fits[name][k][step], color=color, linestyle=linestyle, linewidth=linewidth)
+                axes.plot(grid_x, predictions[step], color=color, linestyle=linestyle, linewidth=linewidth)
             axes.plot(support_x, support_y, "^", color="black", markersize=7)
-            axes.set_title(f"{label}, K = {k}", fontsize=11)
+            axes.set_title(f"{label}\n{section_title(section, study)}", fontsize=10)
             axes.grid(True, alpha=0.3)
         row[0].set_ylabel("y")
     for axes in panels[-1]:
@@ -193,7 +397,7 @@ def plot_fits(
         f"Held-out task {task}, y = {amplitude:.2f} sin(x + {phase:.2f}): each learner's fit from K points as it adapts"
     )
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(figure, out)
 
 

@@ -80,4 +80,29 @@ class PaperTaskStreams:
         return [torch.from_numpy(part.astype(np.float32)) for part in (x, y, amplitudes, phases)]
 
 
-STREAMS = {"assignment": TaskStreams, "paper": PaperTaskStreams}
+class OneTaskStreams:
+    """One fixed task per seed, with new points at every update: the stream of a regressor trained on a single
+    task with as much of its data as it needs (the paper's multi-task baselines, `maml_sine.multitask`).
+
+    Seed (entropy, _) draws its task's amplitude and phase from `numpy.random.default_rng(entropy)`, then
+    `support_points` + `query_points` new x per update; `amplitudes` and `phases` (N,) say which task each is.
+    """
+
+    def __init__(self, seeds: Sequence[tuple[object, int]], protocol, inputs: int = 1) -> None:
+        if protocol.tasks_per_update != 1 or inputs != 1:
+            raise ValueError("a one-task stream has one task per update and gives x alone")
+        self.generators = [np.random.default_rng(entropy) for entropy, _ in seeds]
+        tasks = np.array([(rng.uniform(*AMPLITUDE_RANGE), rng.uniform(*PHASE_RANGE)) for rng in self.generators])
+        self.amplitudes, self.phases = tasks[:, 0], tasks[:, 1]
+        self.support_points = protocol.support_points
+        self.points = protocol.support_points + protocol.query_points
+
+    def next_batch(self) -> list[torch.Tensor]:
+        x = np.stack([rng.uniform(*X_RANGE, (1, self.points, 1)) for rng in self.generators])  # (N, 1, n, 1)
+        y = self.amplitudes[:, None, None, None] * np.sin(x + self.phases[:, None, None, None])
+        x, y = (torch.from_numpy(part.astype(np.float32)) for part in (x, y))
+        k = self.support_points
+        return [x[:, :, :k], y[:, :, :k], x[:, :, k:], y[:, :, k:]]
+
+
+STREAMS = {"assignment": TaskStreams, "paper": PaperTaskStreams, "one_task": OneTaskStreams}

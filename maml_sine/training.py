@@ -6,7 +6,7 @@ turned into `Interrupted`, which says how far the run got.
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +36,34 @@ def final_mse_per_seed(histories: np.ndarray) -> np.ndarray:
     return histories[:, -FINAL_WINDOW:].mean(axis=1)
 
 
-def train_in_lockstep(learners: Mapping[str, object], streams, updates: int, description: str, unit: str) -> None:
+def train_in_lockstep(
+    learners: Mapping[str, object], streams, updates: int, description: str, unit: str,
+    done: Callable[[], bool] = lambda: False,
+) -> None:  # fmt: skip
     """Train every learner of `learners` (lockstep learners, by name) on the next batch of `streams`,
-    `updates` times, with a progress bar (`description`, ETA, each learner's median final MSE over its
-    seeds). Ctrl-C raises `Interrupted` saying how far it got."""
-    done = 0
+    `updates` times or until `done()`, with a progress bar (`description`, ETA, each learner's median
+    final MSE over the seeds still training). Ctrl-C raises `Interrupted` saying how far it got."""
     try:
         with tqdm(range(updates), unit=unit, desc=description, mininterval=0.5) as progress:
-            for done in progress:
+            for update in progress:
                 tasks = streams.next_batch()
                 for learner in learners.values():
                     learner.train(tasks)
-                if (done + 1) % PROGRESS_EVERY == 0:
-                    recent = {f"{name}_median_mse": f"{np.median(final_mse_per_seed(learner.histories)):.3f}"
+                if (update + 1) % PROGRESS_EVERY == 0:
+                    recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
                               for name, learner in learners.items()}  # fmt: skip
                     progress.set_postfix(recent, refresh=False)
+                if done():
+                    break
     except KeyboardInterrupt:
         finished = min(len(learner.losses) for learner in learners.values())
         raise Interrupted(f"interrupted {description}, after {finished:,} of {updates:,} {unit}s") from None
+
+
+def _median_of_training(histories: np.ndarray) -> float:
+    """The median final MSE of the learners still training (a stopped one records NaN); NaN if none is."""
+    final = final_mse_per_seed(histories)
+    return float(np.median(final[np.isfinite(final)])) if np.isfinite(final).any() else float("nan")
 
 
 def meta_trained(name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]]) -> BatchedMAML:
@@ -74,7 +84,7 @@ def trained_or_loaded(
     """`meta_trained`, or its checkpoint at `path` if there is one (and not `retrain`); a trained learner is
     saved there. Returns the learners and where they came from, "checkpoint" or "trained". A checkpoint
     of another learner, protocol or seeds is refused with a `CheckpointError`."""
-    record = {"learner": learner.record(), "protocol": protocol.record(), "seeds": [list(seed) for seed in seeds]}
+    record = {"learner": learner.training(), "protocol": protocol.record(), "seeds": [list(seed) for seed in seeds]}
     if Path(path).exists() and not retrain:
         return load(path, record), "checkpoint"
     learners = meta_trained(name, learner, protocol, seeds)

@@ -33,30 +33,30 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from maml_sine.batched import initializations_from_seeds
+import numpy as np
+
 from maml_sine.checkpoints import CheckpointError
 from maml_sine.cli import make_output_folders, run_command
 from maml_sine.evaluation import (
     HELD_OUT_SEED,
     HELD_OUT_TASKS,
     MAX_STEPS,
+    TEST_LR_GRID,
+    VALIDATION_SEED,
+    VALIDATION_TASKS,
     draw_held_out_tasks,
-    mse_after_each_step,
-    predictions_after_each_step,
-    scored_sets,
-    summarize,
     task_to_draw,
 )
-from maml_sine.files import write_json_atomically, write_text_atomically
-from maml_sine.learners import LEARNERS, STUDIES, Study
-from maml_sine.reports import SCORES, markdown_table, plot_fits, plot_mse_against_steps
-from maml_sine.training import final_mse_per_seed, lane_seeds, trained_or_loaded
+from maml_sine.files import as_written, write_json_atomically, write_text_atomically
+from maml_sine.learners import LEARNERS, STUDIES
+from maml_sine.reports import SCORES, markdown_table, plot_curvature, plot_fits, plot_mse_against_steps
+from maml_sine.studies import Run, evaluated, test_lrs, trained_learners
+from maml_sine.training import lane_seeds
 from utils import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIRS = {"assignment": ROOT / "docs" / "evaluation", "paper": ROOT / "docs" / "paper_protocol"}
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
-SEEDS = 10
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -68,67 +68,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks", type=whole_number(2), default=HELD_OUT_TASKS, help=f"held-out tasks ({HELD_OUT_TASKS})"
     )
-    parser.add_argument("--seeds", type=whole_number(1), default=SEEDS, help=f"seeds per learner (default {SEEDS})")
+    parser.add_argument("--seeds", type=whole_number(1), help="seeds per learner (default: the study's, 10 or 5)")
     parser.add_argument("--first-seed", type=whole_number(0), default=0, help="the first seed's number (default 0)")
     parser.add_argument(
         "--out-dir", type=Path, help="folder for the results (default docs/evaluation or paper_protocol)"
     )
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
+    parser.add_argument(
+        "--regressors", type=whole_number(1), help="regressors per multi-task baseline (default: theirs, 500)"
+    )
     args = parser.parse_args(argv)
     args.study = STUDIES[args.protocol](**({"updates": args.updates} if args.updates else {}))
     args.out_dir = args.out_dir or OUT_DIRS[args.protocol]
+    args.seeds = args.seeds or args.study.seeds
     make_output_folders(parser, {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir})
     return args
-
-
-def trained_learners(args: argparse.Namespace, saved: list[str]) -> tuple[dict, dict]:
-    """Every learner of the study, trained or loaded, one model per training protocol: {(name, K): each seed's
-    initialization} and {name: {"K=k": where it came from, its final training MSE of each seed, ...}}.
-    `saved` gains each learner as its checkpoint is written or found."""
-    seeds = lane_seeds(args.seeds, args.first_seed)
-    initializations, records = {}, {name: {} for name in args.study.learners}
-    for protocol in args.study.training:
-        k = protocol.support_points
-        for name in args.study.learners:
-            learner, start = LEARNERS[name], time.perf_counter()
-            if learner.algorithm is None:  # never trained: the random initialization of each seed
-                initializations[name, k] = initializations_from_seeds(seeds, inputs=learner.inputs)
-                records[name][f"K={k}"] = {"source": "random", "updates": 0}
-                continue
-            seed_range = f"seeds{args.first_seed}-{args.first_seed + args.seeds - 1}"
-            path = args.checkpoint_dir / f"{args.study.name}-{name}-K{k}-{protocol.updates}-{seed_range}.pt"
-            learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=args.retrain)
-            saved.append(f"{name}, K={k}")
-            initializations[name, k] = [learners.initialization(seed) for seed in range(len(seeds))]
-            records[name][f"K={k}"] = {
-                "source": source,
-                "updates": len(learners.losses),
-                "final_training_query_mse": final_mse_per_seed(learners.histories).tolist(),
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-    return initializations, records
-
-
-def evaluated(study: Study, initializations: dict, tasks) -> tuple[dict, dict]:
-    """Every learner's summary per score and section ({score: {name: {section: summary}}}), and the fits of seed 0
-    on the drawn task for each K a model was trained at ({name: {K: (steps + 1, grid points)}})."""
-    results = {score: {name: {} for name in study.learners} for score in study.scores}
-    fits = {name: {} for name in study.learners}
-    fit_task = task_to_draw(tasks)
-    for section, trained_k, k in study.sections:
-        for name in study.learners:
-            learner = LEARNERS[name]
-            sets = scored_sets(tasks, k, learner.inputs)
-            errors = [mse_after_each_step(init, sets, study.scores, learner.test_lr)
-                      for init in initializations[name, trained_k]]  # fmt: skip
-            for score in study.scores:
-                results[score][name][section] = summarize([seed_errors[score] for seed_errors in errors])
-            if section == str(k):
-                steps = 0 if learner.inputs > 1 else MAX_STEPS  # the oracle, told the task, is not fine-tuned
-                initialization = initializations[name, trained_k][0]
-                fits[name][k] = predictions_after_each_step(initialization, sets, fit_task, learner.test_lr, steps)
-    return results, fits
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -138,16 +93,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     study, saved, stage = args.study, [], "training"
     start = time.perf_counter()
     try:
-        initializations, records = trained_learners(args, saved)
+        run = Run(study, lane_seeds(args.seeds, args.first_seed), args.checkpoint_dir, args.retrain, args.regressors)
+        initializations, records = trained_learners(run, saved)
         training_seconds = time.perf_counter() - start
         stage = "evaluating"
-        tasks = draw_held_out_tasks(args.tasks)
-        results, fits = evaluated(study, initializations, tasks)
+        max_k = max(section.k for section in study.sections)
+        tasks = draw_held_out_tasks(args.tasks, max_k)
+        validation = draw_held_out_tasks(min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED)
+        lrs, tuning = test_lrs(study, initializations, validation)
+        results, fits, curvature = evaluated(study, initializations, tasks, lrs)
         evaluation_seconds = time.perf_counter() - start - training_seconds
         stage = "writing the figures and results"
         seconds = {"train_or_load": training_seconds, "evaluate": evaluation_seconds}
         command = " ".join(["python scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)])
-        report = write_results(args, results, fits, tasks, records, seconds, command)
+        measured = {"mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature}
+        report = write_results(args, measured, fits, tasks, records, seconds, command)
     except KeyboardInterrupt as interrupt:
         message = str(interrupt) or f"interrupted while {stage}"
         raise KeyboardInterrupt(_interrupted(message, stage, saved, args)) from None
@@ -156,22 +116,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def write_results(
-    args: argparse.Namespace, results: dict, fits: dict, tasks, records: dict, seconds: dict[str, float], command: str
+    args: argparse.Namespace, measured: dict, fits: dict, tasks, records: dict, seconds: dict[str, float], command: str
 ) -> dict:
     """The figures, results.json and results.md in --out-dir; returns what results.json holds."""
-    study, fit_task = args.study, task_to_draw(tasks)
-    for score in study.scores:
-        figure = "mse_vs_steps.png" if score == study.scores[0] else f"mse_vs_steps_{score}.png"
-        plot_mse_against_steps(results[score], study, len(tasks), args.out_dir / figure, score)
-    plot_fits(fits, study.learners, tasks, fit_task, args.out_dir / "fits.png")
+    study, fit_task, results = args.study, task_to_draw(tasks), measured["mse"]
     evaluation = {
         "held_out_seed": HELD_OUT_SEED,
         "tasks": len(tasks),
+        "validation_seed": VALIDATION_SEED,
+        "validation_tasks": min(len(tasks), VALIDATION_TASKS),
         "steps": MAX_STEPS,
-        "test_lr": {name: LEARNERS[name].test_lr for name in study.learners},
+        "test_lr": measured["test_lr"],
+        "test_lr_grid": list(TEST_LR_GRID),
+        "tuning": measured["tuning"],
         "scores": {score: SCORES[score] for score in study.scores},
         "seeds": lane_seeds(args.seeds, args.first_seed),
         "task_in_fits_png": fit_task,
+        "amplitudes": np.round(tasks.amplitudes, 6).tolist(),
     }
     report = {
         "study": study.record(),
@@ -179,7 +140,17 @@ def write_results(
         "evaluation": evaluation,
         "wall_seconds": {what: round(value, 2) for what, value in seconds.items()},
         "mse": results,
+        "curvature": measured["curvature"],
     }
+    for figure in study.figures:
+        if figure.kind == "fits":
+            plot_fits(fits, figure, study, tasks, fit_task, args.out_dir / f"{figure.name}.png")
+        elif figure.kind == "curvature":
+            plot_curvature(as_written(report), figure.sections[0], args.out_dir / f"{figure.name}.png")
+        else:
+            for score in study.scores:
+                name = figure.name if score == study.scores[0] else f"{figure.name}_{score}"
+                plot_mse_against_steps(results[score], figure, study, len(tasks), args.out_dir / f"{name}.png", score)
     table = markdown_table(results, study, len(tasks), command)
     write_json_atomically(args.out_dir / "results.json", report)
     write_text_atomically(args.out_dir / "results.md", table)

@@ -20,7 +20,7 @@ def record_of(name="maml", protocol=None, seeds=None):
     """The record of learners trained under `protocol` (default: the assignment's, 4 updates, as `trained_learners`)."""
     protocol = protocol or replace(ASSIGNMENT, updates=4)
     seeds = seeds or lane_seeds(3)
-    return {"learner": LEARNERS[name].record(), "protocol": protocol.record(), "seeds": [list(s) for s in seeds]}
+    return {"learner": LEARNERS[name].training(), "protocol": protocol.record(), "seeds": [list(s) for s in seeds]}
 
 
 def trained_learners(episodes=4, name="maml"):

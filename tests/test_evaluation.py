@@ -14,6 +14,7 @@ import torch
 
 from assignment import MAML
 from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
+from maml_sine import studies
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import load, save
 from maml_sine.core import Algorithm
@@ -81,7 +82,7 @@ def arguments(tmp_path, *extra: str, updates: int = 1, seeds: int = 1, tasks: in
 def record_of(name: str, updates: int, seeds) -> dict:
     """The checkpoint record `evaluate.py` expects of learner `name` of the assignment study."""
     protocol = assignment_protocol(updates=updates)
-    return {"learner": LEARNERS[name].record(), "protocol": protocol.record(), "seeds": [list(s) for s in seeds]}
+    return {"learner": LEARNERS[name].training(), "protocol": protocol.record(), "seeds": [list(s) for s in seeds]}
 
 
 def saved_learners(name: str, seeds, path, record: dict, updates: int = 1) -> None:
@@ -159,7 +160,7 @@ def test_batched_adaptation_equals_a_per_task_loop(float64):
     tasks = draw_held_out_tasks(6, 10, seed=11, grid=np.linspace(-5, 5, 100))
     sets = {name: tuple(tensor.double() for tensor in pair) for name, pair in scored_sets(tasks, 5).items()}
     steps, lr = 5, 0.05  # a larger step than 0.01 makes the steps move the weights further
-    batched_mse = mse_after_each_step(initialization, sets, ("grid",), lr, steps)["grid"]
+    batched_mse = mse_after_each_step([initialization], sets, ("grid",), lr, steps)["grid"][0]
     assert batched_mse.shape == (steps + 1, 6)
     for task in range(6):
         losses, predictions = sgd_one_task(
@@ -231,7 +232,10 @@ def test_each_seed_is_scored_on_its_own_initialization_and_before_adaptation_k_c
     study = dataclasses.replace(assignment_study(updates=1), learners=("maml",))
     initializations = initializations_from_seeds(lane_seeds(2))
     tasks = draw_held_out_tasks(6)
-    results, fits = evaluate.evaluated(study, {("maml", 10): initializations}, tasks)
+    lrs, tuning = studies.test_lrs(study, {("maml", 10): initializations}, tasks)
+    assert lrs == {"maml": {"5": 0.01, "10": 0.01}} and tuning == {}, "MAML is fine-tuned at its own step size"
+    results, fits, curvature = studies.evaluated(study, {("maml", 10): initializations}, tasks, lrs)
+    assert curvature == {}
     assert set(results) == {"grid"} and set(results["grid"]) == {"maml"}
     by_section = results["grid"]["maml"]
     assert set(by_section) == {"5", "10"}
@@ -247,12 +251,12 @@ def test_each_seed_is_scored_on_its_own_initialization_and_before_adaptation_k_c
     assert by_section["5"]["per_seed"][0][1] != by_section["10"]["per_seed"][0][1]
     fit_task = task_to_draw(tasks)
     for k in (5, 10):
-        assert fits["maml"][k].shape == (MAX_STEPS + 1, 100)
+        assert fits["maml"][str(k)].shape == (MAX_STEPS + 1, 100)
         expected = BaseLearner.forward(tasks.grid_x, initializations[0]).detach().numpy()[:, 0]
-        np.testing.assert_allclose(fits["maml"][k][0], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fits["maml"][str(k)][0], expected, rtol=1e-5, atol=1e-6)
         sets = scored_sets(tasks, k)
         np.testing.assert_allclose(
-            fits["maml"][k], predictions_after_each_step(initializations[0], sets, fit_task, 0.01), rtol=1e-6
+            fits["maml"][str(k)], predictions_after_each_step(initializations[0], sets, fit_task, 0.01), rtol=1e-6
         )
 
 

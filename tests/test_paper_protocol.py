@@ -12,19 +12,25 @@ import pytest
 import torch
 
 from helpers import ROOT, interrupt_after_progress, is_png, reference_forward
-from maml_sine import streams
+from maml_sine import streams, studies
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.core import ADAM_BETAS, ADAM_EPS
 from maml_sine.evaluation import DIVERGED, MAX_STEPS, draw_held_out_tasks, summarize
-from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, paper_protocol, paper_study
-from maml_sine.reports import markdown_table
+from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, PAPER_LEARNERS, paper_protocol, paper_study
+from maml_sine.reports import markdown_table, rows_table
 from maml_sine.streams import PaperTaskStreams
 from maml_sine.training import lane_seeds, meta_trained
 from utils import BaseLearner
 
 SCRIPT = ROOT / "scripts" / "evaluate.py"
-STUDY_LEARNERS = ("maml", "pretrained", "oracle")
+STUDY_LEARNERS = PAPER_LEARNERS
 SECTIONS = {section[0]: section for section in paper_study().sections}  # key -> (key, trained at K, fine-tuned K)
+
+
+def evaluated(evaluate, study, initializations, tasks):
+    """`studies.evaluated` at the step sizes `studies.test_lrs` gives (tuned on `tasks` where a learner has none)."""
+    lrs, _ = studies.test_lrs(study, initializations, tasks)
+    return studies.evaluated(study, initializations, tasks, lrs)
 
 
 def as_json(value):
@@ -144,9 +150,15 @@ def test_one_update_of_25_tasks_follows_the_meta_gradient_of_autograd(float64, n
 # --- The scores ---------------------------------------------------------------------------------------------------
 
 
-def per_task_sgd(initialization, tasks, k, oracle):
-    """Each task's MSE on its K new points and on the grid after 0..MAX_STEPS SGD steps (lr 0.01) on its K support
-    points, with autograd and a matmul network, in float64, one task at a time: {score: (steps + 1, tasks)}."""
+def halved(x, half):
+    """x in [-5, 5) moved into the left half (the support) or the right half (the query), written out apart."""
+    return x if half is None else {"support": (x - 5) / 2, "query": (x + 5) / 2}[half]
+
+
+def per_task_sgd(initialization, tasks, k, oracle, lr=0.01, half=None):
+    """Each task's MSE on its K new points and on the grid after 0..MAX_STEPS SGD steps (`lr`) on its K support
+    points (in the left half if `half`, scored on the right one), with autograd and a matmul network, in
+    float64, one task at a time: {score: (steps + 1, tasks)}."""
     grid_x, grid_y = tasks.grid()
     errors = {"query": np.zeros((MAX_STEPS + 1, len(tasks))), "grid": np.zeros((MAX_STEPS + 1, len(tasks)))}
     for task in range(len(tasks)):
@@ -157,8 +169,9 @@ def per_task_sgd(initialization, tasks, k, oracle):
             a, p = tasks.amplitudes[task], tasks.phases[task]
             return torch.cat([x.double(), torch.full_like(x, a).double(), torch.full_like(x, p).double()], dim=1)
 
-        support_x, support_y = (t[task] for t in tasks.support(k))
-        query_x, query_y = (t[task] for t in tasks.query(k))
+        support_x, query_x = (halved(x[task, :k].double(), half and part)
+                              for x, part in ((tasks.support_x, "support"), (tasks.query_x, "query")))  # fmt: skip
+        support_y, query_y = (tasks.amplitudes[task] * torch.sin(x + tasks.phases[task]) for x in (support_x, query_x))
         weights = [w.detach().double().requires_grad_() for w in initialization]
         for step in range(MAX_STEPS + 1):
             for score, x, y in (("query", query_x, query_y), ("grid", grid_x, grid_y[task])):
@@ -167,27 +180,32 @@ def per_task_sgd(initialization, tasks, k, oracle):
                 errors[score][step, task] = ((prediction - y.double()) ** 2).mean().item()
             support_loss = ((reference_forward(weights, inputs(support_x)) - support_y.double()) ** 2).mean()
             gradients = torch.autograd.grad(support_loss, weights)
-            weights = [(w - 0.01 * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
+            weights = [(w - lr * g).detach().requires_grad_() for w, g in zip(weights, gradients)]
     return errors
 
 
-@pytest.mark.parametrize("name, section", [("pretrained", "5"), ("oracle", "10"), ("maml", K10_MODEL_AT_K5)], ids=str)
+@pytest.mark.parametrize(
+    "name, section",
+    [("pretrained", "5"), ("oracle", "10"), ("maml", K10_MODEL_AT_K5), ("maml_alpha0.001", "20, trained at K=10"),
+     ("pretrained_alpha0.001", "5 in the left half, trained at K=10"), ("oracle", "10 in the left half")],
+    ids=str,
+)  # fmt: skip
 def test_scores_match_a_per_task_loop_of_sgd_on_k_points(evaluate, name, section):
     """`evaluated` for one learner and section of the paper study: every seed's mean MSE after each step, on the
     K new points and on the grid, the median over all seeds' tasks and the share diverged, against SGD task by
     task; the K = 10 models fine-tuned on 5 points are those trained at K = 10."""
-    key, trained_k, k = SECTIONS[section]
+    key, trained_k, k, half = SECTIONS[section]
     learner = LEARNERS[name]
     study = dataclasses.replace(paper_study(), learners=(name,), sections=(SECTIONS[section],))
     initializations = {
         (name, 5): initializations_from_seeds(lane_seeds(2), inputs=learner.inputs),
         (name, 10): initializations_from_seeds(lane_seeds(2, first=5), inputs=learner.inputs),
     }
-    tasks = draw_held_out_tasks(3)
-    results, fits = evaluate.evaluated(study, initializations, tasks)
+    tasks = draw_held_out_tasks(3, max_support=20)
+    results, fits, _ = evaluated(evaluate, study, initializations, tasks)
     every_seed = {"query": [], "grid": []}
     for seed, initialization in enumerate(initializations[name, trained_k]):
-        errors = per_task_sgd(initialization, tasks, k, oracle=learner.inputs == 3)
+        errors = per_task_sgd(initialization, tasks, k, learner.inputs == 3, learner.test_lr, half)
         for score in ("query", "grid"):
             np.testing.assert_allclose(
                 results[score][name][key]["per_seed"][seed], errors[score].mean(axis=1), rtol=1e-4
@@ -198,9 +216,8 @@ def test_scores_match_a_per_task_loop_of_sgd_on_k_points(evaluate, name, section
         np.testing.assert_allclose(results[score][name][key]["median"], np.median(every_task, axis=1), rtol=1e-4)
         diverged = np.maximum.accumulate(every_task > DIVERGED, axis=0).mean(axis=1)
         assert results[score][name][key]["diverged"] == diverged.tolist()
-    assert set(fits[name]) == ({k} if key == str(k) else set())
-    if key == str(k):  # the oracle is drawn as it is, not fine-tuned
-        assert fits[name][k].shape == (1 if learner.inputs == 3 else MAX_STEPS + 1, 100)
+    assert set(fits[name]) == {key}  # the oracle is drawn as it is, not fine-tuned
+    assert fits[name][key].shape == (1 if learner.inputs == 3 else MAX_STEPS + 1, 100)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # the mean and std of infinite MSEs
@@ -223,7 +240,7 @@ def test_an_overflowing_initialization_diverges_on_every_task_at_every_step(eval
     healthy = initializations_from_seeds(lane_seeds(2))
     offset = [[*weights[:-1], torch.full((1,), 1e30)] for weights in healthy]  # predicts 1e30: MSE overflows
     with np.errstate(invalid="ignore", over="ignore"):
-        results, _ = evaluate.evaluated(study, {("pretrained", 5): offset}, draw_held_out_tasks(4))
+        results, _, _ = evaluated(evaluate, study, {("pretrained", 5): offset}, draw_held_out_tasks(4))
     for score in ("query", "grid"):
         assert results[score]["pretrained"]["5"]["diverged"] == [1.0] * (MAX_STEPS + 1)
         assert results[score]["pretrained"]["5"]["median"] == [float("inf")] * (MAX_STEPS + 1)
@@ -247,7 +264,10 @@ def test_the_paper_study_trains_one_model_per_k_for_70000_updates_unless_told(ev
     assert study == paper_study() and study.learners == STUDY_LEARNERS and study.scores == ("query", "grid")
     shapes = [(p.support_points, p.query_points, p.tasks_per_update, p.updates) for p in study.training]
     assert shapes == [(5, 5, 25, 70_000), (10, 10, 25, 70_000)]
-    assert list(study.sections) == [("5", 5, 5), ("10", 10, 10), (K10_MODEL_AT_K5, 10, 5)]
+    assert [(section.trained_k, section.k, section.half) for section in study.sections] == [
+        (5, 5, None), (10, 10, None), (10, 5, None), (10, 20, None), (10, 5, "left"), (10, 10, "left")
+    ]  # fmt: skip
+    assert study.seeds == 5 and study.curvature == ("maml", "maml_alpha0.001")
     args = evaluate.parse_args(["--protocol", "paper", "--updates", "300", "--seeds", "1", *folders])
     assert args.study == paper_study(300) and args.seeds == 1, "one seed is allowed: its interval is over the tasks"
 
@@ -280,35 +300,35 @@ def cell(result, step):
     return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
 
 
-@pytest.mark.skipif(
-    "study" not in COMMITTED, reason="docs/paper_protocol/results.json to be regenerated in the new schema"
-)
-def test_the_numbers_in_the_docs_are_those_of_the_committed_results():
-    """docs/paper_protocol.md's table and the README's figures, rebuilt from docs/paper_protocol/results.json."""
-    doc, readme = ((ROOT / page).read_text() for page in ("docs/paper_protocol.md", "README.md"))
-    assert COMMITTED["study"]["name"] == "paper"
+def test_the_readme_states_table_2s_comparison_from_the_committed_results():
+    """The README's paragraph on the paper's protocol, rebuilt from docs/paper_protocol/results.json: MAML at both
+    α on Table 2's section after 1, 5 and 10 steps, and the share of tasks diverged at α = 0.01."""
+    readme = (ROOT / "README.md").read_text()
     results = COMMITTED["mse"]["query"]
-    models = {
-        "5": "K = 5 (trained at K = 5)",
-        "10": "K = 10 (trained at K = 10)",
-        K10_MODEL_AT_K5: "K = 5 (trained at K = 10)",
-    }
-    for name, label in (("maml", "MAML"), ("pretrained", "pretrained")):
-        for key, model in models.items():
-            cells = [cell(results[name][key], step) for step in (0, 1, 5, 10)]
-            assert f"| {label}, {model} | " + " | ".join(cells) + " |" in doc, (name, key)
-    floors = (results["oracle"][k] for k in ("5", "10"))
-    oracle = [f"{floor['mean'][0]:.3f} ± {floor['seed_ci95'][0]:.3f}" for floor in floors]
-    assert " / ".join(oracle) in doc
-    quoted = (("maml", "10"), ("maml", "5"), ("pretrained", "10"), ("pretrained", "5"), ("maml", K10_MODEL_AT_K5))
-    for name, key in quoted:
-        one_step = f"{results[name][key]['mean'][1]:.3f} ± {results[name][key]['seed_ci95'][1]:.3f}"
-        assert one_step in readme, (name, key, one_step)
+    code, text = results["maml_alpha0.001"][K10_MODEL_AT_K5], results["maml"][K10_MODEL_AT_K5]
+    steps = " / ".join(f"{code['mean'][step]:.2f} ± {code['seed_ci95'][step]:.2f}" for step in (1, 5, 10))
+    assert steps in readme, steps
+    one_step = f"{text['mean'][1]:.2f} ± {text['seed_ci95'][1]:.2f}"
+    assert one_step in readme, one_step
+
+
+def test_the_pages_tables_of_steps_are_rebuilt_from_the_committed_results():
+    page = (ROOT / "docs" / "paper_protocol.md").read_text()
+    one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
+    half = ("5 in the left half, trained at K=10", "10 in the left half")
+    drawn = ("maml", "maml_alpha0.001", "pretrained_tuned")
+    tables = [
+        rows_table(COMMITTED, [(n, s) for n in drawn for s in one_model] + [("oracle", "10")], "query"),
+        rows_table(COMMITTED, [(n, s) for n in drawn for s in half] + [("oracle", half[0])], "query"),
+        rows_table(COMMITTED, [(n, s) for n in drawn for s in half], "grid"),
+    ]
+    for table in tables:
+        assert table in page, table
 
 
 # --- Slow: training, and short runs end to end -------------------------------------------------------------------
 
-UPDATES, SEEDS, TASKS = 3, 2, 6
+UPDATES, SEEDS, TASKS, REGRESSORS = 3, 2, 6, 4
 
 
 @pytest.mark.slow
@@ -324,7 +344,7 @@ def test_the_oracle_uses_the_amplitude_and_phase_it_is_given(evaluate):
     study = dataclasses.replace(
         paper_study(), learners=("pretrained", "oracle"), sections=(SECTIONS["5"],), scores=("query",)
     )
-    results, _ = evaluate.evaluated(study, initializations, draw_held_out_tasks(40))
+    results, _, _ = evaluated(evaluate, study, initializations, draw_held_out_tasks(40))
     oracle, pretrained = (np.array(results["query"][name]["5"]["per_seed"])[:, 0] for name in ("oracle", "pretrained"))
     assert (oracle < 0.6 * pretrained).all(), (oracle, pretrained)
 
@@ -334,6 +354,7 @@ def paper_run(evaluate, tmp_path_factory):
     """A short run of the paper study, in process: its arguments, out dir, checkpoint dir and report."""
     folder = tmp_path_factory.mktemp("paper_run")
     argv = ["--protocol", "paper", "--updates", str(UPDATES), "--seeds", str(SEEDS), "--tasks", str(TASKS)]
+    argv += ["--regressors", str(REGRESSORS)]
     argv += ["--out-dir", str(folder / "out"), "--checkpoint-dir", str(folder / "checkpoints")]
     return argv, folder / "out", folder / "checkpoints", evaluate.main(argv)
 
@@ -341,9 +362,11 @@ def paper_run(evaluate, tmp_path_factory):
 @pytest.mark.slow
 def test_a_short_run_writes_every_result_and_figure(paper_run):
     _, out, checkpoints, report = paper_run
-    names = ["fits.png", "mse_vs_steps.png", "mse_vs_steps_grid.png", "results.json", "results.md"]
-    assert sorted(path.name for path in out.iterdir()) == names
-    for figure in names[:3]:
+    figures = [f"{plot.name}{suffix}.png" for plot in paper_study().figures
+               for suffix in (("", "_grid") if plot.kind == "mse" else ("",))]  # fmt: skip
+    assert sorted(path.name for path in out.iterdir()) == sorted([*figures, "results.json", "results.md"])
+    assert len(figures) == 10
+    for figure in figures:
         assert is_png(out / figure), figure
     assert json.loads((out / "results.json").read_text()) == as_json(report)
     assert report["study"] == paper_study(UPDATES).record()
@@ -354,7 +377,9 @@ def test_a_short_run_writes_every_result_and_figure(paper_run):
     assert table == markdown_table(report["mse"], paper_study(UPDATES), TASKS, command)
     assert table.count("## K = 10\n") == 2 and table.count("## K = 5, the K = 10 models\n") == 2
     assert "K new points per task" in table and "100 x in [-5, 5]" in table and "(not fine-tuned)" in table
-    assert len(list(checkpoints.iterdir())) == 2 * len(STUDY_LEARNERS), "one model per learner and K"
+    # One model per K of MAML at each alpha, of the pretrained network (which the three pretrained learners share,
+    # as they differ only at test) and of the oracle; one of each of the 5 multi-task baselines, whatever K.
+    assert len(list(checkpoints.iterdir())) == 2 * 4 + 5
 
 
 @pytest.mark.slow
@@ -371,11 +396,15 @@ def test_a_short_run_has_every_learner_section_score_and_step_with_intervals_ove
                 assert np.isfinite(result["mean"]).all() and (np.array(result["seed_ci95"]) > 0).all()
                 np.testing.assert_allclose(result["mean"], np.mean(result["per_seed"], axis=0))
     for name in STUDY_LEARNERS:
-        assert report["learners"][name]["learner"] == LEARNERS[name].record()
+        assert report["learners"][name]["learner"] == as_json(LEARNERS[name].record())
         for k in ("K=5", "K=10"):
             record = report["learners"][name][k]
-            assert record["source"] == "trained" and record["updates"] == UPDATES
-            assert len(record["final_training_query_mse"]) == SEEDS
+            assert record["source"] == "trained"
+            if name.startswith("multitask"):
+                assert record["regressors"]["regressors"] == REGRESSORS and record["regressors"]["max_updates"] == 3
+                assert np.shape(record["regressor_mse"]) == (SEEDS, REGRESSORS)
+            else:
+                assert record["updates"] == UPDATES and len(record["final_training_query_mse"]) == SEEDS
 
 
 @pytest.mark.slow
