@@ -168,9 +168,10 @@ class Study:
         return asdict(self)
 
     def drawn(self, plot: Plot) -> tuple[list[Section], tuple[str, ...]]:
-        """The sections and learners of the study that `plot` draws."""
-        sections = [section for section in self.sections if plot.sections is None or section.key in plot.sections]
-        return sections, self.learners if plot.learners is None else plot.learners
+        """The sections (in the plot's order) and learners of the study that `plot` draws."""
+        by_key = {section.key: section for section in self.sections}
+        sections = self.sections if plot.sections is None else [by_key[key] for key in plot.sections]
+        return list(sections), self.learners if plot.learners is None else plot.learners
 
 
 def assignment_study(updates: int = EPISODES) -> Study:

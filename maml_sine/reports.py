@@ -364,7 +364,7 @@ def plot_fits(
     step, (steps + 1, m)}}."""
     grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
     sections, learners = study.drawn(plot)
-    figure = Figure(figsize=(3.9 * len(learners), 3.5 * len(sections) + 0.7))
+    figure = Figure(figsize=(3.9 * len(learners), 3.7 * len(sections) + 0.7))
     panels = figure.subplots(len(sections), len(learners), sharex=True, sharey=True, squeeze=False)
     styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
     for row, section in zip(panels, sections):
@@ -378,7 +378,8 @@ def plot_fits(
                 linestyle, linewidth = styles[step]
                 axes.plot(grid_x, predictions[step], color=color, linestyle=linestyle, linewidth=linewidth)
             axes.plot(support_x, support_y, "^", color="black", markersize=7)
-            axes.set_title(f"{label}\n{section_title(section, study)}", fontsize=10)
+            title = section_title(section, study).replace(", support", ",\nsupport")  # two lines for the half-range
+            axes.set_title(f"{label}\n{title}", fontsize=10)
             axes.grid(True, alpha=0.3)
         row[0].set_ylabel("y")
     for axes in panels[-1]:

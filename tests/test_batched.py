@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from torch.func import vmap
 
 import maml_sine.core
@@ -116,6 +117,22 @@ def test_compiled_from_scratch_learners_match_the_eager_ones():
             learners.train(tasks)
         histories.append(learners.histories)
     np.testing.assert_allclose(histories[1], histories[0], rtol=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_a_process_compiles_more_configurations_than_dynamos_default_limit():
+    """Every lockstep learner compiles torch.func's one vmap wrapper, so dynamo counts all of a process's
+    configurations against one limit, 8 by default, past which it runs the next one eager without a word (the
+    paper's study trains 12). Ten algorithms in one process each get a graph of their own."""
+    seeds = lane_seeds(2)
+    initializations = initializations_from_seeds(seeds)
+    tasks = assignment_protocol().streams(seeds).next_batch()
+    before = counters["stats"]["unique_graphs"]
+    for index in range(10):
+        learners = BatchedMAML(initializations, Algorithm(num_steps=0, meta_lr=(index + 1) / 997), compile=True)
+        learners.train(tasks)
+        learners.train(tasks)
+    assert counters["stats"]["unique_graphs"] - before == 10
 
 
 def test_learner_zero_is_the_learner_of_test_py():
