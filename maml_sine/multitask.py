@@ -50,7 +50,6 @@ class _UntilFitted:
         x = GRID_X.expand(len(learners), -1, -1)
         amplitudes, phases = (torch.from_numpy(v).float()[:, None, None] for v in (streams.amplitudes, streams.phases))
         self.grid = (x, amplitudes * torch.sin(x + phases))
-        self.updates = 0
 
     @property
     def losses(self):
@@ -66,8 +65,7 @@ class _UntilFitted:
 
     def train(self, tasks) -> None:
         self.learners.train(tasks)
-        self.updates += 1
-        if self.updates % self.spec.check_every == 0:
+        if len(self.learners.losses) % self.spec.check_every == 0:
             self.learners.stop(self.fit() < self.spec.target_mse)
 
     def done(self) -> bool:
