@@ -111,11 +111,18 @@ class _Lockstep:
         return [w[learner].clone() for w in self.weights]
 
     def checked(self, tasks: TaskBatch) -> list[torch.Tensor]:
-        """The four parts as tensors of the weights' dtype, each (N, B, n, d or 1); a clear error naming the
-        part if one does not fit, or naming the learners whose tasks hold NaN or infinity."""
+        """`shaped` tasks, or a clear error naming the learners whose tasks hold NaN or infinity."""
+        tasks = self.shaped(tasks)
+        self.refuse_non_finite(tasks)
+        return tasks
+
+    def shaped(self, tasks: TaskBatch) -> list[torch.Tensor]:
+        """The four parts as tensors of the weights' dtype, each (N, B, n, d or 1), or a clear error naming
+        the part that does not fit."""
         if len(tasks) != len(TASK_PARTS):
             raise ValueError(f"tasks must have 4 parts {TASK_PARTS}, got {len(tasks)}")
-        checked = []
+        shaped = []
+        dtype = self.weights[0].dtype
         inputs = self.weights[0].shape[-1]  # 1 for the sine's x; more for a network given more about the task
         for name, part, width in zip(TASK_PARTS, tasks, (inputs, 1, inputs, 1)):
             if (
@@ -128,18 +135,21 @@ class _Lockstep:
                 raise ValueError(f"{name} must be a tensor of shape (N={len(self)}, B, n, {width}), got {shape}")
             if not part.is_floating_point() or 0 in part.shape:
                 raise ValueError(f"{name} must hold floating-point numbers, at least one task and point, got {part}")
-            checked.append(part.to(self.weights[0].dtype))
-        for x_name, y_name, x, y in ((*TASK_PARTS[:2], *checked[:2]), (*TASK_PARTS[2:], *checked[2:])):
+            shaped.append(part if part.dtype == dtype else part.to(dtype))
+        for x_name, y_name, x, y in ((*TASK_PARTS[:2], *shaped[:2]), (*TASK_PARTS[2:], *shaped[2:])):
             if x.shape[:3] != y.shape[:3]:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
-        if checked[0].shape[1] != checked[2].shape[1]:
-            raise ValueError(f"train_x has {checked[0].shape[1]} tasks per learner but test_x {checked[2].shape[1]}")
-        if not all_finite(checked):  # one sum over everything; which learner, only when something is wrong
-            finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in checked]).all(dim=0)
+        if shaped[0].shape[1] != shaped[2].shape[1]:
+            raise ValueError(f"train_x has {shaped[0].shape[1]} tasks per learner but test_x {shaped[2].shape[1]}")
+        return shaped
+
+    def refuse_non_finite(self, tasks: Sequence[torch.Tensor]) -> None:
+        """A ValueError naming the learners whose (shaped) tasks hold NaN or infinity, if any do."""
+        if not all_finite(tasks):  # one sum over everything; which learner, only when something is wrong
+            finite = torch.stack([torch.isfinite(part).flatten(start_dim=1).all(dim=1) for part in tasks]).all(dim=0)
             raise ValueError(
                 f"learner(s) {_indices(~finite)}: the tasks hold NaN or infinite values; no learner changed"
             )
-        return checked
 
 
 class BatchedMAML(_Lockstep):
@@ -192,22 +202,27 @@ class BatchedMAML(_Lockstep):
         A learner whose task is malformed, or whose loss or meta-gradient is not finite,
         is named in the error, and no learner changes (unless `stop_diverged`: see the class).
         """
-        tasks = self.checked(tasks)
+        tasks = self.shaped(tasks)  # their finiteness is part of the step's
         with torch.no_grad():  # torch.func tracks its own gradients
             state, losses, norms, finite = self._step(self.state, tasks, self.active, self.anchors)
-        diverged = self.active & ~finite
-        if diverged.any():
-            if not self.stop_diverged:
-                bad = _indices(diverged)
-                raise FloatingPointError(
-                    f"learner(s) {bad}: the query loss or meta-gradient is not finite; no learner changed"
-                )
-            for learner in _indices(diverged):
-                self.diverged_at[learner] = len(self.losses)
-            self.active = self.active & finite
+        if not finite.all():  # rare, so sorted out only here, before anything changes
+            self.refuse_non_finite(tasks)
+            self._stop_or_raise(self.active & ~finite)
         self.state = state
         self.losses.append(losses)  # NaN for a learner that has stopped
         self.gradient_norms.append(norms)
+
+    def _stop_or_raise(self, diverged: torch.Tensor) -> None:
+        """Stop the `diverged` learners (N bools) if `stop_diverged`, else raise naming them."""
+        if not diverged.any():
+            return
+        if not self.stop_diverged:
+            raise FloatingPointError(
+                f"learner(s) {_indices(diverged)}: the query loss or meta-gradient is not finite; no learner changed"
+            )
+        for learner in _indices(diverged):
+            self.diverged_at[learner] = len(self.losses)
+        self.stop(diverged)
 
     def stop(self, learners: torch.Tensor) -> None:
         """Stop the learners where `learners` (N bools) is True: they keep their weights and record NaN from now on."""

@@ -20,13 +20,13 @@ and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n p
 import signal
 import sys
 import threading
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
 import torch
-import torch._dynamo
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
@@ -39,7 +39,6 @@ SCRATCH_LR = 1e-3  # TrainFromScratch's Adam: torch's default lr
 # A C++ wrapper calls the generated kernels without Python in between: about 1.5x
 # faster per update than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
-RECOMPILE_LIMIT = 64  # compiled lockstep configurations one process may hold (see `compiled`)
 
 
 @dataclass(frozen=True)
@@ -146,13 +145,13 @@ def meta_step(
     """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses.
 
     Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
-    any clipping or weight decay), both NaN unless the update was applied, and whether the losses and
-    the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
+    any clipping or weight decay), both NaN unless the update was applied, and whether the tasks, the
+    losses and the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
     where `MAML.train` raises, it stays. `anchor` (6 tensors like the weights) is where
     `algorithm.weight_decay` pulls the weights.
     """
     meta_gradients, losses = meta_gradient(state.weights, tasks, algorithm=algorithm)
-    finite = all_finite([losses, *meta_gradients])
+    finite = all_finite([*tasks, losses, *meta_gradients])
     # In float64: a finite float32 gradient can have a norm beyond float32's range.
     norm = sum(gradient.double().square().sum() for gradient in meta_gradients).sqrt()
     if algorithm.max_meta_gradient_norm is not None:
@@ -197,18 +196,22 @@ def compiled(function: Callable) -> Callable:
     input (ValueError, TypeError, FloatingPointError) is raised, not a reason to fall back. This is
     the project's one call of `torch.compile`.
 
-    Ctrl-C always stops it. Each call of a compiled function first runs dynamo's guards, some of them
-    (torch.func's) Python functions, and torch's C++ guard code clears any error a guard raises and
-    counts the guard as failed: a KeyboardInterrupt raised there is lost, and the call recompiles and
-    runs on (torch 2.13; about 0.7% of the signals sent at random moments of a compiled run). So the
-    SIGINTs are counted, and a call during which one arrived raises KeyboardInterrupt when it returns.
-    The counting handler stays installed for the rest of the process; it raises as Python's own does.
+    A call is checked against the compiled code by guards on its tensors' metadata and on torch's
+    global state (grad mode, autocast) alone, and compiles anew where they fail (a new task shape).
+    torch's default guards would also re-check the Python objects the traced code read (modules,
+    the algorithm, torch.func's state): about 30 µs a call, a fifth of a compiled one-learner update
+    at S = 1. So
+    `function` must not change once compiled (the lockstep learners give no way to), and each
+    compiled function runs behind code of its own: torch caches compiled code per code object, and
+    every lockstep learner is torch.func's one vmap wrapper.
+
+    Ctrl-C always stops it: the SIGINTs are counted, and a call during which one arrived raises
+    KeyboardInterrupt when it returns, also where torch caught it (its compiler wraps it in an error of
+    its own; its guard code clears any error raised in a guard written in Python). The counting handler
+    stays installed for the rest of the process; it raises as Python's own does.
     """
-    # Every lockstep learner compiles the same code (torch.func's vmap wrapper), so dynamo keeps one cache of
-    # compiled graphs for all of a process's learners, and after its default limit of 8 (algorithms x shapes)
-    # it silently runs any further one eager, about 5x slower: the paper's study trains 12.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    fast = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
+    options = {**COMPILE_OPTIONS, "guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
+    fast = torch.compile(_behind_code_of_its_own(function), dynamic=False, options=options)
     chosen: list[Callable] = []
     _count_sigints()
 
@@ -229,10 +232,20 @@ def compiled(function: Callable) -> Callable:
                 chosen.append(function)
                 result = function(*args, **kwargs)
         if _sigints[0] != sigints and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt  # one that torch's guards swallowed (Python delivers it to the main thread)
+            raise KeyboardInterrupt  # one that torch swallowed (Python delivers it to the main thread)
         return result
 
     return call
+
+
+def _behind_code_of_its_own(function: Callable) -> Callable:
+    """A function that calls `function`, with a code object no other function has."""
+
+    def trampoline(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    code = trampoline.__code__.replace()  # a copy: equal, but a new object
+    return types.FunctionType(code, trampoline.__globals__, trampoline.__name__, None, trampoline.__closure__)
 
 
 _sigints = [0]  # SIGINTs received since `_count_sigints` took over Python's handler

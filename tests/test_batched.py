@@ -120,19 +120,34 @@ def test_compiled_from_scratch_learners_match_the_eager_ones():
 
 
 @pytest.mark.slow
-def test_a_process_compiles_more_configurations_than_dynamos_default_limit():
-    """Every lockstep learner compiles torch.func's one vmap wrapper, so dynamo counts all of a process's
-    configurations against one limit, 8 by default, past which it runs the next one eager without a word (the
-    paper's study trains 12). Ten algorithms in one process each get a graph of their own."""
+def test_every_compiled_learner_runs_a_graph_of_its_own():
+    """Every lockstep learner is torch.func's one vmap wrapper, and its compiled code is guarded by its tensors'
+    shapes alone: learners of other algorithms with tasks of the same shape must not share it. (Once they
+    shared one cache, with a limit of 8 graphs past which the next learner ran eager without a word.)
+    Ten algorithms in one process each get a graph of their own, and take their own updates."""
     seeds = lane_seeds(2)
     initializations = initializations_from_seeds(seeds)
     tasks = assignment_protocol().streams(seeds).next_batch()
     before = counters["stats"]["unique_graphs"]
     for index in range(10):
-        learners = BatchedMAML(initializations, Algorithm(num_steps=0, meta_lr=(index + 1) / 997), compile=True)
-        learners.train(tasks)
-        learners.train(tasks)
+        algorithm = Algorithm(num_steps=0, meta_lr=(index + 1) / 997)
+        learners = [BatchedMAML(initializations, algorithm, compile=compile) for compile in (False, True)]
+        for learner in learners:
+            learner.train(tasks)
+            learner.train(tasks)
+        eager, fast = learners
+        for mine, expected in zip(fast.weights, eager.weights, strict=True):
+            torch.testing.assert_close(mine, expected, rtol=1e-5, atol=1e-7)
     assert counters["stats"]["unique_graphs"] - before == 10
+
+
+@pytest.mark.slow
+def test_a_compiled_function_compiles_again_for_tasks_of_another_shape():
+    double = compiled(lambda x: 2 * x)
+    before = counters["stats"]["unique_graphs"]
+    for x in (torch.ones(3), torch.ones(2, 5), torch.ones(3, dtype=torch.float64), torch.ones(3)):
+        assert torch.equal(double(x), 2 * x)
+    assert counters["stats"]["unique_graphs"] - before == 3
 
 
 def test_learner_zero_is_the_learner_of_test_py():
@@ -229,6 +244,22 @@ def test_a_malformed_batch_is_refused_and_no_learner_changes(corrupt, message):
     with pytest.raises(ValueError, match=message):
         learners.train(corrupt(assignment_protocol().streams(lane_seeds(3)).next_batch()))
     assert_unchanged(before, learners)
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
+def test_tasks_that_are_not_finite_are_refused_also_by_learners_that_stop_instead(compile):
+    """The update itself finds non-finite tasks (its finite check covers them); they are refused with a
+    ValueError, not taken for a divergence, also for a learner that has stopped."""
+    learners, _, _ = run_batched(1, 10, 3, compile=compile, stop_diverged=True)
+    learners.stop(torch.tensor([False, True, False]))
+    tasks = assignment_protocol().streams(lane_seeds(3)).next_batch()
+    before = snapshot(learners)
+    for lane, value in ((0, math.nan), (1, math.inf)):
+        corrupt = [*tasks[:3], tasks[3].index_fill(0, torch.tensor([lane]), value)]
+        with pytest.raises(ValueError, match=rf"learner\(s\) \[{lane}\]: the tasks hold NaN"):
+            learners.train(corrupt)
+    assert_unchanged(before, learners)
+    assert learners.diverged_at == {}
 
 
 def test_all_finite_is_exact_for_huge_finite_values():
