@@ -17,9 +17,7 @@ b2 (40), W3 (1, 40), b3 (1), with d inputs (1 for the sine's x; 3 for the oracle
 and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n points, d or 1).
 """
 
-import signal
 import sys
-import threading
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from assignment import INNER_LR, META_LR, all_finite, check_options
+from maml_sine.interrupts import Honoured, count_sigints
 from utils import BaseLearner
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as MAML and TrainFromScratch use them
@@ -200,40 +199,34 @@ def compiled(function: Callable) -> Callable:
     global state (grad mode, autocast) alone, and compiles anew where they fail (a new task shape).
     torch's default guards would also re-check the Python objects the traced code read (modules,
     the algorithm, torch.func's state): about 30 µs a call, a fifth of a compiled one-learner update
-    at S = 1. So
-    `function` must not change once compiled (the lockstep learners give no way to), and each
-    compiled function runs behind code of its own: torch caches compiled code per code object, and
-    every lockstep learner is torch.func's one vmap wrapper.
+    at S = 1. So `function` must not change once compiled (the lockstep learners give no way to),
+    and each compiled function runs behind code of its own: torch caches compiled code per code
+    object, and every lockstep learner is torch.func's one vmap wrapper.
 
-    Ctrl-C always stops it: the SIGINTs are counted, and a call during which one arrived raises
-    KeyboardInterrupt when it returns, also where torch caught it (its compiler wraps it in an error of
-    its own; its guard code clears any error raised in a guard written in Python). The counting handler
-    stays installed for the rest of the process; it raises as Python's own does.
+    Every call is an `interrupts.Honoured` block: torch's compiler swallows some KeyboardInterrupts,
+    and Ctrl-C must still stop the program within a second.
     """
     options = {**COMPILE_OPTIONS, "guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
     fast = torch.compile(_behind_code_of_its_own(function), dynamic=False, options=options)
     chosen: list[Callable] = []
-    _count_sigints()
+    count_sigints()
 
     def call(*args, **kwargs):
-        sigints = _sigints[0]
-        if chosen:
-            result = chosen[0](*args, **kwargs)
-        else:
+        with Honoured() as block:
+            if chosen:
+                return chosen[0](*args, **kwargs)
             try:
                 result = fast(*args, **kwargs)
                 chosen.append(fast)
             except (ValueError, TypeError, FloatingPointError):
                 raise  # bad input, not a compiler problem
             except Exception as error:  # whatever the compiler raised: the eager function still works
-                if _sigints[0] != sigints:
+                if block.interrupted:
                     raise KeyboardInterrupt from error  # stopped by Ctrl-C, not by the compiler
                 print(f"compiling unavailable ({type(error).__name__}); running eager", file=sys.stderr)
                 chosen.append(function)
                 result = function(*args, **kwargs)
-        if _sigints[0] != sigints and threading.current_thread() is threading.main_thread():
-            raise KeyboardInterrupt  # one that torch swallowed (Python delivers it to the main thread)
-        return result
+            return result
 
     return call
 
@@ -246,20 +239,3 @@ def _behind_code_of_its_own(function: Callable) -> Callable:
 
     code = trampoline.__code__.replace()  # a copy: equal, but a new object
     return types.FunctionType(code, trampoline.__globals__, trampoline.__name__, None, trampoline.__closure__)
-
-
-_sigints = [0]  # SIGINTs received since `_count_sigints` took over Python's handler
-
-
-def _count_sigints() -> None:
-    """From now on, count every SIGINT and then raise KeyboardInterrupt as Python's own handler does.
-    Only where Python's handler is in place (a program that handles SIGINT itself keeps its handler),
-    and only from the main thread, the one signal handlers can be set from."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _counting_handler)
-
-
-def _counting_handler(signum: int, frame: object) -> None:
-    _sigints[0] += 1
-    signal.default_int_handler(signum, frame)

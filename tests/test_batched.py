@@ -400,8 +400,8 @@ def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch,
 
     def interrupted_compile(function, **options):
         def fail(*args, **kwargs):
-            os.kill(os.getpid(), signal.SIGINT)
             try:
+                os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)  # the signal's handler raises in here
             except KeyboardInterrupt as interrupt:
                 raise RuntimeError("backend compiler failed") from interrupt
@@ -422,8 +422,8 @@ def test_a_ctrl_c_that_a_compiled_call_swallows_still_stops_the_program(monkeypa
         def run(*args, **kwargs):
             calls.append(args)
             if len(calls) == 1:  # Ctrl-C during the first call only
-                os.kill(os.getpid(), signal.SIGINT)
                 with contextlib.suppress(KeyboardInterrupt):  # cleared, as `PyErr_Clear` in a failed guard clears it
+                    os.kill(os.getpid(), signal.SIGINT)
                     time.sleep(1)
             return function(*args, **kwargs)
 
@@ -434,6 +434,27 @@ def test_a_ctrl_c_that_a_compiled_call_swallows_still_stops_the_program(monkeypa
     with pytest.raises(KeyboardInterrupt):
         add_one(torch.tensor(1))
     assert add_one(torch.tensor(2)).item() == 3, "the next call runs as usual"
+
+
+def test_a_ctrl_c_that_the_compiler_swallows_stops_it_within_a_second(monkeypatch, python_sigint_handler):
+    """As a weakref callback inside torch's compiler does: the KeyboardInterrupt is raised there and ignored, and
+    compiling goes on, for a minute here. The signal is sent again until the program is out of the call."""
+
+    def stubborn_compile(function, **options):
+        def run(*args, **kwargs):
+            with contextlib.suppress(KeyboardInterrupt):  # ignored, as CPython ignores it in a weakref callback
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            time.sleep(60)  # compiling on
+            return function(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(maml_sine.core.torch, "compile", stubborn_compile)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        compiled(lambda x: x + 1)(torch.tensor(1))
+    assert time.monotonic() - start < 10, "stopped by the repeated signal, not after the minute"
 
 
 def test_a_task_of_one_learner_is_a_task_of_maml_train():
