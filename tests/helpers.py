@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -82,24 +83,38 @@ def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, 
     Its standard error goes to `log`. The script must end within a minute of the signal, even on a
     loaded machine; it is killed in any case, so that no child outlives the test.
     """
+
+    def trained_an_episode(process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 300
+        while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
+
+    return interrupted(script, arguments, trained_an_episode, log)[0]
+
+
+def interrupted(
+    script: Path, arguments: list[str], wait: Callable[[subprocess.Popen], None], log: Path, env: dict | None = None
+) -> tuple[int, float]:
+    """Start the script, `wait(process)`, send it a real SIGINT; return its exit status and the seconds it took
+    to end after the signal. Its standard error goes to `log`. It must end within a minute of the signal;
+    it is killed in any case, so that no child outlives the test."""
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(script), *arguments],
             cwd=ROOT,
-            env={**HEADLESS, "MPLBACKEND": "Agg"},
+            env={**HEADLESS, "MPLBACKEND": "Agg", **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             # A shell starts background jobs with SIGINT ignored, and a child inherits that.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
-            deadline = time.monotonic() + 300
-            while not re.search(rf"\|\s*[1-9]\d*/{episodes}", log.read_text()) and time.monotonic() < deadline:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
+            wait(process)
             process.send_signal(signal.SIGINT)
-            return process.wait(timeout=60)
+            sent = time.monotonic()
+            return process.wait(timeout=60), time.monotonic() - sent
         finally:
             process.kill()
             process.wait()

@@ -5,13 +5,14 @@ The runs of the script in a process of its own (end to end, compiled, interrupte
 
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from assignment import MAML
-from helpers import HEADLESS, ROOT, interrupt_after_progress, is_png, run_python
+from helpers import HEADLESS, ROOT, interrupt_after_progress, interrupted, is_png, run_python
 from utils import SineGenerator, TrainFromScratch
 
 SCRIPT = ROOT / "test.py"
@@ -132,6 +133,21 @@ def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     assert done and int(done[1].replace(",", "")) > 0, errors
     assert f"the curve so far is saved to {out}" in errors
     assert is_png(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_ctrl_c_at_any_moment_of_a_cold_compiled_start_exits_130_within_seconds(tmp_path):
+    """`python test.py --fast` with an empty compile cache, interrupted at moments spread over its first
+    seconds: importing, tracing, compiling C++, the first updates. torch's compiler swallows some
+    KeyboardInterrupts; every run must still end with status 130 within seconds of the signal."""
+    arguments = ["--fast", "--episodes", "1000000", "--no-show", "--out", str(tmp_path / "curve.png")]
+    for moment in (1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 11.0, 14.0):
+        log = tmp_path / f"stderr-{moment}.txt"
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"compiled-{moment}")}
+        status, seconds = interrupted(SCRIPT, arguments, lambda process: time.sleep(moment), log, env)
+        assert status == 130, f"SIGINT at {moment} s: {log.read_text()}"
+        assert seconds < 10, f"SIGINT at {moment} s took {seconds:.1f} s to stop the program"
 
 
 @pytest.mark.slow
