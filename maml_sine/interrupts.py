@@ -23,6 +23,7 @@ REPEAT_AFTER = 0.5  # seconds after a SIGINT before it is sent again to a block 
 
 _sigints = [0]  # SIGINTs received since `count_sigints` took over Python's handler
 _inside: list["Honoured"] = []  # the blocks the main thread is in, innermost last
+_sent_again: list["Honoured"] = []  # the blocks SIGINTs were sent to again, oldest first, until handled
 
 
 def count_sigints() -> None:
@@ -56,6 +57,8 @@ class Honoured:
 
 
 def _counting_handler(signum: int, frame: object) -> None:
+    if _sent_again and _sent_again.pop(0) not in _inside:
+        return  # sent again to a block that has ended since: its KeyboardInterrupt is on its way
     _sigints[0] += 1
     if _inside:
         _send_again_if_still_inside(_inside[-1])
@@ -65,6 +68,7 @@ def _counting_handler(signum: int, frame: object) -> None:
 def _send_again_if_still_inside(block: Honoured) -> None:
     def again() -> None:
         if block in _inside:
+            _sent_again.append(block)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     timer = threading.Timer(REPEAT_AFTER, again)

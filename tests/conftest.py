@@ -1,9 +1,12 @@
-"""The two tiers, and fixtures: torch's default thread count for every test, float64 mode, the scripts as modules.
+"""The two tiers, and fixtures: torch's default thread count for every test, float64 mode, Python's own
+SIGINT handler, the scripts as modules.
 
 `python -m pytest` runs the fast tier: correctness (gradients, the contract, equivalences, bad input),
 in about two minutes on two cores. `python -m pytest --slow` adds the slow tier: the 40,000-episode
 grader runs, compiling, the scripts end to end, real signals (`-m slow` runs that tier alone).
 """
+
+import signal
 
 import pytest
 import torch
@@ -46,6 +49,15 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler for the test, whatever the process started with (a shell starts
+    background jobs with SIGINT ignored); the handler it had is put back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

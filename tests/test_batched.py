@@ -386,15 +386,6 @@ def test_compiling_falls_back_to_eager_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.count("compiling unavailable (RuntimeError); running eager") == 1
 
 
-@pytest.fixture
-def python_sigint_handler():
-    """Python's own SIGINT handler for the test, whatever the process started with (a shell starts
-    background jobs with SIGINT ignored); the handler it had is put back after."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch, python_sigint_handler):
     """torch's compiler wraps what it catches; a Ctrl-C inside it must still stop the program."""
 
