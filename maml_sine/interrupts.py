@@ -2,10 +2,10 @@
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread is. Inside some
 code that exception is lost: CPython ignores an exception raised in a weakref callback or a
-`__del__` (it prints "Exception ignored in ..." and goes on), and torch's compiler runs
-thousands of those callbacks while it traces; torch's guard code clears an exception raised
-in a guard written in Python. A program that runs such code in a `Honoured` block does not
-lose a Ctrl-C:
+`__del__` (it prints "Exception ignored in ..." and goes on), and torch's compiler runs such
+callbacks while it traces (one of dynamo's swallowed a Ctrl-C sent during a compiled start
+here, torch 2.13); torch's guard code clears an exception raised in a guard written in
+Python. A program that runs such code in a `Honoured` block does not lose a Ctrl-C:
 
     with Honoured() as block:
         ...                      # may swallow a KeyboardInterrupt
