@@ -18,4 +18,5 @@ and depends on them, never the reverse:
     curves       `python test.py --seeds N` and `--fast`
     files        text and strict JSON, written atomically
     cli          the scripts' shared conventions: output folders, Ctrl-C
+    interrupts   Ctrl-C that stops the program within a second, also where torch swallows it
 """
