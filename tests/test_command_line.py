@@ -145,7 +145,7 @@ def test_ctrl_c_at_any_moment_of_a_cold_compiled_start_exits_130_within_seconds(
     for moment in (1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 11.0, 14.0):
         log = tmp_path / f"stderr-{moment}.txt"
         env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"compiled-{moment}")}
-        status, seconds = interrupted(SCRIPT, arguments, lambda process: time.sleep(moment), log, env)
+        status, seconds = interrupted(SCRIPT, arguments, lambda process, moment=moment: time.sleep(moment), log, env)
         assert status == 130, f"SIGINT at {moment} s: {log.read_text()}"
         assert seconds < 10, f"SIGINT at {moment} s took {seconds:.1f} s to stop the program"
 
