@@ -155,13 +155,20 @@ def markdown_table(results: Mapping, study: Study, num_tasks: int, command: str)
                       "| learner | " + " | ".join(steps_label(s) for s in TABLE_STEPS) + " |"]  # fmt: skip
             lines.append("| --- |" + " ---: |" * len(TABLE_STEPS))
             for name in study.learners:
-                cells = [cell(results[score][name][section.key], step, study.medians) for step in TABLE_STEPS]
-                if LEARNERS[name].inputs > 1:
-                    cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
+                cells = learner_cells(name, results[score][name][section.key], TABLE_STEPS, study.medians)
                 lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
             lines.append("")
     lines.append(f"Written by `{command}`; every step 0..10 is in results.json.")
     return "\n".join(lines) + "\n"
+
+
+def learner_cells(name: str, result: Mapping, steps: Sequence[int], median: bool) -> list[str]:
+    """A table row's `cell`s of learner `name` after each of `steps`; a learner told the task (the oracle) is
+    not fine-tuned, so it has only its step-0 cell."""
+    cells = [cell(result, step, median) for step in steps]
+    if LEARNERS[name].inputs > 1:
+        cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
+    return cells
 
 
 def cell(result: Mapping, step: int, median: bool) -> str:
@@ -231,9 +238,7 @@ def rows_table(report: Mapping, rows: Sequence[tuple[str, str]], score: str, ste
              "| --- | --- | ---: |" + " ---: |" * len(steps)]  # fmt: skip
     for name, key in rows:
         result = report["mse"][score][name][key]
-        cells = [cell(result, step, study.medians) for step in steps]
-        if LEARNERS[name].inputs > 1:
-            cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
+        cells = learner_cells(name, result, steps, study.medians)
         lr = report["evaluation"]["test_lr"][name][key]
         lines.append(
             f"| {style(name)[0]} | {section_title(sections[key], study)} | {lr:g} | " + " | ".join(cells) + " |"

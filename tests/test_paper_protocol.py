@@ -302,7 +302,8 @@ def cell(result, step):
 
 def test_the_readme_states_table_2s_comparison_from_the_committed_results():
     """The README's paragraph on the paper's protocol, rebuilt from docs/paper_protocol/results.json: MAML at both
-    α on Table 2's section after 1, 5 and 10 steps, and the share of tasks diverged at α = 0.01."""
+    α on Table 2's section after 1, 5 and 10 steps, the multi-task averages after one step, and MAML against
+    the tuned pretrained network on the unseen half after 10 steps."""
     readme = (ROOT / "README.md").read_text()
     results = COMMITTED["mse"]["query"]
     code, text = results["maml_alpha0.001"][K10_MODEL_AT_K5], results["maml"][K10_MODEL_AT_K5]
@@ -310,6 +311,13 @@ def test_the_readme_states_table_2s_comparison_from_the_committed_results():
     assert steps in readme, steps
     one_step = f"{text['mean'][1]:.2f} ± {text['seed_ci95'][1]:.2f}"
     assert one_step in readme, one_step
+    for name in ("multitask", "multitask_l2", "multitask_running_mean"):
+        result = results[name][K10_MODEL_AT_K5]
+        assert f"{result['mean'][1]:.2f} ± {result['seed_ci95'][1]:.2f}" in readme, name
+    half = "5 in the left half, trained at K=10"
+    maml, pretrained = (results[name][half] for name in ("maml_alpha0.001", "pretrained_tuned"))
+    versus = " against ".join(f"{r['mean'][10]:.2f} ± {r['seed_ci95'][10]:.2f}" for r in (maml, pretrained))
+    assert versus in readme, versus
 
 
 def test_the_pages_tables_of_steps_are_rebuilt_from_the_committed_results():
