@@ -17,6 +17,6 @@ and depends on them, never the reverse:
     reports      the evaluation's figures and tables, and each learner's label and colour
     curves       `python test.py --seeds N` and `--fast`
     files        text and strict JSON, written atomically
-    cli          the scripts' shared conventions: output folders, Ctrl-C
-    interrupts   Ctrl-C that stops the program within a second, also where torch swallows it
+    cli          the scripts' shared conventions: output folders, the Ctrl-C handler, exit status 130
+    interrupts   Ctrl-C at the entry point: the first stops training after an update, a second ends the program
 """

@@ -183,13 +183,18 @@ class BatchedMAML(_Lockstep):
             self.anchors = [torch.stack([w.detach() for w in layer]) for layer in zip(*anchors)]
             if [a.shape for a in self.anchors] != [w.shape for w in self.weights]:
                 raise ValueError("anchors must be shaped as the initializations: one list of 6 tensors per learner")
-        self.algorithm = algorithm
+        self._algorithm = algorithm
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
         self.active = torch.ones(len(self), dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
         step = many(partial(meta_step, algorithm=algorithm))
         self._step = compiled(step) if compile else step
+
+    @property
+    def algorithm(self) -> Algorithm:
+        """How these learners are meta-trained; fixed when they are built (their update is built from it)."""
+        return self._algorithm
 
     @property
     def gradient_norm_histories(self) -> np.ndarray:

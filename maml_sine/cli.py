@@ -9,9 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from maml_sine.interrupts import INTERRUPTED, stop_on_ctrl_c
 from utils import check_writable
-
-INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
 
 
 def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path]) -> None:
@@ -29,8 +28,9 @@ def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path
 
 
 def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:
-    """Run a script's `main(argv)`. A KeyboardInterrupt (Ctrl-C) ends it with the interrupt's
-    message, which says where it stopped and what is kept, and exit status 130."""
+    """Run a script's `main(argv)` with the project's Ctrl-C handler (`interrupts`). A KeyboardInterrupt
+    ends it with the interrupt's message, which says where it stopped and what is kept, and status 130."""
+    stop_on_ctrl_c()
     try:
         main(argv)
     except KeyboardInterrupt as interrupt:

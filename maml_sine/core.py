@@ -18,7 +18,6 @@ and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n p
 """
 
 import sys
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +28,6 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from assignment import INNER_LR, META_LR, all_finite, check_options
-from maml_sine.interrupts import Honoured, count_sigints
 from utils import BaseLearner
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as MAML and TrainFromScratch use them
@@ -38,6 +36,7 @@ SCRATCH_LR = 1e-3  # TrainFromScratch's Adam: torch's default lr
 # A C++ wrapper calls the generated kernels without Python in between: about 1.5x
 # faster per update than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
+RECOMPILE_LIMIT = 64  # compiled configurations of one function per process (dynamo's default: 8)
 
 
 @dataclass(frozen=True)
@@ -192,50 +191,43 @@ def compiled(function: Callable) -> Callable:
     """`function` compiled (inductor) on its first call, or `function` itself if compiling fails there.
 
     Compiling fails before anything is computed, so falling back loses nothing; an error about the
-    input (ValueError, TypeError, FloatingPointError) is raised, not a reason to fall back. This is
-    the project's one call of `torch.compile`.
-
-    A call is checked against the compiled code by guards on its tensors' metadata and on torch's
-    global state (grad mode, autocast) alone, and compiles anew where they fail (a new task shape).
-    torch's default guards would also re-check the Python objects the traced code read (modules,
-    the algorithm, torch.func's state): about 30 µs a call, a fifth of a compiled one-learner update
-    at S = 1. So `function` must not change once compiled (the lockstep learners give no way to),
-    and each compiled function runs behind code of its own: torch caches compiled code per code
-    object, and every lockstep learner is torch.func's one vmap wrapper.
-
-    Every call is an `interrupts.Honoured` block: torch's compiler swallows some KeyboardInterrupts,
-    and Ctrl-C must still stop the program within a second.
+    input (ValueError, TypeError, FloatingPointError) is raised, not a reason to fall back, and so is a
+    Ctrl-C that the compiler wrapped in an error of its own. This is the project's one call of
+    `torch.compile`, with torch's default guards: a call whose tensors or Python objects differ from
+    what the compiled code was traced with compiles anew (a new task shape, another algorithm).
     """
-    options = {**COMPILE_OPTIONS, "guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
-    fast = torch.compile(_behind_code_of_its_own(function), dynamic=False, options=options)
+    # Every lockstep learner is torch.func's one vmap wrapper, and dynamo keeps the compiled code of one
+    # function in one cache of at most `recompile_limit` entries, past which it runs eager: a study of
+    # many learners needs more than the default 8.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    fast = torch.compile(function, dynamic=False, options=COMPILE_OPTIONS)
     chosen: list[Callable] = []
-    count_sigints()
 
     def call(*args, **kwargs):
-        with Honoured() as block:
-            if chosen:
-                return chosen[0](*args, **kwargs)
-            try:
-                result = fast(*args, **kwargs)
-                chosen.append(fast)
-            except (ValueError, TypeError, FloatingPointError):
-                raise  # bad input, not a compiler problem
-            except Exception as error:  # whatever the compiler raised: the eager function still works
-                if block.interrupted:
-                    raise KeyboardInterrupt from error  # stopped by Ctrl-C, not by the compiler
-                print(f"compiling unavailable ({type(error).__name__}); running eager", file=sys.stderr)
-                chosen.append(function)
-                result = function(*args, **kwargs)
-            return result
+        if chosen:
+            return chosen[0](*args, **kwargs)
+        try:
+            result = fast(*args, **kwargs)
+            chosen.append(fast)
+        except (ValueError, TypeError, FloatingPointError):
+            raise  # bad input, not a compiler problem
+        except Exception as error:  # whatever the compiler raised: the eager function still works
+            if _caused_by_ctrl_c(error):
+                raise KeyboardInterrupt from error
+            print(f"compiling unavailable ({type(error).__name__}); running eager", file=sys.stderr)
+            chosen.append(function)
+            result = function(*args, **kwargs)
+        return result
 
     return call
 
 
-def _behind_code_of_its_own(function: Callable) -> Callable:
-    """A function that calls `function`, with a code object no other function has."""
-
-    def trampoline(*args, **kwargs):
-        return function(*args, **kwargs)
-
-    code = trampoline.__code__.replace()  # a copy: equal, but a new object
-    return types.FunctionType(code, trampoline.__globals__, trampoline.__name__, None, trampoline.__closure__)
+def _caused_by_ctrl_c(error: BaseException | None) -> bool:
+    """Whether a KeyboardInterrupt is in the chain of causes and contexts of `error`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

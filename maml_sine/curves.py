@@ -14,19 +14,21 @@ from maml_sine.core import Algorithm
 from maml_sine.files import write_json_atomically
 from maml_sine.learners import ASSIGNMENT
 from maml_sine.reports import plot_curves_over_seeds
-from maml_sine.training import COMPILE_FROM, Interrupted, final_mse_per_seed, lane_seeds, train_in_lockstep
+from maml_sine.training import COMPILE_FROM, final_mse_per_seed, lane_seeds, train_in_lockstep
 from utils import TFS_STEPS, final_mse, plot_history, save_figure
 
 NAMES = {"maml": "MAML (S={steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
 
 
 def curves_over_seeds(
-    num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int, out: Path, fast: bool = False
-) -> list[str]:
+    num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int, out: Path, fast: bool = False,
+    kept: list[str] | None = None,
+) -> list[str]:  # fmt: skip
     """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once; save the figure
-    at `out`, also when Ctrl-C stops the run, and each seed's final MSE beside it (`out` with the suffix
-    .json) when the run ends. Returns one summary line per learner. Each update is compiled
-    with `fast`, or when the run is long enough to pay for compiling (COMPILE_FROM episodes)."""
+    at `out` and each seed's final MSE beside it (`out` with the suffix .json). Returns one summary line per
+    learner. Each update is compiled with `fast`, or when the run is long enough to pay for compiling
+    (COMPILE_FROM episodes). When Ctrl-C stops the run, the curve so far is saved, a line saying so is
+    appended to `kept`, and the KeyboardInterrupt goes on to the caller."""
     seeds = lane_seeds(num_seeds)
     compile = fast or episodes >= COMPILE_FROM
     learners = {"maml": BatchedMAML(initializations_from_seeds(seeds), Algorithm(maml_steps), compile=compile)}
@@ -35,11 +37,15 @@ def curves_over_seeds(
         learners["scratch"] = BatchedTrainFromScratch(scratch, TFS_STEPS, compile=compile)
     try:
         train_in_lockstep(learners, ASSIGNMENT.streams(seeds), episodes, f"{num_seeds} seed(s)", unit="episode")
-    except Interrupted as interrupt:
-        if len(learners["maml"].losses) == 0:
-            raise Interrupted(f"{interrupt}; no episode had finished, so no curve was saved") from None
-        _save_curves({name: learner.histories for name, learner in learners.items()}, maml_steps, out)
-        raise Interrupted(f"{interrupt}; the curve so far is saved to {out}") from None
+    except KeyboardInterrupt:
+        finished = len(learners["maml"].losses)
+        if finished:
+            _save_curves({name: learner.histories for name, learner in learners.items()}, maml_steps, out)
+            if kept is not None:
+                kept.append(
+                    f"interrupted after {finished:,} of {episodes:,} episodes; the curve so far is saved to {out}"
+                )
+        raise
     histories = {name: learner.histories for name, learner in learners.items()}
     _save_curves(histories, maml_steps, out)
     finals = {name: final_mse_per_seed(losses).tolist() for name, losses in histories.items()}

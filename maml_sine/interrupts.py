@@ -1,76 +1,73 @@
-"""Ctrl-C that stops the program within a second, also while torch compiles.
+"""Ctrl-C, handled once, at the entry point: the first stops at the next safe point, a second ends the program.
 
-Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread is. Inside some
-code that exception is lost: CPython ignores an exception raised in a weakref callback or a
-`__del__` (it prints "Exception ignored in ..." and goes on), and torch's compiler runs such
-callbacks while it traces (one of dynamo's swallowed a Ctrl-C sent during a compiled start
-here, torch 2.13); torch's guard code clears an exception raised in a guard written in
-Python. A program that runs such code in a `Honoured` block does not lose a Ctrl-C:
+A script's entry point calls `stop_on_ctrl_c()` once (`cli.run_command` does, and `test.py`). From
+then on:
 
-    with Honoured() as block:
-        ...                      # may swallow a KeyboardInterrupt
-    # here, if a SIGINT arrived inside, KeyboardInterrupt has been raised
+- the first Ctrl-C inside a loop that checks `stop_requested()` after each of its steps (the training
+  loop, `training.train_in_lockstep`) only sets a flag: the loop finishes the update it is in, raises
+  KeyboardInterrupt there, and its caller saves what it has (the learning curve so far, the
+  checkpoints of the learners that finished). Nothing is raised inside torch, whose compiler would
+  swallow some KeyboardInterrupts;
+- the first Ctrl-C anywhere else raises KeyboardInterrupt at once, as Python's own handler does;
+- a second Ctrl-C ends the program at once with status 130. Every file is written atomically, so
+  what was saved before it is whole.
 
-Every SIGINT is counted; while the main thread is still inside a block half a second after
-one arrived, the signal is sent to it again, and again, until it is out; and a block that a
-SIGINT arrived in and that ends as usual raises KeyboardInterrupt at its end.
+Without the handler (the package imported by a notebook or the tests) Ctrl-C is Python's own
+KeyboardInterrupt everywhere.
 """
 
+import contextlib
+import os
 import signal
 import threading
+from collections.abc import Iterator
 
-REPEAT_AFTER = 0.5  # seconds after a SIGINT before it is sent again to a block still running
-
-_sigints = [0]  # SIGINTs received since `count_sigints` took over Python's handler
-_inside: list["Honoured"] = []  # the blocks the main thread is in, innermost last
-_sent_again: list["Honoured"] = []  # the blocks SIGINTs were sent to again, oldest first, until handled
+INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
 
 
-def count_sigints() -> None:
-    """From now on, count every SIGINT and then raise KeyboardInterrupt as Python's own handler does.
-    Only where Python's handler is in place (a program that handles SIGINT itself keeps its handler),
-    and only from the main thread, the one signal handlers can be set from. It stays for the process."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _counting_handler)
+class _CtrlC:
+    """What the handler knows: whether a Ctrl-C has come, and how many loops check for one."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.checking_loops = 0
 
 
-class Honoured:
-    """A block of code that may swallow a KeyboardInterrupt, in which a Ctrl-C still stops the program.
-    `interrupted` says whether a SIGINT has arrived since the block began."""
-
-    def __enter__(self) -> "Honoured":
-        self.received = _sigints[0]
-        if threading.current_thread() is threading.main_thread():  # Python delivers signals to it alone
-            _inside.append(self)
-        return self
-
-    @property
-    def interrupted(self) -> bool:
-        return _sigints[0] != self.received
-
-    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> None:
-        if self in _inside:
-            _inside.remove(self)
-            if kind is None and self.interrupted:
-                raise KeyboardInterrupt  # one that the code inside swallowed
+_ctrl_c = _CtrlC()
 
 
-def _counting_handler(signum: int, frame: object) -> None:
-    if _sent_again and _sent_again.pop(0) not in _inside:
-        return  # sent again to a block that has ended since: its KeyboardInterrupt is on its way
-    _sigints[0] += 1
-    if _inside:
-        _send_again_if_still_inside(_inside[-1])
-    signal.default_int_handler(signum, frame)
+def stop_on_ctrl_c() -> None:
+    """Install the handler described above (from the main thread, the one signal handlers are set from)."""
+    if threading.current_thread() is threading.main_thread():
+        _ctrl_c.requested = False
+        signal.signal(signal.SIGINT, _on_ctrl_c)
 
 
-def _send_again_if_still_inside(block: Honoured) -> None:
-    def again() -> None:
-        if block in _inside:
-            _sent_again.append(block)
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+@contextlib.contextmanager
+def checked_after_each_step() -> Iterator[None]:
+    """Mark a loop that calls `stop_requested()` after each step: a first Ctrl-C inside it waits for that call."""
+    _ctrl_c.checking_loops += 1
+    try:
+        yield
+    finally:
+        _ctrl_c.checking_loops -= 1
 
-    timer = threading.Timer(REPEAT_AFTER, again)
-    timer.daemon = True
-    timer.start()
+
+def stop_requested() -> bool:
+    """Whether a Ctrl-C has come since `stop_on_ctrl_c()`, while its handler is still the one in place."""
+    return _ctrl_c.requested and signal.getsignal(signal.SIGINT) is _on_ctrl_c
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    if _ctrl_c.requested:
+        _say("Ctrl-C again: stopped at once (files already written are whole)")
+        os._exit(INTERRUPTED)
+    _ctrl_c.requested = True
+    if not _ctrl_c.checking_loops:
+        raise KeyboardInterrupt
+    _say("Ctrl-C: stopping after this update and saving (Ctrl-C again to stop at once)")
+
+
+def _say(line: str) -> None:
+    """Write a line to stderr without Python's buffered stream, which the interrupted code may be writing to."""
+    os.write(2, f"\n{line}\n".encode())

@@ -1,8 +1,8 @@
 """Training learners in lockstep: the seeds of a run, the one training loop, and the checkpoint cache.
 
 Every script that trains (many seeds of `python test.py`, the evaluation under either protocol,
-the graders' margin) goes through `train_in_lockstep`: one progress bar with its ETA, and Ctrl-C
-turned into `Interrupted`, which says how far the run got.
+the graders' margin) goes through `train_in_lockstep`: one progress bar with its ETA, and a Ctrl-C
+that stops it between two updates.
 """
 
 import os
@@ -14,15 +14,12 @@ from tqdm import tqdm
 
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import load, save
+from maml_sine.interrupts import checked_after_each_step, stop_requested
 from maml_sine.learners import Learner, Protocol
 from utils import FINAL_WINDOW, NUMPY_SEED, TORCH_SEED
 
 PROGRESS_EVERY = 250  # updates between refreshes of the progress bar's MSE
 COMPILE_FROM = 5_000  # updates: below this, compiling an update costs more than it saves
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training; the message says what was being trained and how far it got."""
 
 
 def lane_seeds(count: int, first: int = 0) -> list[tuple[int, int]]:
@@ -42,22 +39,23 @@ def train_in_lockstep(
 ) -> None:  # fmt: skip
     """Train every learner of `learners` (lockstep learners, by name) on the next batch of `streams`,
     `updates` times or until `done()`, with a progress bar (`description`, ETA, each learner's median
-    final MSE over the seeds still training). Ctrl-C raises `Interrupted` saying how far it got."""
-    try:
-        with tqdm(range(updates), unit=unit, desc=description, mininterval=0.5) as progress:
-            for update in progress:
-                tasks = streams.next_batch()
-                for learner in learners.values():
-                    learner.train(tasks)
-                if (update + 1) % PROGRESS_EVERY == 0:
-                    recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
-                              for name, learner in learners.items()}  # fmt: skip
-                    progress.set_postfix(recent, refresh=False)
-                if done():
-                    break
-    except KeyboardInterrupt:
-        finished = min(len(learner.losses) for learner in learners.values())
-        raise Interrupted(f"interrupted {description}, after {finished:,} of {updates:,} {unit}s") from None
+    final MSE over the seeds still training).
+
+    Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the update it is in: it raises
+    KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them."""
+    with checked_after_each_step(), tqdm(range(updates), unit=unit, desc=description, mininterval=0.5) as progress:
+        for update in progress:
+            tasks = streams.next_batch()
+            for learner in learners.values():
+                learner.train(tasks)
+            if (update + 1) % PROGRESS_EVERY == 0:
+                recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
+                          for name, learner in learners.items()}  # fmt: skip
+                progress.set_postfix(recent, refresh=False)
+            if stop_requested():
+                raise KeyboardInterrupt
+            if done():
+                break
 
 
 def _median_of_training(histories: np.ndarray) -> float:

@@ -81,7 +81,8 @@ def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, 
     """Start the script, send it a real SIGINT once its progress bar shows an episode done; return its exit status.
 
     Its standard error goes to `log`. The script must end within a minute of the signal, even on a
-    loaded machine; it is killed in any case, so that no child outlives the test.
+    loaded machine (a second SIGINT is sent only then); it is killed in any case, so that no child
+    outlives the test.
     """
 
     def trained_an_episode(process: subprocess.Popen) -> None:
@@ -91,15 +92,17 @@ def interrupt_after_progress(script: Path, arguments: list[str], episodes: int, 
                 break
             time.sleep(0.1)  # wait until episodes are done, so the interrupt lands in training
 
-    return interrupted(script, arguments, trained_an_episode, log)[0]
+    return interrupted(script, arguments, trained_an_episode, log, patience=60)[0]
 
 
 def interrupted(
-    script: Path, arguments: list[str], wait: Callable[[subprocess.Popen], None], log: Path, env: dict | None = None
-) -> tuple[int, float]:
-    """Start the script, `wait(process)`, send it a real SIGINT; return its exit status and the seconds it took
-    to end after the signal. Its standard error goes to `log`. It must end within a minute of the signal;
-    it is killed in any case, so that no child outlives the test."""
+    script: Path, arguments: list[str], wait: Callable[[subprocess.Popen], None], log: Path, env: dict | None = None,
+    patience: float = 2.0,
+) -> tuple[int, float, bool]:  # fmt: skip
+    """Start the script, `wait(process)`, send it a real SIGINT and, as a user would, a second one if it still runs
+    `patience` seconds later. Returns its exit status, the seconds it took to end after the last signal, and
+    whether a second was sent. Its standard error goes to `log`. It must end within a minute of the last
+    signal; it is killed in any case, so that no child outlives the test."""
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, str(script), *arguments],
@@ -114,7 +117,12 @@ def interrupted(
             wait(process)
             process.send_signal(signal.SIGINT)
             sent = time.monotonic()
-            return process.wait(timeout=60), time.monotonic() - sent
+            try:
+                return process.wait(timeout=patience), time.monotonic() - sent, False
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+                sent = time.monotonic()
+                return process.wait(timeout=60), time.monotonic() - sent, True
         finally:
             process.kill()
             process.wait()

@@ -137,17 +137,34 @@ def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
-def test_ctrl_c_at_any_moment_of_a_cold_compiled_start_exits_130_within_seconds(tmp_path):
-    """`python test.py --fast` with an empty compile cache, interrupted at moments spread over its first
-    seconds: importing, tracing, compiling C++, the first updates. torch's compiler swallows some
-    KeyboardInterrupts; every run must still end with status 130 within seconds of the signal."""
-    arguments = ["--fast", "--episodes", "1000000", "--no-show", "--out", str(tmp_path / "curve.png")]
-    for moment in (1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 11.0, 14.0):
-        log = tmp_path / f"stderr-{moment}.txt"
-        env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"compiled-{moment}")}
-        status, seconds = interrupted(SCRIPT, arguments, lambda process, moment=moment: time.sleep(moment), log, env)
-        assert status == 130, f"SIGINT at {moment} s: {log.read_text()}"
-        assert seconds < 10, f"SIGINT at {moment} s took {seconds:.1f} s to stop the program"
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_ctrl_c_at_random_moments_of_a_compiled_run_ends_it_with_130(tmp_path, cache):
+    """`python test.py --fast`, interrupted at random moments of its first seconds (importing, tracing,
+    compiling C++, the first updates), with an empty compile cache or a filled one: every run ends with
+    status 130, within 2 s of the first Ctrl-C or at once after a second; a curve it says it saved is whole."""
+    out = tmp_path / "curve.png"
+    arguments = ["--fast", "--episodes", "1000000", "--no-show", "--out", str(out)]
+    warm = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "compiled")}
+    if cache == "warm":
+        filled = run_python(
+            SCRIPT, "--fast", "--episodes", "5", "--no-show", "--out", str(out), env={**HEADLESS, **warm}
+        )
+        assert filled.returncode == 0, filled.stderr
+    # From 2 s on: Ctrl-C while Python imports torch, before any handler is installed, is still Python's own.
+    moments = np.random.default_rng(7 + (cache == "warm")).uniform(2.0, 12.0, size=4)
+    for moment in moments:
+        log = tmp_path / f"stderr-{moment:.2f}.txt"
+        out.unlink(missing_ok=True)
+        env = warm if cache == "warm" else {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"compiled-{moment:.2f}")}
+        status, seconds, twice = interrupted(
+            SCRIPT, arguments, lambda process, moment=moment: time.sleep(moment), log, env
+        )
+        errors = log.read_text()
+        assert status == 130, f"SIGINT at {moment:.2f} s: {errors}"
+        assert not twice or seconds < 2, f"a second SIGINT at {moment:.2f} s took {seconds:.1f} s to stop the program"
+        assert "Traceback" not in errors, errors
+        if f"the curve so far is saved to {out}" in errors:
+            assert is_png(out), errors
 
 
 @pytest.mark.slow
@@ -170,6 +187,5 @@ def test_ctrl_c_of_many_seeds_saves_the_curves_so_far_and_exits_130(tmp_path):
     returncode = interrupt_after_progress(SCRIPT, arguments, 1_000_000, log)
     errors = log.read_text()
     assert returncode == 130, errors
-    assert re.search(r"interrupted 2 seed\(s\), after [\d,]+ of 1,000,000 episodes", errors), errors
-    assert f"the curve so far is saved to {out}" in errors
+    assert re.search(rf"interrupted after [\d,]+ of 1,000,000 episodes; the curve so far is saved to {out}", errors)
     assert is_png(out)

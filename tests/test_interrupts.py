@@ -1,60 +1,86 @@
-"""A Ctrl-C stops the program also where the code running swallows the KeyboardInterrupt (`maml_sine.interrupts`).
+"""Ctrl-C with the project's handler (`maml_sine.interrupts`): the first stops the training loop after the
+update it is in, or raises at once outside it; a second ends the program with status 130.
 
-Real SIGINTs to this process, under Python's own handler, in about two seconds.
+Real SIGINTs to this process (or to a child, for the second Ctrl-C, which ends its process).
 """
 
-import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
 from maml_sine import interrupts
-from maml_sine.interrupts import Honoured, count_sigints
+from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from maml_sine.core import Algorithm
+from maml_sine.learners import assignment_protocol
+from maml_sine.training import lane_seeds, train_in_lockstep
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 
 
 @pytest.fixture
-def counting(python_sigint_handler):
-    count_sigints()
+def handler(python_sigint_handler):
+    """The project's handler for the test; Python's own is put back after (by `python_sigint_handler`)."""
+    interrupts.stop_on_ctrl_c()
 
 
-def swallowed_sigint() -> None:
-    """A SIGINT whose KeyboardInterrupt is raised and ignored, as CPython ignores one raised in a weakref callback."""
-    with contextlib.suppress(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-
-
-def test_a_block_that_swallowed_a_ctrl_c_raises_it_at_its_end(counting):
-    with pytest.raises(KeyboardInterrupt), Honoured() as block:
-        swallowed_sigint()
-        assert block.interrupted
-    with Honoured() as block:
-        pass  # a block without a SIGINT ends as usual
-    assert not block.interrupted
-
-
-def test_a_block_that_goes_on_gets_the_signal_again_within_a_second(counting):
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt), Honoured():
-        swallowed_sigint()
-        time.sleep(60)  # works on: the signal sent again stops it
-    assert time.monotonic() - start < 10
-
-
-def test_a_signal_sent_again_to_a_block_that_has_ended_is_dropped(counting):
-    """The block's own KeyboardInterrupt is already on its way; a second one would land in the code that
-    handles it (saving the curve so far)."""
-    with Honoured() as block:
-        pass
-    interrupts._sent_again.append(block)  # as a timer does just as the block ends
+def ctrl_c() -> None:
+    """A real SIGINT to this process, its handler run before this returns."""
     os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.1)  # no KeyboardInterrupt: the handler has run, and dropped it
-    assert not interrupts._sent_again
-    with pytest.raises(KeyboardInterrupt):  # and the next Ctrl-C counts again
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
+    time.sleep(0.05)
+
+
+def test_a_first_ctrl_c_outside_the_training_loop_raises_at_once(handler):
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c()
+        time.sleep(5)
+    assert interrupts.stop_requested()
+
+
+def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_update_it_is_in(handler):
+    seeds = lane_seeds(2)
+    learners = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1))
+    train = learners.train
+
+    def interrupted_in_the_third_update(tasks):
+        if len(learners.losses) == 2:
+            ctrl_c()  # the handler runs inside the update, which goes on to its end
+        train(tasks)
+
+    learners.train = interrupted_in_the_third_update
+    with pytest.raises(KeyboardInterrupt):
+        train_in_lockstep({"maml": learners}, assignment_protocol().streams(seeds), 100, "test", unit="update")
+    assert learners.histories.shape == (2, 3)
+    assert (learners.state.step == 3).all()
+
+
+def test_without_the_handler_ctrl_c_is_pythons_own(handler):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a notebook, or another program, would have it
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c()
+        time.sleep(5)
+    interrupts._ctrl_c.requested = True  # a Ctrl-C that came under the project's handler, earlier
+    assert not interrupts.stop_requested(), "a loop must not stop for a Ctrl-C its handler no longer handles"
+
+
+def test_a_second_ctrl_c_ends_the_program_at_once_with_130():
+    """In a child: the first Ctrl-C comes inside a loop that never checks for it, the second ends the process."""
+    program = (
+        "import os, signal, time\n"
+        "from maml_sine import interrupts\n"
+        "interrupts.stop_on_ctrl_c()\n"
+        "with interrupts.checked_after_each_step():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(60)\n"
+    )
+    start = time.monotonic()
+    child = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 130, child.stderr
+    assert time.monotonic() - start < 30
+    assert "Traceback" not in child.stderr, child.stderr
+    assert "stopping after this update" in child.stderr and "stopped at once" in child.stderr

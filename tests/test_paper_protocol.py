@@ -425,18 +425,17 @@ def test_a_second_run_loads_every_learner_and_reproduces_the_numbers(evaluate, p
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
-def test_ctrl_c_says_which_learner_and_k_it_stopped_at_and_exits_130(tmp_path):
+def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
     updates = 1_000  # eager (compiling starts at training.COMPILE_FROM): the interrupt lands in training
     out, checkpoints, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
     arguments = ["--protocol", "paper", "--updates", str(updates), "--seeds", "2", "--tasks", "4"]
     arguments += ["--out-dir", str(out), "--checkpoint-dir", str(checkpoints)]
     assert interrupt_after_progress(SCRIPT, arguments, updates, log) == 130
     errors = log.read_text()
-    done = re.search(
-        r"interrupted maml, K=5, seeds 0-1, after ([\d,]+) of 1,000 updates; "
+    assert re.search(
+        r"\ninterrupted while training; "
         rf"no learner had finished, so no checkpoint was written; nothing was written to {re.escape(str(out))}\n",
         errors,
-    )
-    assert done and int(done[1].replace(",", "")) > 0, errors
+    ), errors
     assert "Traceback" not in errors
     assert not any(checkpoints.iterdir()) and not any(out.iterdir())
