@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py            # the full table, then 40,000 episodes of memory (about 5 min)
     python benchmarks/bench_train.py --quick    # fewer repeats, no 40,000-episode memory run
     python benchmarks/bench_train.py --batched  # only the batched learner against MAML.train (about 2 min)
+    python benchmarks/bench_train.py --peer     # only the compiled learners against the JAX peer, if jax is installed
 
 Everything runs in this one process, on the same pre-drawn tasks and from the same
 initialization. For each thread count and setting, every contender first runs
@@ -24,6 +25,10 @@ Batched: tasks per second of `maml_sine.batched.BatchedMAML` (compiled) against
 `MAML.train` run one learner after another on the same pre-drawn tasks, in alternating
 blocks, for N=10 learners with B=1 task per update and for N=1 learner with B=25; then
 the resident set along 40,000 updates of the N=10 learners.
+
+The peer: where `jax` is installed, the same second-order update in JAX (`jax_peer.py`), run as a
+user of JAX would run it, many updates per jitted call, against the compiled lockstep learner, in
+alternating blocks on the same tasks; per learner-update times, their ratio, and compile times.
 """
 
 import argparse
@@ -317,15 +322,66 @@ def batched_memory_run() -> None:
     print(f"batched N=10, resident set (MB) {every}: {' '.join(readings)}")
 
 
+PEER_SETTINGS = ((1, 1, 10), (1, 5, 5), (10, 1, 10))  # (learners N, S, K), one task per update
+PEER_BLOCK = 500  # updates per block: one call of the peer's scan
+
+
+def peer_comparison(repeats: int) -> None:
+    """Per learner-update time of the JAX peer (`jax_peer.py`: jit, vmap, lax.scan over a block of pre-drawn
+    tasks) against the project's compiled lockstep learner, in alternating blocks on the same tasks from the
+    same initializations; the losses of their first block compared, and each one's compile time."""
+    try:
+        from jax_peer import Peer
+    except ImportError:
+        print("\nthe JAX peer: jax is not installed (pip install jax), so it is not measured")
+        return
+    torch.set_num_threads(1)
+    print(f"\nagainst the JAX peer, 1 thread, {PEER_BLOCK} updates a block, medians of {repeats} blocks")
+    print(f"{'setting':20} {'peer us':>8} {'project us':>11} {'ratio':>7} {'compile':>14} {'1st block dev.':>15}")
+    for num_learners, num_steps, k in PEER_SETTINGS:
+        seeds = lane_seeds(num_learners)
+        initializations = initializations_from_seeds(seeds)
+        streams = assignment_protocol(k).streams(seeds)
+        batches = [streams.next_batch() for _ in range(PEER_BLOCK)]
+        block = [torch.stack([batch[part][:, 0] for batch in batches]).numpy() for part in range(4)]  # (T, N, n, 1)
+        project = BatchedMAML(initializations, Algorithm(num_steps), compile=True)
+        peer = Peer([[w.detach().numpy() for w in weights] for weights in initializations], num_steps)
+        seconds = {"peer": [], "project": []}
+        compile_seconds = {}
+        for repeat in range(repeats + 1):
+            start = time.perf_counter()
+            peer_losses = peer.train(block)
+            seconds["peer"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for batch in batches:
+                project.train(batch)
+            seconds["project"].append(time.perf_counter() - start)
+            if repeat == 0:  # compiling is in the first block: reported apart, with the deviation
+                deviation = np.max(np.abs(project.histories[:, :20].T - peer_losses[:20]) / peer_losses[:20])
+                compile_seconds = {name: times.pop() for name, times in seconds.items()}
+        micros = {name: statistics.median(times) / (PEER_BLOCK * num_learners) * 1e6 for name, times in seconds.items()}
+        setting = f"N={num_learners}, S={num_steps}, K={k}"
+        compiles = f"{compile_seconds['peer']:.1f}s / {compile_seconds['project']:.1f}s"
+        ratio = micros["project"] / micros["peer"]
+        times = f"{micros['peer']:8.0f} {micros['project']:11.0f} {ratio:6.1f}x"
+        print(f"{setting:20} {times} {compiles:>14} {deviation:15.1e}")
+    print("(ratio: project / peer; compile: peer / project, each one's first block; 1st block dev.: the largest")
+    print(" relative difference of their first 20 query losses, equal up to rounding before the runs drift apart)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
     parser.add_argument("--batched", action="store_true", help="only the batched learner against MAML.train")
+    parser.add_argument("--peer", action="store_true", help="only the compiled learners against the JAX peer")
     args = parser.parse_args()
     repeats = 3 if args.quick else REPEATS
     if args.batched:
         batched_throughput(repeats)
         batched_memory_run()
+        return
+    if args.peer:
+        peer_comparison(repeats)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default; medians of {repeats} blocks")
     settings = [(f"MAML S={s}, K={k}", lambda s=s: maml_contenders(s), k, s) for s, k in MAML_SETTINGS]
@@ -345,6 +401,7 @@ def main() -> None:
             error = one_step_deviation(maml_steps, deviation_tasks)
             print(f"one update from the same state, compiled vs MAML.train, max rel. deviation: {error:.1e}")
     batched_throughput(repeats)
+    peer_comparison(repeats)
     if not args.quick:
         memory_run()
         batched_memory_run()
