@@ -11,7 +11,8 @@ and depends on them, never the reverse:
     learners     learners, protocols and studies as frozen records (the registry)
     training     the one training loop (progress bar, Ctrl-C), seeds, and the checkpoint cache
     multitask    the paper's multi-task baselines: many one-task regressors, averaged
-    checkpoints  lockstep learners saved to one file with the record of what they are; mismatches refused
+    checkpoints  lockstep learners saved to one file with the record of what they are and digests; mismatches
+                 and damage refused; one run at a time writes in a checkpoint folder
     evaluation   held-out tasks, SGD on all of them at once, tuned step sizes, curvature, the summaries
     studies      a study run: every learner trained or loaded, tuned, scored, its curvature recorded
     reports      the evaluation's figures and tables, and each learner's label and colour

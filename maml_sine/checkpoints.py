@@ -6,10 +6,28 @@ training can go on exactly where it stopped) and every query loss. Loading compa
 record with the one expected, field by field, and refuses any difference: a file name is
 not a record. Files are written atomically and read with `torch.load(weights_only=True)`,
 which unpickles tensors and plain containers only, never arbitrary objects.
+
+A file also proves its content. Beside every tensor it holds the SHA-256 digest of the
+tensor's dtype, shape and bytes, checked on load: one flipped bit (a weight of 0.8 read as
+2e38, finite, so no check of values sees it) is refused, not evaluated as a learner that
+diverges. Values are checked too, on save and on load: every value finite, and Adam's
+second moments and the losses (mean squared errors) non-negative. No loss may be NaN: a
+checkpoint holds learners that all still train (`save`), whose every loss is finite, and
+networks' scores are their final MSEs, finite as their weights are. A file that fails is
+refused with a `CheckpointError` naming it and the tensor.
+
+One run at a time writes in a checkpoint folder (`one_writer`): two runs on one folder
+would train the same learners twice and overwrite each other's files, so a second one is
+refused, naming the first, or waits for it, and then loads what it trained.
 """
 
+import fcntl
+import hashlib
 import os
-from collections.abc import Mapping, Sequence
+import shlex
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -21,21 +39,36 @@ from maml_sine.core import Algorithm
 from utils import LAYER_SIZES, write_atomically
 
 FORMAT = "maml-sine-checkpoint"
-VERSION = 2
+VERSION = 3  # 3: a digest of every tensor
 STATE = ("weights", "exp_avgs", "exp_avg_sqs")
+NON_NEGATIVE = {"exp_avg_sqs": "Adam's second moments (means of squares)", "losses": "losses (mean squared errors)"}
+LOCK_FILE = ".lock"  # in a checkpoint folder while a run uses it; it names that run
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: unreadable, of another format, of another run, or misshapen."""
+    """A checkpoint file that cannot be used: unreadable, of another format, of another run, misshapen or damaged."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         super().__init__(f"checkpoint {str(path)!r}: {problem}")
+
+
+class FolderInUseError(CheckpointError):
+    """A checkpoint folder that another run holds (`one_writer`)."""
 
 
 def weight_shapes(inputs: int = 1) -> list[tuple[int, ...]]:
     """The shapes of BaseLearner's 6 tensors for a network of `inputs` inputs (the sine's x alone: 1)."""
     layer_sizes = (inputs, *LAYER_SIZES[1:])
     return [shape for fan_in, fan_out in pairwise(layer_sizes) for shape in [(fan_out, fan_in), (fan_out,)]]
+
+
+def digest(tensor: torch.Tensor) -> str:
+    """The SHA-256 (hex) of `tensor`'s dtype, shape and bytes: the same bytes read as another dtype or
+    reshaped give another digest, so a retyped or reshaped tensor does not pass for the one written."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    sha256 = hashlib.sha256(f"{tensor.dtype} {tuple(tensor.shape)}\n".encode())
+    sha256.update(data)
+    return sha256.hexdigest()
 
 
 def save(learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -45,27 +78,25 @@ def save(learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLi
         raise ValueError(
             f"learner(s) {sorted(learners.diverged_at)} stopped; a checkpoint holds training learners only"
         )
-    checkpoint = {
-        "format": FORMAT,
-        "version": VERSION,
-        "record": dict(record),
+    tensors = {
         **{name: [t.clone() for t in getattr(learners.state, name)] for name in STATE},
         "step": learners.state.step.clone(),
         "losses": torch.from_numpy(learners.histories),
     }
-    write_atomically(path, lambda file: torch.save(checkpoint, file))
+    _write(Path(path), record, tensors)
 
 
 def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
     """The learners saved at `path`, if its record is `record`; raises `CheckpointError` naming the file and
     the problem otherwise. `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]`
     one (numpy seed, torch seed) pair per learner."""
-    path = Path(path)
-    checkpoint = _read(path, record, (*STATE, "step", "losses"))
+    path, fields = Path(path), (*STATE, "step", "losses")
+    checkpoint = _read(path, record, fields)
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, inputs = len(record["seeds"]), record["learner"]["inputs"]
     _check_shapes(path, checkpoint, STATE, count, inputs)
+    _check_content(path, checkpoint, fields)
     updates = checkpoint["losses"].shape[1]
     if updates != record["protocol"]["updates"] or not (checkpoint["step"] == updates).all():
         steps = checkpoint["step"].tolist()
@@ -84,23 +115,59 @@ def save_networks(
 ) -> None:  # fmt: skip
     """Write networks that are not trained any further (one per seed, BaseLearner's 6 tensors each) with
     `scores` (float, (N, m): what they were measured at) and the `record` of what they are, atomically."""
-    checkpoint = {
-        "format": FORMAT,
-        "version": VERSION,
-        "record": dict(record),
+    tensors = {
         "weights": [torch.stack([w.detach() for w in layer]) for layer in zip(*networks)],
         "losses": scores.detach().clone(),
     }
-    write_atomically(path, lambda file: torch.save(checkpoint, file))
+    _write(Path(path), record, tensors)
 
 
 def load_networks(path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """The networks and scores `save_networks` wrote at `path`, if its record is `record` (with one entry of
     `record["seeds"]` per network); a `CheckpointError` otherwise."""
-    path = Path(path)
-    checkpoint = _read(path, record, ("weights", "losses"))
+    path, fields = Path(path), ("weights", "losses")
+    checkpoint = _read(path, record, fields)
     _check_shapes(path, checkpoint, ("weights",), len(record["seeds"]), inputs=1)
+    _check_content(path, checkpoint, fields)
     return [list(network) for network in zip(*checkpoint["weights"])], checkpoint["losses"]
+
+
+@contextmanager
+def one_writer(folder: str | os.PathLike, *, wait: bool = False) -> Iterator[None]:
+    """Hold the lock of checkpoint folder `folder` for the block: while it is held, no other run trains into the
+    folder. A run that finds it held gets a `FolderInUseError` naming the process that holds it (its ID and command),
+    or, if `wait`, says so on stderr and waits until it is let go.
+
+    The lock is a `flock` on LOCK_FILE in the folder, which holds the holder's name. The operating system lets go
+    of it when the holder ends, however it ends, so a run that was killed leaves no stale lock; a holder that
+    ends normally also removes the file.
+    """
+    path = Path(folder) / LOCK_FILE
+    descriptor = _locked(path, wait)
+    try:
+        command = " ".join(shlex.join(sys.orig_argv).split())  # on one line, as the refusal that quotes it
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"process {os.getpid()} ({command})\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still locked: a run that then gets this file's lock sees it gone
+        os.close(descriptor)
+
+
+def _write(path: Path, record: Mapping[str, Any], tensors: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> None:
+    """Write `tensors` (by field: a tensor or a list of them) with the format, the `record` and every tensor's
+    digest to `path`, atomically. Values that loading would refuse raise a `CheckpointError` here, before
+    anything is written, so the error comes where the values were made and no training is saved to be refused."""
+    named = _named_tensors(tensors)
+    _check_values(path, named)
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "record": dict(record),
+        **tensors,
+        "digests": {name: digest(tensor) for name, tensor in named.items()},
+    }
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
 def _read(path: Path, record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
@@ -119,7 +186,7 @@ def _read(path: Path, record: Mapping[str, Any], fields: Sequence[str]) -> dict[
         raise CheckpointError(path, f"not a {FORMAT} file (it holds a {type(checkpoint).__name__})")
     if checkpoint.get("version") != VERSION:
         raise CheckpointError(path, f"format version {checkpoint.get('version')!r}; this code reads version {VERSION}")
-    missing = [field for field in ("record", *fields) if field not in checkpoint]
+    missing = [field for field in ("record", *fields, "digests") if field not in checkpoint]
     if missing:
         raise CheckpointError(path, f"missing field(s) {', '.join(missing)}")
     if not isinstance(checkpoint["record"], dict):
@@ -155,3 +222,77 @@ def _check_shapes(path: Path, checkpoint: dict[str, Any], names: Sequence[str], 
             or tensor.shape[0] != count
         ):
             raise CheckpointError(path, f"its {name} is not a float tensor of shape {shape} (None: any length)")
+
+
+def _check_content(path: Path, checkpoint: dict[str, Any], fields: Sequence[str]) -> None:
+    """Every tensor of `fields` (shapes already checked) must match the digest written with it, and its values
+    must be legal (`_check_values`)."""
+    digests = checkpoint["digests"]
+    if not isinstance(digests, dict):
+        raise CheckpointError(path, f"its digests are a {type(digests).__name__}, not a dict")
+    named = _named_tensors({field: checkpoint[field] for field in fields})
+    for name, tensor in named.items():
+        if name not in digests:
+            raise CheckpointError(path, f"has no digest of its {name}")
+        if digests[name] != digest(tensor):
+            raise CheckpointError(path, f"its {name} does not match its SHA-256 digest: the file is damaged")
+    _check_values(path, named)
+
+
+def _check_values(path: Path, named: Mapping[str, torch.Tensor]) -> None:
+    """Every value finite, and those of the fields in NON_NEGATIVE not negative; a `CheckpointError` naming the
+    tensor, the first value that is not, and where, otherwise."""
+    for name, tensor in named.items():
+        field = name.partition("[")[0]
+        if not torch.isfinite(tensor).all():
+            bad, rule = ~torch.isfinite(tensor), "a checkpoint holds finite values only"
+        elif field in NON_NEGATIVE and (tensor < 0).any():
+            bad, rule = tensor < 0, f"{NON_NEGATIVE[field]} cannot be negative"
+        else:
+            continue
+        where = tuple(bad.nonzero()[0].tolist())
+        raise CheckpointError(path, f"its {name} holds {tensor[where].item():g} at {where}: {rule}")
+
+
+def _named_tensors(fields: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every tensor of `fields` (a tensor, or a list of them) under the name errors and digests give it:
+    "weights[0]" .. "weights[5]", "step", "losses"."""
+    named = {}
+    for field, value in fields.items():
+        if isinstance(value, list):
+            named.update({f"{field}[{index}]": tensor for index, tensor in enumerate(value)})
+        else:
+            named[field] = value
+    return named
+
+
+def _locked(path: Path, wait: bool) -> int:
+    """A descriptor of the lock file `path` (created if need be), locked by this process alone; a `FolderInUseError`
+    naming the holder if another process holds it, unless `wait`, which waits for it to be let go."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(descriptor, 4096, 0).decode(errors="replace").strip() or "a process that is starting"
+                if not wait:
+                    again = "run again once it has finished, or with --wait-for-lock"
+                    problem = f"in use by {holder}; one run at a time writes here: {again}"
+                    raise FolderInUseError(path.parent, problem) from None
+                print(f"waiting for {holder} to finish with checkpoint folder {str(path.parent)!r}", file=sys.stderr)
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if _is_at(descriptor, path):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)  # the holder removed this file as it let go: lock the one at `path` now
+
+
+def _is_at(descriptor: int, path: Path) -> bool:
+    """Whether the file open as `descriptor` is still the one at `path` (not removed, nor replaced)."""
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(path))
+    except FileNotFoundError:
+        return False

@@ -19,8 +19,11 @@ The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. Two studies (ma
 
 Each learner is trained with --seeds seeds at once (seed i: tasks from numpy seed 1337 + i, initialization
 from torch seed 42 + i; seed 0 is `python test.py`'s), and saved in --checkpoint-dir, from where the next
-run loads it. The 600 held-out tasks come from a generator of their own, the same in every run. Every number
-is the mean over seeds with a between-seed 95% interval (Student t) beside the task-sampling one.
+run loads it. One run at a time trains or loads there: a second run on the folder exits with status 1,
+naming the one that holds it, or, with --wait-for-lock, waits for it and loads what it trained. A damaged
+checkpoint (one that fails its digest, or holds NaN or infinity) ends the run with status 1 and one line.
+The 600 held-out tasks come from a generator of their own, the same in every run. Every number is the mean
+over seeds with a between-seed 95% interval (Student t) beside the task-sampling one.
 Written to --out-dir: results.json, results.md, mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maml_sine.checkpoints import CheckpointError
+from maml_sine.checkpoints import CheckpointError, one_writer
 from maml_sine.cli import make_output_folders, run_command
 from maml_sine.evaluation import (
     HELD_OUT_SEED,
@@ -76,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
     parser.add_argument(
+        "--wait-for-lock", action="store_true", help="wait for another run using --checkpoint-dir instead of exiting"
+    )
+    parser.add_argument(
         "--regressors", type=whole_number(1), help="regressors per multi-task baseline (default: theirs, 500)"
     )
     args = parser.parse_args(argv)
@@ -94,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.perf_counter()
     try:
         run = Run(study, lane_seeds(args.seeds, args.first_seed), args.checkpoint_dir, args.retrain, args.regressors)
-        initializations, records = trained_learners(run, saved)
+        with one_writer(args.checkpoint_dir, wait=args.wait_for_lock):
+            initializations, records = trained_learners(run, saved)
         training_seconds = time.perf_counter() - start
         stage = "evaluating"
         max_k = max(section.k for section in study.sections)

@@ -1,5 +1,6 @@
 """What the tests share: seeded tasks that leave the global RNGs alone, an independent network,
-learner snapshots, a PNG check, and running the scripts as a user does."""
+learner snapshots, a PNG check, running the scripts as a user does, and another process holding a
+checkpoint folder."""
 
 import importlib.util
 import os
@@ -8,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -126,3 +128,33 @@ def interrupted(
         finally:
             process.kill()
             process.wait()
+
+
+# A run of its own holding a checkpoint folder: one line on its stdin lets go of the folder (it then says so and
+# lives on until its stdin closes, so that what lets go is the lock's release, not the end of the process).
+HOLDER = """
+import sys
+from maml_sine.checkpoints import one_writer
+with one_writer(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+print("let go", flush=True)
+sys.stdin.readline()
+"""
+
+
+@contextmanager
+def held_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
+    """A process of its own (`HOLDER`) that holds checkpoint folder `folder` from the start of the block;
+    its stdin and stdout are pipes of text. It is killed at the end of the block in any case."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline() == "held\n", "the holder could not take the lock"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        process.stdin.close()
+        process.stdout.close()

@@ -1,15 +1,33 @@
 """maml_sine.checkpoints: an exact round trip, a record that must match field by field, clear refusals of bad
-files, and saves that never destroy the old file."""
+files, damaged ones (digests, values) among them, saves that never destroy the old file, and one writer per
+checkpoint folder, against other processes."""
 
+import os
+import re
+import struct
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import held_by_another_process
 from maml_sine import checkpoints
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import CheckpointError, load, save
+from maml_sine.checkpoints import (
+    LOCK_FILE,
+    VERSION,
+    CheckpointError,
+    FolderInUseError,
+    digest,
+    load,
+    load_networks,
+    one_writer,
+    save,
+    save_networks,
+)
 from maml_sine.learners import ASSIGNMENT, LEARNERS, paper_protocol
 from maml_sine.training import lane_seeds, trained_or_loaded
 
@@ -104,10 +122,10 @@ def test_truncated_file_is_refused(tmp_path):
     [
         ({"weights": []}, "not a maml-sine-checkpoint file .it holds a dict"),
         (torch.zeros(3), "not a maml-sine-checkpoint file .it holds a Tensor"),
-        ({"format": "maml-sine-checkpoint", "version": 1}, "format version 1; this code reads version 2"),
-        ({"format": "maml-sine-checkpoint", "version": 2, "record": {}}, "missing field.s. weights, exp_avgs"),
+        ({"format": "maml-sine-checkpoint", "version": 2}, f"format version 2; this code reads version {VERSION}"),
+        ({"format": "maml-sine-checkpoint", "version": VERSION, "record": {}}, "missing field.s. weights, exp_avgs"),
     ],
-    ids=["plain-dict", "tensor", "old-version", "fields"],
+    ids=["plain-dict", "tensor", "version-2-without-digests", "fields"],
 )
 def test_file_of_another_kind_is_refused(tmp_path, content, message):
     torch.save(content, tmp_path / "learners.pt")
@@ -115,13 +133,28 @@ def test_file_of_another_kind_is_refused(tmp_path, content, message):
         load(tmp_path / "learners.pt", record_of())
 
 
-def rewritten(tmp_path, change):
-    """A checkpoint of three learners, loaded as plain data, changed by `change`, and saved again."""
+def rewritten(tmp_path, change, digests="recomputed"):
+    """A checkpoint of three learners, loaded as plain data, changed by `change`, and saved again with the digests
+    of the tensors it now holds ("recomputed", as a writer that made these values would save them) or with those
+    it was written with ("kept", as damage on the disk leaves them)."""
     save(trained_learners()[0], record_of(), tmp_path / "learners.pt")
     content = torch.load(tmp_path / "learners.pt", weights_only=True)
     change(content)
+    if digests == "recomputed":
+        content["digests"] = digests_of(content)
     torch.save(content, tmp_path / "learners.pt")
     return tmp_path / "learners.pt"
+
+
+def digests_of(content):
+    """The digest of every tensor of a checkpoint's content, named as the format names them: "weights[0]", "step"."""
+    named = {}
+    for field, value in content.items():
+        if isinstance(value, torch.Tensor):
+            named[field] = value
+        elif isinstance(value, list):
+            named.update({f"{field}[{i}]": t for i, t in enumerate(value) if isinstance(t, torch.Tensor)})
+    return {name: digest(tensor) for name, tensor in named.items()}
 
 
 @pytest.mark.parametrize(
@@ -188,3 +221,205 @@ def test_stopped_learners_are_not_saved(tmp_path):
     with pytest.raises(ValueError, match=r"learner\(s\) \[2\] stopped"):
         save(learners, record_of(), tmp_path / "learners.pt")
     assert not (tmp_path / "learners.pt").exists()
+
+
+# --- Checkpoints that prove their content -------------------------------------------------------------------------
+
+
+def test_the_digest_is_of_the_dtype_and_shape_as_well_as_the_bytes():
+    tensor = torch.randn(4, 6)
+    assert digest(tensor) == digest(tensor.clone()) == digest(tensor.T.contiguous().T), "values, not storage"
+    assert digest(tensor) != digest(tensor.view(torch.int32)), "the same bytes and shape, another dtype"
+    assert digest(tensor) != digest(tensor.reshape(6, 4)), "the same bytes and dtype, another shape"
+    changed = tensor.clone()
+    changed[3, 5] = torch.nextafter(changed[3, 5], torch.tensor(np.inf))
+    assert digest(tensor) != digest(changed), "the last bit of the last value"
+
+
+def test_a_bit_flipped_on_the_disk_is_refused(tmp_path):
+    """The exponent's top bit of the first float of weights[0], flipped in the file's bytes: torch reads the
+    file (a plausible, finite 2e38), the digest does not."""
+    path = tmp_path / "learners.pt"
+    learners = trained_learners()[0]
+    save(learners, record_of(), path)
+    content = bytearray(path.read_bytes())
+    first = struct.pack("<f", learners.weights[0][0, 0, 0].item())
+    assert content.count(first) == 1
+    content[content.index(first) + 3] ^= 0x40
+    path.write_bytes(content)
+    flipped = torch.load(path, weights_only=True)["weights"][0][0, 0, 0].item()
+    assert 1e38 < flipped < 3.4e38, flipped
+    with pytest.raises(CheckpointError, match=r"learners\.pt'.*its weights\[0\] does not match its SHA-256 digest"):
+        load(path, record_of())
+
+
+def set_at(field, index, where, value):
+    """A change that sets one value of the tensor content[field] (or content[field][index], if not None)."""
+
+    def change(content):
+        tensor = content[field] if index is None else content[field][index]
+        tensor[where] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, digests, message",
+    [
+        (set_at("weights", 0, (0, 0, 0), 1.98e38), "kept", r"its weights\[0\] does not match its SHA-256 digest"),
+        (set_at("weights", 2, (1, 3, 5), np.nan), "recomputed", r"its weights\[2\] holds nan at \(1, 3, 5\): .*finite"),
+        (set_at("exp_avgs", 4, (2, 0, 7), np.inf), "recomputed", r"its exp_avgs\[4\] holds inf at \(2, 0, 7\)"),
+        (set_at("exp_avg_sqs", 3, (0, 9), -np.inf), "recomputed", r"its exp_avg_sqs\[3\] holds -inf at \(0, 9\)"),
+        (
+            set_at("exp_avg_sqs", 2, (0, 7, 2), -1e-8),
+            "recomputed",
+            r"its exp_avg_sqs\[2\] holds -1e-08 at \(0, 7, 2\): Adam's second moments .* cannot be negative",
+        ),
+        (set_at("losses", None, (1, 2), np.nan), "recomputed", r"its losses holds nan at \(1, 2\)"),
+        (set_at("losses", None, (2, 3), -0.5), "recomputed", r"its losses holds -0.5 at \(2, 3\): losses .* negative"),
+        (set_at("step", None, 0, np.nan), "recomputed", r"its step holds nan at \(0,\)"),
+        (
+            lambda c: c["digests"].update({"exp_avgs[3]": "0" * 64}),
+            "kept",
+            r"its exp_avgs\[3\] does not match its SHA-256 digest",
+        ),
+        (lambda c: c["digests"].pop("step"), "kept", r"has no digest of its step"),
+        (lambda c: c.update(digests=[]), "kept", r"its digests are a list, not a dict"),
+        (lambda c: c.update(losses=c["losses"].float()), "kept", r"its losses does not match its SHA-256 digest"),
+        (lambda c: c.update(losses=c["losses"].flip(1)), "kept", r"its losses does not match its SHA-256 digest"),
+    ],
+    ids=[
+        "first-float-1.98e38",
+        "nan-weight",
+        "infinite-first-moment",
+        "infinite-second-moment",
+        "negative-second-moment",
+        "nan-loss",
+        "negative-loss",
+        "nan-step",
+        "digest-mismatch",
+        "digest-missing",
+        "digests-not-a-dict",
+        "other-dtype-same-shape",
+        "values-moved",
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_naming_the_file_and_the_tensor(tmp_path, change, digests, message):
+    path = rewritten(tmp_path, change, digests)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint '{re.escape(str(path))}': {message}") as refused:
+        load(path, record_of())
+    assert "\n" not in str(refused.value)
+
+
+def test_a_score_of_saved_networks_read_as_another_dtype_is_refused(tmp_path):
+    """The scores' very bytes, read as float16 (twice as many columns, which no check of shapes can refuse):
+    only the digest's dtype and shape tell them from the scores written."""
+    record = {"learner": LEARNERS["multitask"].training(), "seeds": lane_seeds(2)}
+    save_networks(initializations_from_seeds(lane_seeds(2)), torch.rand(2, 3), record, tmp_path / "average.pt")
+    content = torch.load(tmp_path / "average.pt", weights_only=True)
+    content["losses"] = content["losses"].view(torch.float16)
+    torch.save(content, tmp_path / "average.pt")
+    with pytest.raises(CheckpointError, match=r"average\.pt': its losses does not match its SHA-256 digest"):
+        load_networks(tmp_path / "average.pt", record)
+
+
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        (torch.tensor([[0.1, 0.2, np.nan], [0.3, 0.4, 0.5]]), r"its losses holds nan at \(0, 2\)"),
+        (torch.tensor([[0.1, 0.2, 0.3], [0.3, -0.4, 0.5]]), r"its losses holds -0.4 at \(1, 1\)"),
+    ],
+    ids=["nan", "negative"],
+)
+def test_values_that_loading_would_refuse_are_never_written(tmp_path, scores, message):
+    """A regressor's final MSE is finite and non-negative: a save that breaks the rule fails, and writes nothing."""
+    record = {"learner": LEARNERS["multitask"].training(), "seeds": lane_seeds(2)}
+    with pytest.raises(CheckpointError, match=rf"average\.pt': {message}"):
+        save_networks(initializations_from_seeds(lane_seeds(2)), scores, record, tmp_path / "average.pt")
+    assert not any(tmp_path.iterdir())
+
+
+# --- One writer per checkpoint folder -----------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_process_that_holds_the_folder(tmp_path):
+    with held_by_another_process(tmp_path) as holder:
+        with pytest.raises(FolderInUseError) as refused, one_writer(tmp_path):
+            pytest.fail("the block must not run")
+        message = str(refused.value)
+        assert message.startswith(f"checkpoint '{tmp_path}': in use by process {holder.pid} (")
+        assert " -c " in message and "one_writer" in message, "the holder's command"
+        assert message.endswith("run again once it has finished, or with --wait-for-lock")
+        assert "\n" not in message
+        holding = (tmp_path / LOCK_FILE).read_text()
+        assert holding.startswith(f"process {holder.pid} ("), "the refused run leaves the holder's lock as it was"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == "let go\n"
+        assert not (tmp_path / LOCK_FILE).exists(), "a holder that lets go removes its lock file"
+        with one_writer(tmp_path):
+            assert (tmp_path / LOCK_FILE).read_text().startswith(f"process {os.getpid()} (")
+
+
+def test_a_waiting_writer_goes_on_once_the_holder_lets_go(tmp_path, capsys):
+    with held_by_another_process(tmp_path) as holder:
+        told = []
+
+        def let_go():
+            told.append(time.monotonic())
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+
+        timer = threading.Timer(1.0, let_go)
+        timer.start()
+        try:
+            with one_writer(tmp_path, wait=True):
+                held = time.monotonic()
+                assert (tmp_path / LOCK_FILE).read_text().startswith(f"process {os.getpid()} (")
+        finally:
+            timer.cancel()
+        assert told and held > told[0], "the lock was taken before the holder let go"
+        assert holder.stdout.readline() == "let go\n" and holder.poll() is None, "the holder lets go, and lives on"
+    waited = capsys.readouterr().err
+    assert waited.startswith(f"waiting for process {holder.pid} (")
+    assert waited.endswith(f"to finish with checkpoint folder '{tmp_path}'\n") and waited.count("\n") == 1
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    with held_by_another_process(tmp_path) as holder:
+        holder.kill()
+        holder.wait()
+        assert (tmp_path / LOCK_FILE).read_text().startswith(f"process {holder.pid} ("), "its file stays behind"
+        with one_writer(tmp_path):  # without waiting: a stale lock would be refused, not waited for
+            assert (tmp_path / LOCK_FILE).read_text().startswith(f"process {os.getpid()} (")
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_writer_that_waited_on_a_removed_lock_file_locks_the_new_one(tmp_path, capsys):
+    """A waiting run gets the lock of the file its holder removed as it let go: it must lock the file now in
+    the folder, or a third run would take that one and two would write at once. (flock locks an open file,
+    so runs in one process, on threads, exclude each other as runs in two do.)"""
+    holds, done = threading.Event(), threading.Event()
+
+    def second_writer():
+        with one_writer(tmp_path, wait=True):
+            holds.set()
+            done.wait(timeout=60)
+
+    with one_writer(tmp_path):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        deadline, said = time.monotonic() + 60, ""
+        while "waiting for" not in said and time.monotonic() < deadline:
+            time.sleep(0.01)
+            said += capsys.readouterr().err
+        assert "waiting for" in said, "the second writer never waited on the first one's file"
+    try:
+        assert holds.wait(timeout=60), "the waiting writer never got the lock"
+        with pytest.raises(FolderInUseError, match=rf"in use by process {os.getpid()} "), one_writer(tmp_path):
+            pytest.fail("two writers at once")
+    finally:
+        done.set()
+        thread.join()
+    assert not (tmp_path / LOCK_FILE).exists()

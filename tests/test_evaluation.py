@@ -1,22 +1,33 @@
 """maml_sine.evaluation and scripts/evaluate.py (the assignment's study): the fixed held-out tasks, batched SGD
-against a plain per-task loop and against `MAML.adapt`, the statistics, the command line, interrupts, the docs'
-tables rebuilt from the committed results.json, and (slow) short runs end to end."""
+against a plain per-task loop and against `MAML.adapt`, the statistics, the command line, damaged checkpoints,
+a checkpoint folder another run holds, interrupts, the docs' tables rebuilt from the committed results.json,
+and (slow) short runs end to end."""
 
 import dataclasses
 import json
 import re
 import shutil
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from assignment import MAML
-from helpers import ROOT, interrupt_after_progress, is_png, reference_forward, run_python
+from helpers import (
+    HEADLESS,
+    ROOT,
+    held_by_another_process,
+    interrupt_after_progress,
+    is_png,
+    reference_forward,
+    run_python,
+)
 from maml_sine import studies
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import load, save
+from maml_sine.checkpoints import LOCK_FILE, load, save
 from maml_sine.core import Algorithm
 from maml_sine.evaluation import (
     GRID_X,
@@ -285,7 +296,7 @@ def test_help_explains_the_script(evaluate, capsys):
     assert exited.value.code == 0
     out = capsys.readouterr().out
     for text in ("Finn et al. (2017)", "--protocol", "--updates", "--seeds", "--first-seed", "--checkpoint-dir",
-                 "--retrain", "600 held-out tasks", "results.json", "130"):  # fmt: skip
+                 "--retrain", "--wait-for-lock", "600 held-out tasks", "results.json", "130"):  # fmt: skip
         assert text in out, text
 
 
@@ -293,7 +304,7 @@ def test_the_arguments_choose_the_study_its_updates_and_the_seeds(evaluate, tmp_
     folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
     default = evaluate.parse_args(folders)
     assert default.study == assignment_study() and default.seeds == 10 and default.first_seed == 0
-    assert not default.retrain
+    assert not default.retrain and not default.wait_for_lock
     args = evaluate.parse_args([*folders, "--updates", "7", "--seeds", "1", "--first-seed", "3", "--retrain"])
     assert args.study == assignment_study(updates=7) and args.study.training[0].updates == 7
     assert (args.seeds, args.first_seed, args.retrain) == (1, 3, True)
@@ -348,6 +359,41 @@ def test_a_checkpoint_of_another_learner_is_refused_naming_what_differs(evaluate
     assert message.startswith(f"error: checkpoint {str(foreign)!r}: holds {{'learner': "), message
     assert re.search(r"'first_order': False.*expected \{'learner': .*'first_order': True.*--retrain", message)
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_a_damaged_checkpoint_ends_the_run_with_one_line_and_nothing_written(evaluate, tmp_path):
+    """MAML's checkpoint with the first float of its first weight turned into 1.98e38 (finite: the evaluation
+    would have scored it, and reported MAML diverging on some tasks), the digest as it was written."""
+    seeds = lane_seeds(1)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    damaged = checkpoints / "assignment-maml-K10-1-seeds0-0.pt"  # where evaluate.py looks for it
+    saved_learners("maml", seeds, damaged, record_of("maml", 1, seeds))
+    content = torch.load(damaged, weights_only=True)
+    content["weights"][0][0, 0, 0] = 1.98e38
+    torch.save(content, damaged)
+    as_damaged = damaged.read_bytes()
+    with pytest.raises(SystemExit) as exited:
+        evaluate._main_with_clear_errors(arguments(tmp_path))
+    assert exited.value.code == (
+        f"error: checkpoint {str(damaged)!r}: its weights[0] does not match its SHA-256 digest: the file is damaged"
+    ), "a string: the exit status is 1"
+    assert not any((tmp_path / "out").iterdir())
+    assert list(checkpoints.iterdir()) == [damaged] and damaged.read_bytes() == as_damaged
+
+
+def test_a_run_on_a_folder_another_run_holds_ends_with_one_line_naming_it(evaluate, tmp_path):
+    """Another process holds --checkpoint-dir: the run trains nothing, writes nothing, and names that process."""
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    with held_by_another_process(checkpoints) as holder:
+        with pytest.raises(SystemExit) as exited:
+            evaluate._main_with_clear_errors(arguments(tmp_path))
+        message = exited.value.code
+        assert message.startswith(f"error: checkpoint {str(checkpoints)!r}: in use by process {holder.pid} (")
+        assert message.endswith("or with --wait-for-lock") and "\n" not in message, "one line; exit status 1"
+        assert [path.name for path in checkpoints.iterdir()] == [LOCK_FILE], "the holder's lock, and nothing trained"
+        assert not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("retrain", [False, True], ids=["", "retrain"])
@@ -563,6 +609,41 @@ def test_the_script_runs_one_seed_from_the_command_line(tmp_path):
     assert f"Written by `python scripts/evaluate.py {' '.join(argv)}`" in table
     assert table == table_of(results, table)
     assert table in result.stdout
+
+
+@pytest.mark.slow
+def test_the_script_on_a_held_folder_exits_1_or_waits_for_it(tmp_path):
+    """`python scripts/evaluate.py` itself, while another process holds --checkpoint-dir: status 1 and one line
+    naming it; with --wait-for-lock, it says whom it waits for, trains nothing while it waits, and once the
+    holder lets go, trains and evaluates."""
+    checkpoints, log = tmp_path / "checkpoints", tmp_path / "stderr.txt"
+    checkpoints.mkdir()
+    with held_by_another_process(checkpoints) as holder:
+        refused = run_python(SCRIPT, *arguments(tmp_path), timeout=600)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(f"error: checkpoint {str(checkpoints)!r}: in use by process {holder.pid} (")
+        assert refused.stderr.count("\n") == 1 and refused.stdout == ""
+        with log.open("w") as stderr:
+            waiting = subprocess.Popen(
+                [sys.executable, str(SCRIPT), *arguments(tmp_path, "--wait-for-lock")],
+                cwd=ROOT, env={**HEADLESS, "MPLBACKEND": "Agg"}, stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 300
+                while "waiting for" not in log.read_text() and waiting.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert log.read_text().startswith(f"waiting for process {holder.pid} ("), log.read_text()
+                assert [path.name for path in checkpoints.iterdir()] == [LOCK_FILE], "nothing trained while it waits"
+                holder.stdin.write("\n")
+                holder.stdin.flush()
+                assert waiting.wait(timeout=600) == 0, log.read_text()
+            finally:
+                waiting.kill()
+                waiting.wait()
+    assert sorted(path.name for path in checkpoints.iterdir()) == sorted(
+        f"assignment-{name}-K10-1-seeds0-0.pt" for name in TRAINED
+    ), "trained once the holder let go, and the lock file removed"
+    assert (tmp_path / "out" / "results.json").is_file()
 
 
 @pytest.mark.slow
