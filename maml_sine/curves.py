@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
 from maml_sine.files import write_json_atomically
 from maml_sine.learners import ASSIGNMENT
 from maml_sine.reports import plot_curves_over_seeds
-from maml_sine.training import COMPILE_FROM, final_mse_per_seed, lane_seeds, train_in_lockstep
+from maml_sine.training import LockstepRun, final_mse_per_seed, lane_seeds
 from utils import TFS_STEPS, final_mse, plot_history, save_figure
 
 NAMES = {"maml": "MAML (S={steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
@@ -27,16 +27,18 @@ def curves_over_seeds(
     """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once; save the figure
     at `out` and each seed's final MSE beside it (`out` with the suffix .json). Returns one summary line per
     learner. Each update is compiled with `fast`, or when the run is long enough to pay for compiling
-    (COMPILE_FROM episodes). When Ctrl-C stops the run, the curve so far is saved, a line saying so is
+    (`training.worth_compiling`). When Ctrl-C stops the run, the curve so far is saved, a line saying so is
     appended to `kept`, and the KeyboardInterrupt goes on to the caller."""
     seeds = lane_seeds(num_seeds)
-    compile = fast or episodes >= COMPILE_FROM
-    learners = {"maml": BatchedMAML(initializations_from_seeds(seeds), Algorithm(maml_steps), compile=compile)}
+    run = LockstepRun(
+        ASSIGNMENT.streams(seeds), episodes, f"{num_seeds} seed(s)", "episode", compile=True if fast else None
+    )
+    run.maml("maml", initializations_from_seeds(seeds), Algorithm(maml_steps))
     if plot_tfs:  # built after MAML, as in test.py
-        scratch = initializations_from_seeds(seeds, skip=1)
-        learners["scratch"] = BatchedTrainFromScratch(scratch, TFS_STEPS, compile=compile)
+        run.from_scratch("scratch", initializations_from_seeds(seeds, skip=1), TFS_STEPS)
+    learners = run.learners
     try:
-        train_in_lockstep(learners, ASSIGNMENT.streams(seeds), episodes, f"{num_seeds} seed(s)", unit="episode")
+        run.train()
     except KeyboardInterrupt:
         finished = len(learners["maml"].losses)
         if finished:

@@ -4,7 +4,7 @@ A script's entry point calls `stop_on_ctrl_c()` once (`cli.run_command` does, an
 then on:
 
 - the first Ctrl-C inside a loop that checks `stop_requested()` after each of its steps (the training
-  loop, `training.train_in_lockstep`) only sets a flag: the loop finishes the update it is in, raises
+  loop, `training.LockstepRun.train`) only sets a flag: the loop finishes the update it is in, raises
   KeyboardInterrupt there, and its caller saves what it has (the learning curve so far, the
   checkpoints of the learners that finished). Nothing is raised inside torch, whose compiler would
   swallow some KeyboardInterrupts;

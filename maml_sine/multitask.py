@@ -20,9 +20,7 @@ over networks started from different random points would average unrelated hidde
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.func import vmap
 
@@ -30,7 +28,7 @@ from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import load_networks, save_networks
 from maml_sine.core import Algorithm, mse
 from maml_sine.learners import MultiTask
-from maml_sine.training import COMPILE_FROM, train_in_lockstep
+from maml_sine.training import LockstepRun, cached, worth_compiling
 from utils import X_RANGE
 
 GRID_X = torch.linspace(*X_RANGE, 100).reshape(1, 100, 1)  # where each regressor's fit to its task is measured
@@ -42,59 +40,57 @@ def regressor_seeds(seeds: Sequence[tuple[int, int]], regressors: range) -> list
     return [([numpy_seed, r], torch_seed) for numpy_seed, torch_seed in seeds for r in regressors]
 
 
-class _UntilFitted:
-    """A group of regressors in lockstep that stops each one once its MSE on its task is under the target."""
+def fit(learners: BatchedMAML, grid: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Each regressor's MSE on its task's `grid` (x, y), (N,)."""
+    return vmap(mse)(learners.weights, *grid)
 
-    def __init__(self, learners: BatchedMAML, streams, spec: MultiTask) -> None:
-        self.learners, self.spec = learners, spec
-        x = GRID_X.expand(len(learners), -1, -1)
-        amplitudes, phases = (torch.from_numpy(v).float()[:, None, None] for v in (streams.amplitudes, streams.phases))
-        self.grid = (x, amplitudes * torch.sin(x + phases))
 
-    @property
-    def losses(self):
-        return self.learners.losses
+def task_grid(streams) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRID_X and each regressor's task's values there: (N, 100, 1) each."""
+    x = GRID_X.expand(len(streams.amplitudes), -1, -1)
+    amplitudes, phases = (torch.from_numpy(v).float()[:, None, None] for v in (streams.amplitudes, streams.phases))
+    return x, amplitudes * torch.sin(x + phases)
 
-    @property
-    def histories(self) -> np.ndarray:
-        return self.learners.histories
 
-    def fit(self) -> torch.Tensor:
-        """Each regressor's MSE on its task, (N,)."""
-        return vmap(mse)(self.learners.weights, *self.grid)
+def _fitted(
+    run: LockstepRun, spec: MultiTask, starts: list, algorithm: Algorithm, anchors: list | None
+) -> tuple[BatchedMAML, torch.Tensor]:
+    """A group of regressors (one lane per start) trained in `run` until each fits its task, measured every
+    `spec.check_every` updates, or for `spec.max_updates`: the regressors and their final MSEs, (N,)."""
+    regressors, grid = run.maml("regressors", starts, algorithm, anchors=anchors), task_grid(run.streams)
 
-    def train(self, tasks) -> None:
-        self.learners.train(tasks)
-        if len(self.learners.losses) % self.spec.check_every == 0:
-            self.learners.stop(self.fit() < self.spec.target_mse)
+    def fitted_all() -> bool:
+        if len(regressors.losses) % spec.check_every == 0:
+            regressors.stop(fit(regressors, grid) < spec.target_mse)
+        return not regressors.active.any()
 
-    def done(self) -> bool:
-        return not self.learners.active.any()
+    run.train(done=fitted_all)
+    return regressors, fit(regressors, grid)
 
 
 def trained_or_loaded(
     name: str, spec: MultiTask, seeds: Sequence[tuple[int, int]], path: str | os.PathLike, *, retrain: bool = False
 ) -> tuple[list[list[torch.Tensor]], torch.Tensor, str]:  # fmt: skip
-    """`averaged_regressors`, or its checkpoint at `path` if there is one (and not `retrain`); what is trained
-    is saved there. Returns the averages, the regressors' final MSEs, and "checkpoint" or "trained"."""
+    """`averaged_regressors`, `cached` at `path` under the record of the spec and seeds. Returns the averages, the
+    regressors' final MSEs, and "checkpoint" or "trained"."""
     record = {"learner": {"algorithm": spec.record(), "inputs": 1}, "seeds": [list(seed) for seed in seeds]}
-    if Path(path).exists() and not retrain:
-        return *load_networks(path, record), "checkpoint"
-    averages, errors = averaged_regressors(spec, seeds, name)
-    save_networks(averages, errors, record, path)
-    return averages, errors, "trained"
+    (averages, errors), source = cached(
+        path, record, lambda: averaged_regressors(spec, seeds, name), load=load_networks, retrain=retrain,
+        save=lambda trained, record, path: save_networks(*trained, record, path),
+    )  # fmt: skip
+    return averages, errors, source
 
 
 def averaged_regressors(
     spec: MultiTask, seeds: Sequence[tuple[int, int]], description: str
 ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """Each seed's average of its `spec.regressors` regressors, and every regressor's final MSE on its task,
-    (seeds, regressors). Progress bar and Ctrl-C as every training run (`train_in_lockstep`)."""
+    (seeds, regressors). Progress bar and Ctrl-C as every training run (`LockstepRun`)."""
     initializations = initializations_from_seeds(seeds)
     count = len(seeds)
     sums = [torch.zeros(count, *w.shape) for w in initializations[0]]  # per seed, the sum of its trained regressors
     errors = []
-    compile = spec.max_updates * math.ceil(spec.regressors / spec.at_once) >= COMPILE_FROM
+    compile = worth_compiling(spec.max_updates * math.ceil(spec.regressors / spec.at_once))  # one configuration
     for first in range(0, spec.regressors, spec.at_once):
         group = range(first, min(first + spec.at_once, spec.regressors))
         starts = [initialization for initialization in initializations for _ in group]
@@ -104,15 +100,12 @@ def averaged_regressors(
             anchors = [list(lane) for lane in zip(*means)]
         pulled = spec.regularizer == "l2" or anchors is not None
         algorithm = Algorithm(num_steps=0, meta_lr=spec.adam_lr, weight_decay=spec.weight_decay if pulled else 0.0)
-        lanes = regressor_seeds(seeds, group)
-        streams = spec.protocol().streams(lanes)
-        learners = BatchedMAML(starts, algorithm, anchors=anchors, compile=compile)
-        regressors = _UntilFitted(learners, streams, spec)
-        label = f"{description}, regressors {group.start}-{group.stop - 1} of {spec.regressors}"
-        train_in_lockstep({"regressors": regressors}, streams, spec.max_updates, label, unit="update",
-                          done=regressors.done)  # fmt: skip
-        for total, weight in zip(sums, regressors.learners.weights):
+        streams = spec.protocol().streams(regressor_seeds(seeds, group))
+        run = LockstepRun(streams, spec.max_updates, f"{description}, regressors {group.start}-{group.stop - 1} "
+                          f"of {spec.regressors}", compile=compile)  # fmt: skip
+        regressors, final_errors = _fitted(run, spec, starts, algorithm, anchors)
+        for total, weight in zip(sums, regressors.weights):
             total += weight.reshape(count, len(group), *weight.shape[1:]).sum(dim=1)
-        errors.append(regressors.fit().reshape(count, len(group)))
+        errors.append(final_errors.reshape(count, len(group)))
     averages = [total / spec.regressors for total in sums]
     return [list(seed_weights) for seed_weights in zip(*averages)], torch.cat(errors, dim=1)

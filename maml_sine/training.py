@@ -1,25 +1,30 @@
 """Training learners in lockstep: the seeds of a run, the one training loop, and the checkpoint cache.
 
-Every script that trains (many seeds of `python test.py`, the evaluation under either protocol,
-the graders' margin) goes through `train_in_lockstep`: one progress bar with its ETA, and a Ctrl-C
-that stops it between two updates.
+Every script that trains (many seeds of `python test.py`, the evaluation under either protocol, the
+multi-task baselines, the graders' margin) builds its learners in a `LockstepRun` and trains them with
+its one loop: one compile rule, one progress bar with its ETA, and a Ctrl-C that stops it between two
+updates. What is trained once and loaded after goes through `cached`.
 """
 
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
 from maml_sine.checkpoints import load, save
+from maml_sine.core import Algorithm
 from maml_sine.interrupts import checked_after_each_step, stop_requested
 from maml_sine.learners import Learner, Protocol
 from utils import FINAL_WINDOW, NUMPY_SEED, TORCH_SEED
 
 PROGRESS_EVERY = 250  # updates between refreshes of the progress bar's MSE
 COMPILE_FROM = 5_000  # updates: below this, compiling an update costs more than it saves
+T = TypeVar("T")
 
 
 def lane_seeds(count: int, first: int = 0) -> list[tuple[int, int]]:
@@ -33,29 +38,63 @@ def final_mse_per_seed(histories: np.ndarray) -> np.ndarray:
     return histories[:, -FINAL_WINDOW:].mean(axis=1)
 
 
-def train_in_lockstep(
-    learners: Mapping[str, object], streams, updates: int, description: str, unit: str,
-    done: Callable[[], bool] = lambda: False,
-) -> None:  # fmt: skip
-    """Train every learner of `learners` (lockstep learners, by name) on the next batch of `streams`,
-    `updates` times or until `done()`, with a progress bar (`description`, ETA, each learner's median
-    final MSE over the seeds still training).
+def worth_compiling(updates: int) -> bool:
+    """Whether a run of `updates` lockstep updates of one configuration pays for compiling them: the one rule."""
+    return updates >= COMPILE_FROM
 
-    Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the update it is in: it raises
-    KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them."""
-    with checked_after_each_step(), tqdm(range(updates), unit=unit, desc=description, mininterval=0.5) as progress:
-        for update in progress:
-            tasks = streams.next_batch()
-            for learner in learners.values():
-                learner.train(tasks)
-            if (update + 1) % PROGRESS_EVERY == 0:
-                recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
-                          for name, learner in learners.items()}  # fmt: skip
-                progress.set_postfix(recent, refresh=False)
-            if stop_requested():
-                raise KeyboardInterrupt
-            if done():
-                break
+
+class LockstepRun:
+    """Lockstep learners trained side by side on one task stream: each built here, compiled or eager by one
+    rule, and all trained by one loop (`train`).
+
+        run = LockstepRun(protocol.streams(seeds), protocol.updates, "maml, K=10")
+        maml = run.maml("maml", initializations, Algorithm(num_steps=1))
+        run.train()
+
+    `compile`: None decides by `worth_compiling(updates)`; True or False decides for the caller (`--fast`, or a
+    configuration that runs many times in several runs)."""
+
+    def __init__(
+        self, streams, updates: int, description: str, unit: str = "update", *, compile: bool | None = None
+    ) -> None:
+        self.streams, self.updates, self.description, self.unit = streams, updates, description, unit
+        self.compile = worth_compiling(updates) if compile is None else compile
+        self.learners: dict[str, BatchedMAML | BatchedTrainFromScratch] = {}
+
+    def maml(self, name: str, initializations: Sequence[Sequence[torch.Tensor]], algorithm: Algorithm,
+             **options) -> BatchedMAML:  # fmt: skip
+        """A `BatchedMAML` of `algorithm` (with `options`: stop_diverged, anchors) trained in this run as `name`."""
+        self.learners[name] = BatchedMAML(initializations, algorithm, compile=self.compile, **options)
+        return self.learners[name]
+
+    def from_scratch(
+        self, name: str, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int
+    ) -> BatchedTrainFromScratch:
+        """A `BatchedTrainFromScratch` of `num_steps` Adam steps per task, trained in this run as `name`."""
+        self.learners[name] = BatchedTrainFromScratch(initializations, num_steps, compile=self.compile)
+        return self.learners[name]
+
+    def train(self, done: Callable[[], bool] = lambda: False) -> None:
+        """Train every learner on the next batch of the stream, `updates` times or until `done()` (asked after
+        each update), with a progress bar (the description, ETA, each learner's median final MSE over the
+        seeds still training).
+
+        Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the update it is in: it raises
+        KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them."""
+        bar = tqdm(range(self.updates), unit=self.unit, desc=self.description, mininterval=0.5)
+        with checked_after_each_step(), bar as progress:
+            for update in progress:
+                tasks = self.streams.next_batch()
+                for learner in self.learners.values():
+                    learner.train(tasks)
+                if (update + 1) % PROGRESS_EVERY == 0:
+                    recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
+                              for name, learner in self.learners.items()}  # fmt: skip
+                    progress.set_postfix(recent, refresh=False)
+                if stop_requested():
+                    raise KeyboardInterrupt
+                if done():
+                    break
 
 
 def _median_of_training(histories: np.ndarray) -> float:
@@ -66,25 +105,34 @@ def _median_of_training(histories: np.ndarray) -> float:
 
 def meta_trained(name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]]) -> BatchedMAML:
     """`learner` meta-trained under `protocol`, one lane per seed (its tasks from the numpy seed, its
-    initialization from the torch seed), compiled from COMPILE_FROM updates on."""
-    initializations = initializations_from_seeds(seeds, inputs=learner.inputs)
-    learners = BatchedMAML(initializations, learner.algorithm, compile=protocol.updates >= COMPILE_FROM)
+    initialization from the torch seed)."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
-    train_in_lockstep({"query": learners}, protocol.streams(seeds, learner.inputs), protocol.updates, description,
-                      unit="update")  # fmt: skip
+    run = LockstepRun(protocol.streams(seeds, learner.inputs), protocol.updates, description)
+    learners = run.maml("query", initializations_from_seeds(seeds, inputs=learner.inputs), learner.algorithm)
+    run.train()
     return learners
+
+
+def cached(
+    path: str | os.PathLike, record: Mapping[str, Any], train: Callable[[], T], *,
+    save: Callable[[T, Mapping, Path], None], load: Callable[[Path, Mapping], T], retrain: bool = False,
+) -> tuple[T, str]:  # fmt: skip
+    """`load(path, record)` if a checkpoint is at `path` (and not `retrain`), else `train()`, saved there with
+    `save(trained, record, path)`. Returns what was trained or loaded, and where from: "checkpoint" or
+    "trained". `load` refuses a checkpoint of another record with a `CheckpointError`."""
+    path = Path(path)
+    if path.exists() and not retrain:
+        return load(path, record), "checkpoint"
+    trained = train()
+    save(trained, record, path)
+    return trained, "trained"
 
 
 def trained_or_loaded(
     name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]], path: str | os.PathLike,
     *, retrain: bool = False,
 ) -> tuple[BatchedMAML, str]:  # fmt: skip
-    """`meta_trained`, or its checkpoint at `path` if there is one (and not `retrain`); a trained learner is
-    saved there. Returns the learners and where they came from, "checkpoint" or "trained". A checkpoint
-    of another learner, protocol or seeds is refused with a `CheckpointError`."""
+    """`meta_trained` learners, `cached` at `path` under the record of the learner, protocol and seeds."""
     record = {"learner": learner.training(), "protocol": protocol.record(), "seeds": [list(seed) for seed in seeds]}
-    if Path(path).exists() and not retrain:
-        return load(path, record), "checkpoint"
-    learners = meta_trained(name, learner, protocol, seeds)
-    save(learners, record, path)
-    return learners, "trained"
+    return cached(path, record, lambda: meta_trained(name, learner, protocol, seeds), save=save, load=load,
+                  retrain=retrain)  # fmt: skip

@@ -38,12 +38,12 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from tqdm import tqdm
 
 from assignment import MAML
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.cli import make_output_folders, run_command
 from maml_sine.core import Algorithm
 from maml_sine.files import write_json_atomically, write_text_atomically
 from maml_sine.learners import assignment_protocol
-from maml_sine.training import lane_seeds, train_in_lockstep
+from maml_sine.training import LockstepRun, lane_seeds
 from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator, save_figure, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +70,10 @@ def train_run(run: dict, first_order: bool, seeds: list[tuple[int, int]], episod
     diverged only if `MAML.train` raises too (without clipping, which `MAML.train` does not do).
     """
     algorithm = Algorithm(run["num_steps"], first_order=first_order, max_meta_gradient_norm=clip)
-    learners = BatchedMAML(initializations_from_seeds(seeds), algorithm, compile=True, stop_diverged=True)
     label = f"K={run['k']}, S={run['num_steps']}, {'first' if first_order else 'second'} order"
-    train_in_lockstep({"maml": learners}, assignment_protocol(run["k"]).streams(seeds), episodes, label, "episode")
+    lockstep = LockstepRun(assignment_protocol(run["k"]).streams(seeds), episodes, label, "episode", compile=True)
+    learners = lockstep.maml("maml", initializations_from_seeds(seeds), algorithm, stop_diverged=True)
+    lockstep.train()
     histories, norms = learners.histories, learners.gradient_norm_histories
     final_weights = [learners.initialization(lane) for lane in range(len(seeds))]
     replayed = {}

@@ -653,7 +653,7 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     checkpoint untouched, no other or temporary file left behind."""
     out, checkpoints, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
     checkpoints.mkdir()
-    updates = 4_000  # eager (compiling starts at training.COMPILE_FROM): the interrupt lands in training
+    updates = 4_000  # eager (compiled from training.COMPILE_FROM updates): the interrupt lands in training
     first = checkpoints / f"assignment-maml-K10-{updates}-seeds0-0.pt"  # as if MAML were trained: loaded
     saved_learners("maml", lane_seeds(1), first, record_of("maml", updates, lane_seeds(1)), updates=updates)
     saved = first.read_bytes()

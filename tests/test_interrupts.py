@@ -13,10 +13,10 @@ import time
 import pytest
 
 from maml_sine import interrupts
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
 from maml_sine.learners import assignment_protocol
-from maml_sine.training import lane_seeds, train_in_lockstep
+from maml_sine.training import LockstepRun, lane_seeds
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 
@@ -42,7 +42,8 @@ def test_a_first_ctrl_c_outside_the_training_loop_raises_at_once(handler):
 
 def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_update_it_is_in(handler):
     seeds = lane_seeds(2)
-    learners = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1))
+    run = LockstepRun(assignment_protocol().streams(seeds), 100, "test", compile=False)
+    learners = run.maml("maml", initializations_from_seeds(seeds), Algorithm(1))
     train = learners.train
 
     def interrupted_in_the_third_update(tasks):
@@ -52,7 +53,7 @@ def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_update_it_is_in(
 
     learners.train = interrupted_in_the_third_update
     with pytest.raises(KeyboardInterrupt):
-        train_in_lockstep({"maml": learners}, assignment_protocol().streams(seeds), 100, "test", unit="update")
+        run.train()
     assert learners.histories.shape == (2, 3)
     assert (learners.state.step == 3).all()
 

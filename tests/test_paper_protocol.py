@@ -426,7 +426,7 @@ def test_a_second_run_loads_every_learner_and_reproduces_the_numbers(evaluate, p
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
-    updates = 1_000  # eager (compiling starts at training.COMPILE_FROM): the interrupt lands in training
+    updates = 1_000  # eager (compiled from training.COMPILE_FROM updates): the interrupt lands in training
     out, checkpoints, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
     arguments = ["--protocol", "paper", "--updates", str(updates), "--seeds", "2", "--tasks", "4"]
     arguments += ["--out-dir", str(out), "--checkpoint-dir", str(checkpoints)]
