@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from assignment import MAML
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.core import Algorithm, LearnerState
+from maml_sine.core import Algorithm, LearnerState, named
 from maml_sine.learners import assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
@@ -213,8 +213,8 @@ def one_step_deviation(num_steps: int, tasks: list) -> float:
     for task in tasks[1:]:
         state = [readable.meta_optimizer.state[weight] for weight in readable.initialization]
         fast.learners.state = LearnerState(
-            [weight.detach()[None].clone() for weight in readable.initialization],
-            *([adam[key][None].clone() for adam in state] for key in ("exp_avg", "exp_avg_sq")),
+            named([weight.detach()[None].clone() for weight in readable.initialization]),
+            *(named([adam[key][None].clone() for adam in state]) for key in ("exp_avg", "exp_avg_sq")),
             step=torch.tensor([state[0]["step"].item()]),
         )
         readable.train(task)

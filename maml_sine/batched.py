@@ -18,7 +18,7 @@ A network with d inputs (W1 (N, 40, d), the paper protocol's oracle) takes x par
     learners.histories                                                  # (N, episodes) query losses
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import pairwise
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from assignment import TASK_PARTS, all_finite
-from maml_sine.core import Algorithm, compiled, fresh_state, many, meta_step, scratch_losses
+from maml_sine.core import Algorithm, Params, compiled, fresh_state, many, meta_step, named, network, scratch_losses
 from utils import LAYER_SIZES, BaseLearner
 
 TaskBatch = Sequence[torch.Tensor]
@@ -88,18 +88,27 @@ class _Lockstep:
     """What N learners trained in lockstep share: their state, every tensor with a leading learner
     dimension N (W1 (N, 40, 1), ...), the record of their query losses, and the check of their tasks."""
 
-    def __init__(self, initializations: Sequence[Sequence[torch.Tensor]]) -> None:
+    def __init__(
+        self,
+        initializations: Sequence[Sequence[torch.Tensor]],
+        start: Callable[[Sequence[torch.Tensor]], Params] = named,
+    ) -> None:
         if not initializations:
             raise ValueError(f"{type(self).__name__} needs at least one initialization")
-        self.state = fresh_state([torch.stack([w.detach() for w in layer]) for layer in zip(*initializations)])
+        self.state = fresh_state(start(_stacked(initializations)))
         self.losses = _Record(len(self))  # each learner's query loss (mean over its tasks) of every update
 
     def __len__(self) -> int:
-        return self.state.weights[0].shape[0]
+        return self.state.params["w1"].shape[0]
 
     @property
     def weights(self) -> list[torch.Tensor]:
-        return self.state.weights
+        """The network's 6 tensors of every learner, N in front."""
+        return network(self.state.params)
+
+    def params(self, learner: int) -> Params:
+        """Learner `learner`'s params (copies): its network and whatever else its algorithm learns."""
+        return {name: tensor[learner].clone() for name, tensor in self.state.params.items()}
 
     @property
     def histories(self) -> np.ndarray:
@@ -164,7 +173,7 @@ class BatchedMAML(_Lockstep):
     (`diverged_at` says where each one stopped). `stop(learners)` stops learners on purpose.
 
     `anchors` (one list of 6 tensors per learner) is where `algorithm.weight_decay` pulls each
-    learner's weights; zero if not given.
+    learner's weights; zero if not given, and for whatever else the algorithm learns.
     """
 
     def __init__(
@@ -176,13 +185,13 @@ class BatchedMAML(_Lockstep):
         stop_diverged: bool = False,
         anchors: Sequence[Sequence[torch.Tensor]] | None = None,
     ) -> None:
-        super().__init__(initializations)
-        if anchors is None:
-            self.anchors = [torch.zeros_like(weight) for weight in self.weights]
-        else:
-            self.anchors = [torch.stack([w.detach() for w in layer]) for layer in zip(*anchors)]
-            if [a.shape for a in self.anchors] != [w.shape for w in self.weights]:
+        super().__init__(initializations, algorithm.start)
+        self.anchors = {name: torch.zeros_like(tensor) for name, tensor in self.state.params.items()}
+        if anchors is not None:
+            stacked = _stacked(anchors)
+            if [a.shape for a in stacked] != [w.shape for w in self.weights]:
                 raise ValueError("anchors must be shaped as the initializations: one list of 6 tensors per learner")
+            self.anchors.update(named(stacked))
         self._algorithm = algorithm
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
@@ -256,6 +265,11 @@ class BatchedTrainFromScratch(_Lockstep):
                 f"learner(s) {_indices(~torch.isfinite(losses))}: the query loss is not finite; nothing was recorded"
             )
         self.losses.append(losses)
+
+
+def _stacked(networks: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """N networks' 6 tensors as 6 tensors with N in front (detached)."""
+    return [torch.stack([w.detach() for w in layer]) for layer in zip(*networks)]
 
 
 def _indices(mask: torch.Tensor) -> list[int]:

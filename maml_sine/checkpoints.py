@@ -1,7 +1,7 @@
 """Learners trained in lockstep, saved to one file and rebuilt exactly; damaged or foreign files refused.
 
 A checkpoint holds a record of what was trained (the learner, the protocol it was trained
-under, the seeds) and the learners' state: weights, Adam's moments and step count (so
+under, the seeds) and the learners' state: their params by name, Adam's moments and step count (so
 training can go on exactly where it stopped) and every query loss. Loading compares the
 record with the one expected, field by field, and refuses any difference: a file name is
 not a record. Files are written atomically and read with `torch.load(weights_only=True)`,
@@ -35,12 +35,12 @@ from typing import Any
 import torch
 
 from maml_sine.batched import BatchedMAML
-from maml_sine.core import Algorithm
+from maml_sine.core import Algorithm, LearnerState, network
 from utils import LAYER_SIZES, write_atomically
 
 FORMAT = "maml-sine-checkpoint"
-VERSION = 3  # 3: a digest of every tensor
-STATE = ("weights", "exp_avgs", "exp_avg_sqs")
+VERSION = 4  # 3: a digest of every tensor; 4: named tensors, whatever the learner learns
+STATE = ("params", "exp_avgs", "exp_avg_sqs")  # each a mapping of the learner's named tensors
 NON_NEGATIVE = {"exp_avg_sqs": "Adam's second moments (means of squares)", "losses": "losses (mean squared errors)"}
 LOCK_FILE = ".lock"  # in a checkpoint folder while a run uses it; it names that run
 
@@ -79,7 +79,7 @@ def save(learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLi
             f"learner(s) {sorted(learners.diverged_at)} stopped; a checkpoint holds training learners only"
         )
     tensors = {
-        **{name: [t.clone() for t in getattr(learners.state, name)] for name in STATE},
+        **{field: {name: t.clone() for name, t in getattr(learners.state, field).items()} for field in STATE},
         "step": learners.state.step.clone(),
         "losses": torch.from_numpy(learners.histories),
     }
@@ -94,17 +94,17 @@ def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
     checkpoint = _read(path, record, fields)
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
-    count, inputs = len(record["seeds"]), record["learner"]["inputs"]
-    _check_shapes(path, checkpoint, STATE, count, inputs)
+    count, algorithm = len(record["seeds"]), Algorithm.from_record(record["learner"]["algorithm"])
+    network_shapes = weight_shapes(record["learner"]["inputs"])
+    learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in network_shapes]).items()}
+    _check_shapes(path, checkpoint, {field: learned for field in STATE}, count)
     _check_content(path, checkpoint, fields)
     updates = checkpoint["losses"].shape[1]
     if updates != record["protocol"]["updates"] or not (checkpoint["step"] == updates).all():
         steps = checkpoint["step"].tolist()
         raise CheckpointError(path, f"holds {updates} updates of losses and Adam steps {steps}: not one whole run")
-    learners = BatchedMAML(list(zip(*checkpoint["weights"])), Algorithm(**record["learner"]["algorithm"]))
-    learners.state = learners.state._replace(
-        **{name: checkpoint[name] for name in STATE[1:]}, step=checkpoint["step"].float()
-    )
+    learners = BatchedMAML(list(zip(*network(checkpoint["params"]))), algorithm)
+    learners.state = LearnerState(*(checkpoint[field] for field in STATE), step=checkpoint["step"].float())
     for losses in checkpoint["losses"].T.float():
         learners.losses.append(losses)
     return learners
@@ -127,7 +127,7 @@ def load_networks(path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[l
     `record["seeds"]` per network); a `CheckpointError` otherwise."""
     path, fields = Path(path), ("weights", "losses")
     checkpoint = _read(path, record, fields)
-    _check_shapes(path, checkpoint, ("weights",), len(record["seeds"]), inputs=1)
+    _check_shapes(path, checkpoint, {"weights": weight_shapes()}, len(record["seeds"]))
     _check_content(path, checkpoint, fields)
     return [list(network) for network in zip(*checkpoint["weights"])], checkpoint["losses"]
 
@@ -200,17 +200,22 @@ def _read(path: Path, record: Mapping[str, Any], fields: Sequence[str]) -> dict[
     return checkpoint
 
 
-def _check_shapes(path: Path, checkpoint: dict[str, Any], names: Sequence[str], count: int, inputs: int) -> None:
-    """Every tensor of `names` (lists of 6) of `count` learners must have its weight's shape with `count` in
-    front, and the step count (if any) and losses one row per learner."""
-    for name in names:
-        tensors = checkpoint[name]
-        if not isinstance(tensors, list) or len(tensors) != len(LAYER_SIZES) * 2 - 2:
-            raise CheckpointError(path, f"its {name} must be a list of {len(LAYER_SIZES) * 2 - 2} tensors")
-        for index, (tensor, shape) in enumerate(zip(tensors, weight_shapes(inputs))):
-            expected = (count, *shape)
-            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != expected or tensor.dtype != torch.float32:
-                raise CheckpointError(path, f"its {name}[{index}] is not a {expected} torch.float32 tensor")
+def _check_shapes(
+    path: Path, checkpoint: dict[str, Any], expected: Mapping[str, Mapping[str, tuple] | Sequence[tuple]], count: int
+) -> None:  # fmt: skip
+    """Every field of `expected` must hold, of `count` learners, the tensors it names (a mapping of names, or a
+    list of 6) in the shapes it gives with `count` in front, float32; and the step count (if any) and the
+    losses one row per learner."""
+    for field, shapes in expected.items():
+        tensors = checkpoint[field]
+        keys = list(shapes) if isinstance(shapes, Mapping) else list(range(len(shapes)))
+        found = list(tensors) if isinstance(tensors, Mapping) else list(range(len(tensors)))
+        if type(tensors) is not (dict if isinstance(shapes, Mapping) else list) or found != keys:
+            raise CheckpointError(path, f"its {field} must hold the tensors {keys}")
+        for key, shape in zip(keys, shapes.values() if isinstance(shapes, Mapping) else shapes):
+            tensor, want = tensors[key], (count, *shape)
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != want or tensor.dtype != torch.float32:
+                raise CheckpointError(path, f"its {field}[{key}] is not a {want} torch.float32 tensor")
     for name, shape in (("step", (count,)), ("losses", (count, None))):
         if name not in checkpoint:
             continue
@@ -254,13 +259,14 @@ def _check_values(path: Path, named: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError(path, f"its {name} holds {tensor[where].item():g} at {where}: {rule}")
 
 
-def _named_tensors(fields: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Every tensor of `fields` (a tensor, or a list of them) under the name errors and digests give it:
-    "weights[0]" .. "weights[5]", "step", "losses"."""
+def _named_tensors(fields: Mapping[str, torch.Tensor | list | dict]) -> dict[str, torch.Tensor]:
+    """Every tensor of `fields` (a tensor, or a list or mapping of them) under the name errors and digests give
+    it: "params[w1]", "exp_avgs[b3]", "weights[0]", "step", "losses"."""
     named = {}
     for field, value in fields.items():
-        if isinstance(value, list):
-            named.update({f"{field}[{index}]": tensor for index, tensor in enumerate(value)})
+        if isinstance(value, list | dict):
+            keys = value.keys() if isinstance(value, dict) else range(len(value))
+            named.update({f"{field}[{key}]": value[key] for key in keys})
         else:
             named[field] = value
     return named

@@ -18,9 +18,8 @@ and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n p
 """
 
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -39,9 +38,26 @@ COMPILE_OPTIONS = {"cpp_wrapper": True}
 RECOMPILE_LIMIT = 64  # compiled configurations of one function per process (dynamo's default: 8)
 
 
+NETWORK = ("w1", "b1", "w2", "b2", "w3", "b3")  # BaseLearner's 6 tensors, by name, in its order
+
+Params = dict[str, torch.Tensor]  # what a learner learns, by name: the network's NETWORK tensors and its own
+
+
+def network(params: Params) -> list[torch.Tensor]:
+    """The network's 6 tensors of a learner's `params`, in BaseLearner's order."""
+    return [params[name] for name in NETWORK]
+
+
+def named(weights: Sequence[torch.Tensor]) -> Params:
+    """BaseLearner's 6 tensors by their names."""
+    return dict(zip(NETWORK, weights, strict=True))
+
+
 @dataclass(frozen=True)
 class Algorithm:
-    """How a learner is meta-trained: MAML's hyper-parameters (`MAML`'s arguments mean the same).
+    """A learner's algorithm: what it learns and how it adapts to a task, as pure functions, and how it is
+    meta-trained. This class is MAML (`MAML`'s arguments mean the same); another learner of the family is
+    a subclass with a `kind` of its own, its own fields, and its own `start` and `adapt`.
 
     `num_steps` 0 is the pretrained network (fitted to the tasks' points directly).
     `max_meta_gradient_norm` scales a longer meta-gradient down to that L2 norm before Adam
@@ -50,6 +66,7 @@ class Algorithm:
     gradient, as `torch.optim.Adam(weight_decay=...)` adds it towards zero; 0, the default, as in `MAML.train`.
     """
 
+    kind: str = field(default="maml", init=False)  # in every record, so a file says which learner it holds
     num_steps: int
     first_order: bool = False
     inner_lr: float = INNER_LR
@@ -64,21 +81,41 @@ class Algorithm:
         if not 0 <= self.weight_decay < float("inf"):
             raise ValueError(f"weight_decay must be zero or positive and finite, got {self.weight_decay}")
 
+    @staticmethod
+    def from_record(record: Mapping) -> "Algorithm":
+        """The algorithm `dataclasses.asdict` wrote as `record` (its class found by its `kind`)."""
+        fields = dict(record)
+        kinds = {kind.kind: kind for kind in (Algorithm, *Algorithm.__subclasses__())}
+        return kinds[fields.pop("kind")](**fields)
+
+    def start(self, weights: Sequence[torch.Tensor]) -> Params:
+        """What a learner of this algorithm learns, starting from the network `weights`: MAML, the network alone."""
+        return named(weights)
+
+    def adapt(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, num_steps: int | None = None
+    ) -> list[torch.Tensor]:
+        """The network's fast weights after `num_steps` (default: S) inner steps on the support set (x, y)."""
+        steps = self.num_steps if num_steps is None else num_steps
+        return adapted(network(params), x, y, num_steps=steps, inner_lr=self.inner_lr, first_order=self.first_order)
+
 
 class LearnerState(NamedTuple):
-    """A learner's weights and its meta-optimizer's state; with N learners, every tensor has N in front."""
+    """A learner's params and its meta-optimizer's state, each a mapping of the same names; with N learners,
+    every tensor has N in front."""
 
-    weights: list[torch.Tensor]  # BaseLearner's 6 tensors
-    exp_avgs: list[torch.Tensor]  # Adam's first moment of each weight
-    exp_avg_sqs: list[torch.Tensor]  # Adam's second moment of each weight
+    params: Params
+    exp_avgs: Params  # Adam's first moment of each
+    exp_avg_sqs: Params  # Adam's second moment of each
     step: torch.Tensor  # Adam's step count, 0-d float32 (torch's Adam keeps it as a float tensor)
 
 
-def fresh_state(weights: Sequence[torch.Tensor]) -> LearnerState:
-    """The state of a learner that has not stepped yet: its weights (copied) and zero moments."""
-    weights = [weight.detach().clone() for weight in weights]
-    zeros = [torch.zeros_like(weight) for weight in weights]
-    return LearnerState(weights, zeros, [zero.clone() for zero in zeros], torch.zeros(weights[0].shape[:-2]))
+def fresh_state(params: Params) -> LearnerState:
+    """The state of a learner that has not stepped yet: its params (copied) and zero moments."""
+    params = {name: tensor.detach().clone() for name, tensor in params.items()}
+    zeros = {name: torch.zeros_like(tensor) for name, tensor in params.items()}
+    step = torch.zeros(params["w1"].shape[:-2])
+    return LearnerState(params, zeros, {name: zero.clone() for name, zero in zeros.items()}, step)
 
 
 def mse(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -87,11 +124,13 @@ def mse(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> to
 
 
 def adapted(
-    weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, num_steps: int, inner_lr: float,
-    first_order: bool = False,
+    weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, num_steps: int,
+    inner_lr: float | Sequence[torch.Tensor], first_order: bool = False,
 ) -> list[torch.Tensor]:  # fmt: skip
-    """`MAML.adapt`: the fast weights after `num_steps` SGD steps w <- w - inner_lr * grad mse(w) on (x, y)."""
+    """`MAML.adapt`: the fast weights after `num_steps` SGD steps w <- w - inner_lr * grad mse(w) on (x, y).
+    `inner_lr` is one step size, or one tensor per weight (a step size per parameter, as Meta-SGD learns)."""
     weights = list(weights)
+    step_sizes = [inner_lr] * len(weights) if isinstance(inner_lr, int | float) else list(inner_lr)
     for _ in range(num_steps):
         # Without grad tracking around it, the inner gradient is a constant to the outer
         # transform: first-order MAML. With tracking, the meta-gradient sees its Hessian terms.
@@ -99,45 +138,42 @@ def adapted(
             gradients = grad(mse)(weights, x, y)
         # `w - lr * g`, as in MAML.adapt. The one-op torch.add(w, g, alpha=-lr), under torch.func
         # inside torch.compile (torch 2.13, inductor, CPU), gave wrong fast weights (loss 21.3, eager 4.33).
-        weights = [w - inner_lr * g for w, g in zip(weights, gradients)]
+        weights = [w - lr * g for w, g, lr in zip(weights, gradients, step_sizes)]
     return weights
 
 
-def adam(state: LearnerState, gradients: Sequence[torch.Tensor], lr: float) -> LearnerState:
+def adam(state: LearnerState, gradients: Params, lr: float) -> LearnerState:
     """torch.optim.Adam's step (default betas and eps, no weight decay), as arithmetic: the state after it."""
     beta1, beta2 = ADAM_BETAS
     step = state.step + 1
     count = step.double()  # bias corrections in float64, as torch's Adam computes them
-    dtype = state.weights[0].dtype
+    dtype = state.params["w1"].dtype
     step_size = (lr / (1 - beta1**count)).to(dtype)
     bias_correction2_sqrt = (1 - beta2**count).sqrt().to(dtype)
-    weights, exp_avgs, exp_avg_sqs = [], [], []
-    for weight, gradient, exp_avg, exp_avg_sq in zip(state.weights, gradients, state.exp_avgs, state.exp_avg_sqs):
-        exp_avg = exp_avg.lerp(gradient, 1 - beta1)
-        exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * gradient * gradient
-        weights.append(weight - step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + ADAM_EPS))
-        exp_avgs.append(exp_avg)
-        exp_avg_sqs.append(exp_avg_sq)
-    return LearnerState(weights, exp_avgs, exp_avg_sqs, step)
+    params, exp_avgs, exp_avg_sqs = {}, {}, {}
+    for name, gradient in gradients.items():
+        exp_avgs[name] = state.exp_avgs[name].lerp(gradient, 1 - beta1)
+        exp_avg_sqs[name] = state.exp_avg_sqs[name] * beta2 + (1 - beta2) * gradient * gradient
+        denominator = exp_avg_sqs[name].sqrt() / bias_correction2_sqrt + ADAM_EPS
+        params[name] = state.params[name] - step_size * exp_avgs[name] / denominator
+    return LearnerState(params, exp_avgs, exp_avg_sqs, step)
 
 
 def meta_gradient(
-    weights: Sequence[torch.Tensor], tasks: Sequence[torch.Tensor], *, algorithm: Algorithm
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The gradient of the mean query loss over B tasks with respect to `weights` (through every inner
-    step, or first-order), and the B query losses."""
-    inner = partial(adapted, num_steps=algorithm.num_steps, inner_lr=algorithm.inner_lr,
-                    first_order=algorithm.first_order)  # fmt: skip
+    params: Params, tasks: Sequence[torch.Tensor], *, algorithm: Algorithm
+) -> tuple[Params, torch.Tensor]:
+    """The gradient of the mean query loss over B tasks with respect to `params` (through every inner step of
+    `algorithm.adapt`, or first-order), and the B query losses."""
 
-    def query_losses(initialization):
-        losses = vmap(lambda *task: mse(inner(initialization, *task[:2]), *task[2:]))(*tasks)
+    def query_losses(params):
+        losses = vmap(lambda *task: mse(algorithm.adapt(params, *task[:2]), *task[2:]))(*tasks)
         return losses.mean(), losses
 
-    return grad(query_losses, has_aux=True)(list(weights))
+    return grad(query_losses, has_aux=True)(dict(params))
 
 
 def meta_step(
-    state: LearnerState, tasks: Sequence[torch.Tensor], active: torch.Tensor, anchor: Sequence[torch.Tensor], *,
+    state: LearnerState, tasks: Sequence[torch.Tensor], active: torch.Tensor, anchor: Params, *,
     algorithm: Algorithm,
 ) -> tuple[LearnerState, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses.
@@ -145,24 +181,23 @@ def meta_step(
     Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
     any clipping or weight decay), both NaN unless the update was applied, and whether the tasks, the
     losses and the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
-    where `MAML.train` raises, it stays. `anchor` (6 tensors like the weights) is where
-    `algorithm.weight_decay` pulls the weights.
+    where `MAML.train` raises, it stays. `anchor` (named as the params) is where `algorithm.weight_decay`
+    pulls them.
     """
-    meta_gradients, losses = meta_gradient(state.weights, tasks, algorithm=algorithm)
-    finite = all_finite([*tasks, losses, *meta_gradients])
+    meta_gradients, losses = meta_gradient(state.params, tasks, algorithm=algorithm)
+    finite = all_finite([*tasks, losses, *meta_gradients.values()])
     # In float64: a finite float32 gradient can have a norm beyond float32's range.
-    norm = sum(gradient.double().square().sum() for gradient in meta_gradients).sqrt()
+    norm = sum(gradient.double().square().sum() for gradient in meta_gradients.values()).sqrt()
     if algorithm.max_meta_gradient_norm is not None:
-        scale = (algorithm.max_meta_gradient_norm / norm).clamp(max=1.0).to(meta_gradients[0].dtype)
-        meta_gradients = [gradient * scale for gradient in meta_gradients]
-    if algorithm.weight_decay:  # the gradient of weight_decay / 2 * |weights - anchor|^2
-        meta_gradients = [
-            g + algorithm.weight_decay * (w - a) for g, w, a in zip(meta_gradients, state.weights, anchor)
-        ]
+        scale = (algorithm.max_meta_gradient_norm / norm).clamp(max=1.0).to(losses.dtype)
+        meta_gradients = {name: gradient * scale for name, gradient in meta_gradients.items()}
+    if algorithm.weight_decay:  # the gradient of weight_decay / 2 * |params - anchor|^2
+        meta_gradients = {name: gradient + algorithm.weight_decay * (state.params[name] - anchor[name])
+                          for name, gradient in meta_gradients.items()}  # fmt: skip
     stepped = adam(state, meta_gradients, algorithm.meta_lr)
     apply = active & finite
     new_state = LearnerState(
-        *([torch.where(apply, new, old) for new, old in zip(news, olds)] for news, olds in zip(stepped[:3], state[:3])),
+        *({name: torch.where(apply, new[name], old[name]) for name in old} for new, old in zip(stepped[:3], state[:3])),
         torch.where(apply, stepped.step, state.step),
     )
     nan = torch.full((), float("nan"))
@@ -174,10 +209,10 @@ def scratch_losses(weights: Sequence[torch.Tensor], tasks: Sequence[torch.Tensor
     `weights` on the support set, then the query MSE. Returns the B query losses."""
 
     def query_loss(*task):
-        state = fresh_state(weights)
+        state = fresh_state(named(weights))
         for _ in range(num_steps):
-            state = adam(state, grad(mse)(state.weights, *task[:2]), SCRATCH_LR)
-        return mse(state.weights, *task[2:])
+            state = adam(state, named(grad(mse)(network(state.params), *task[:2])), SCRATCH_LR)
+        return mse(network(state.params), *task[2:])
 
     return vmap(query_loss)(*tasks)
 

@@ -16,7 +16,7 @@ import maml_sine.core
 from assignment import MAML, all_finite
 from helpers import sine_task, weights_of
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.core import Algorithm, compiled, meta_gradient
+from maml_sine.core import Algorithm, compiled, meta_gradient, named, network
 from maml_sine.learners import assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
@@ -62,8 +62,8 @@ def assert_lanes_took_the_updates_of_maml_train(learners, initializations, batch
         for layer, weight in enumerate(maml.initialization):
             adam = maml.meta_optimizer.state[weight]
             assert state.step[lane].item() == adam["step"].item() == len(batches)
-            assert relative(state.exp_avgs[layer][lane], adam["exp_avg"]) < 1e-4
-            assert relative(state.exp_avg_sqs[layer][lane], adam["exp_avg_sq"]) < 1e-4
+            assert relative(network(state.exp_avgs)[layer][lane], adam["exp_avg"]) < 1e-4
+            assert relative(network(state.exp_avg_sqs)[layer][lane], adam["exp_avg_sq"]) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_meta_gradient_of_several_tasks_is_the_mean_of_their_meta_gradients(floa
     tasks = [torch.cat([part] * 4, dim=1) + 0.01 * torch.arange(4.0).reshape(1, 4, 1, 1) for part in tasks]
     stacked = [torch.stack(layer) for layer in zip(*initializations)]
     algorithm = Algorithm(num_steps, first_order=first_order)
-    meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(stacked, tasks)
+    meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(named(stacked), tasks)
     for lane, initialization in enumerate(initializations):
         maml = maml_from(initialization, num_steps, first_order)
         per_task = []
@@ -215,14 +215,14 @@ def test_meta_gradient_of_several_tasks_is_the_mean_of_their_meta_gradients(floa
             train_x, train_y, test_x, test_y = (part[lane, b] for part in tasks)
             query_loss = maml.loss_fn(BaseLearner.forward(test_x, maml.adapt(train_x, train_y)), test_y)
             per_task.append(torch.autograd.grad(query_loss, maml.initialization))
-        for layer, gradient in enumerate(meta_gradients):
+        for layer, gradient in enumerate(network(meta_gradients)):
             expected = torch.stack([gradients[layer] for gradients in per_task]).mean(dim=0)
             torch.testing.assert_close(gradient[lane], expected, rtol=1e-10, atol=1e-12)
 
 
 def snapshot(learners):
     state = learners.state
-    tensors = [*state.weights, *state.exp_avgs, *state.exp_avg_sqs, state.step]
+    tensors = [*state.params.values(), *state.exp_avgs.values(), *state.exp_avg_sqs.values(), state.step]
     return [tensor.clone() for tensor in tensors], len(learners.losses)
 
 
@@ -384,9 +384,9 @@ def test_clipped_meta_gradients_are_scaled_to_the_norm_before_adam():
     streams = assignment_protocol().streams(seeds)
     for _ in range(3):
         tasks = streams.next_batch()
-        meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(learners.weights, tasks)
+        meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(learners.state.params, tasks)
         for lane, (weights, optimizer) in enumerate(zip(copies, optimizers, strict=True)):
-            gradient = [g[lane] for g in meta_gradients]
+            gradient = [g[lane] for g in network(meta_gradients)]
             norm = torch.sqrt(sum((g * g).sum() for g in gradient))
             assert norm > max_norm, "the test needs gradients to clip"
             for weight, g in zip(weights, gradient, strict=True):

@@ -52,9 +52,10 @@ def trained_learners(episodes=4, name="maml"):
 
 
 def assert_same_state(first, second):
-    for name in ("weights", "exp_avgs", "exp_avg_sqs"):
-        pairs = zip(getattr(first.state, name), getattr(second.state, name), strict=True)
-        assert all(torch.equal(a, b) for a, b in pairs)
+    for name in ("params", "exp_avgs", "exp_avg_sqs"):
+        mine, theirs = getattr(first.state, name), getattr(second.state, name)
+        assert list(mine) == list(theirs)
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine)
     assert torch.equal(first.state.step, second.state.step)
 
 
@@ -123,7 +124,7 @@ def test_truncated_file_is_refused(tmp_path):
         ({"weights": []}, "not a maml-sine-checkpoint file .it holds a dict"),
         (torch.zeros(3), "not a maml-sine-checkpoint file .it holds a Tensor"),
         ({"format": "maml-sine-checkpoint", "version": 2}, f"format version 2; this code reads version {VERSION}"),
-        ({"format": "maml-sine-checkpoint", "version": VERSION, "record": {}}, "missing field.s. weights, exp_avgs"),
+        ({"format": "maml-sine-checkpoint", "version": VERSION, "record": {}}, "missing field.s. params, exp_avgs"),
     ],
     ids=["plain-dict", "tensor", "version-2-without-digests", "fields"],
 )
@@ -147,23 +148,28 @@ def rewritten(tmp_path, change, digests="recomputed"):
 
 
 def digests_of(content):
-    """The digest of every tensor of a checkpoint's content, named as the format names them: "weights[0]", "step"."""
+    """The digest of every tensor of a checkpoint's content, named as the format names them: "params[w1]", "step"."""
     named = {}
     for field, value in content.items():
         if isinstance(value, torch.Tensor):
             named[field] = value
         elif isinstance(value, list):
             named.update({f"{field}[{i}]": t for i, t in enumerate(value) if isinstance(t, torch.Tensor)})
+        elif field != "digests" and isinstance(value, dict):
+            named.update({f"{field}[{key}]": t for key, t in value.items() if isinstance(t, torch.Tensor)})
     return {name: digest(tensor) for name, tensor in named.items()}
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda c: c["weights"].pop(), r"its weights must be a list of 6 tensors"),
-        (lambda c: c.update(weights=[]), r"its weights must be a list of 6 tensors"),
-        (lambda c: c["exp_avgs"].__setitem__(2, torch.zeros(3, 40, 30)), r"its exp_avgs\[2\] is not a \(3, 40, 40\)"),
-        (lambda c: c["weights"].__setitem__(0, torch.zeros(3, 40, 1).double()), r"weights\[0\] is not .*float32"),
+        (lambda c: c["params"].pop("b3"), r"its params must hold the tensors \['w1', 'b1', 'w2', 'b2', 'w3', 'b3'\]"),
+        (lambda c: c.update(params=[]), r"its params must hold the tensors"),
+        (
+            lambda c: c["exp_avgs"].__setitem__("w2", torch.zeros(3, 40, 30)),
+            r"its exp_avgs\[w2\] is not a \(3, 40, 40\)",
+        ),
+        (lambda c: c["params"].__setitem__("w1", torch.zeros(3, 40, 1).double()), r"params\[w1\] is not .*float32"),
         (lambda c: c.update(step=torch.zeros(2)), r"its step is not a float tensor of shape \(3,\)"),
         (lambda c: c.update(losses=torch.zeros(5)), r"its losses is not a float tensor of shape \(3, None\)"),
         (lambda c: c.update(losses=c["losses"][:, :1]), r"holds 1 updates of losses and Adam steps \[4.0, 4.0, 4.0\]"),
@@ -171,8 +177,8 @@ def digests_of(content):
         (lambda c: c.update(record=[1, 2]), "its record is a list, not a dict"),
     ],
     ids=[
-        "weight-count",
-        "no-weights",
+        "weight-missing",
+        "no-params",
         "moment-shape",
         "dtype",
         "steps",
@@ -237,7 +243,7 @@ def test_the_digest_is_of_the_dtype_and_shape_as_well_as_the_bytes():
 
 
 def test_a_bit_flipped_on_the_disk_is_refused(tmp_path):
-    """The exponent's top bit of the first float of weights[0], flipped in the file's bytes: torch reads the
+    """The exponent's top bit of the first float of params[w1], flipped in the file's bytes: torch reads the
     file (a plausible, finite 2e38), the digest does not."""
     path = tmp_path / "learners.pt"
     learners = trained_learners()[0]
@@ -247,9 +253,9 @@ def test_a_bit_flipped_on_the_disk_is_refused(tmp_path):
     assert content.count(first) == 1
     content[content.index(first) + 3] ^= 0x40
     path.write_bytes(content)
-    flipped = torch.load(path, weights_only=True)["weights"][0][0, 0, 0].item()
+    flipped = torch.load(path, weights_only=True)["params"]["w1"][0, 0, 0].item()
     assert 1e38 < flipped < 3.4e38, flipped
-    with pytest.raises(CheckpointError, match=r"learners\.pt'.*its weights\[0\] does not match its SHA-256 digest"):
+    with pytest.raises(CheckpointError, match=r"learners\.pt'.*its params\[w1\] does not match its SHA-256 digest"):
         load(path, record_of())
 
 
@@ -266,22 +272,26 @@ def set_at(field, index, where, value):
 @pytest.mark.parametrize(
     "change, digests, message",
     [
-        (set_at("weights", 0, (0, 0, 0), 1.98e38), "kept", r"its weights\[0\] does not match its SHA-256 digest"),
-        (set_at("weights", 2, (1, 3, 5), np.nan), "recomputed", r"its weights\[2\] holds nan at \(1, 3, 5\): .*finite"),
-        (set_at("exp_avgs", 4, (2, 0, 7), np.inf), "recomputed", r"its exp_avgs\[4\] holds inf at \(2, 0, 7\)"),
-        (set_at("exp_avg_sqs", 3, (0, 9), -np.inf), "recomputed", r"its exp_avg_sqs\[3\] holds -inf at \(0, 9\)"),
+        (set_at("params", "w1", (0, 0, 0), 1.98e38), "kept", r"its params\[w1\] does not match its SHA-256 digest"),
         (
-            set_at("exp_avg_sqs", 2, (0, 7, 2), -1e-8),
+            set_at("params", "w2", (1, 3, 5), np.nan),
             "recomputed",
-            r"its exp_avg_sqs\[2\] holds -1e-08 at \(0, 7, 2\): Adam's second moments .* cannot be negative",
+            r"its params\[w2\] holds nan at \(1, 3, 5\): .*finite",
+        ),
+        (set_at("exp_avgs", "w3", (2, 0, 7), np.inf), "recomputed", r"its exp_avgs\[w3\] holds inf at \(2, 0, 7\)"),
+        (set_at("exp_avg_sqs", "b2", (0, 9), -np.inf), "recomputed", r"its exp_avg_sqs\[b2\] holds -inf at \(0, 9\)"),
+        (
+            set_at("exp_avg_sqs", "w2", (0, 7, 2), -1e-8),
+            "recomputed",
+            r"its exp_avg_sqs\[w2\] holds -1e-08 at \(0, 7, 2\): Adam's second moments .* cannot be negative",
         ),
         (set_at("losses", None, (1, 2), np.nan), "recomputed", r"its losses holds nan at \(1, 2\)"),
         (set_at("losses", None, (2, 3), -0.5), "recomputed", r"its losses holds -0.5 at \(2, 3\): losses .* negative"),
         (set_at("step", None, 0, np.nan), "recomputed", r"its step holds nan at \(0,\)"),
         (
-            lambda c: c["digests"].update({"exp_avgs[3]": "0" * 64}),
+            lambda c: c["digests"].update({"exp_avgs[b2]": "0" * 64}),
             "kept",
-            r"its exp_avgs\[3\] does not match its SHA-256 digest",
+            r"its exp_avgs\[b2\] does not match its SHA-256 digest",
         ),
         (lambda c: c["digests"].pop("step"), "kept", r"has no digest of its step"),
         (lambda c: c.update(digests=[]), "kept", r"its digests are a list, not a dict"),

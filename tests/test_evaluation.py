@@ -370,13 +370,13 @@ def test_a_damaged_checkpoint_ends_the_run_with_one_line_and_nothing_written(eva
     damaged = checkpoints / "assignment-maml-K10-1-seeds0-0.pt"  # where evaluate.py looks for it
     saved_learners("maml", seeds, damaged, record_of("maml", 1, seeds))
     content = torch.load(damaged, weights_only=True)
-    content["weights"][0][0, 0, 0] = 1.98e38
+    content["params"]["w1"][0, 0, 0] = 1.98e38
     torch.save(content, damaged)
     as_damaged = damaged.read_bytes()
     with pytest.raises(SystemExit) as exited:
         evaluate._main_with_clear_errors(arguments(tmp_path))
     assert exited.value.code == (
-        f"error: checkpoint {str(damaged)!r}: its weights[0] does not match its SHA-256 digest: the file is damaged"
+        f"error: checkpoint {str(damaged)!r}: its params[w1] does not match its SHA-256 digest: the file is damaged"
     ), "a string: the exit status is 1"
     assert not any((tmp_path / "out").iterdir())
     assert list(checkpoints.iterdir()) == [damaged] and damaged.read_bytes() == as_damaged
