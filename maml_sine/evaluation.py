@@ -13,15 +13,14 @@ W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
 """
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
 from torch.func import grad, vmap
 
-from maml_sine.core import adapted, mse
+from maml_sine.core import Algorithm, Params, mse, named, network
 from maml_sine.streams import with_amplitude_and_phase
 from utils import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, BaseLearner
 
@@ -117,22 +116,37 @@ _mse_per_task = vmap(mse)
 _predict_per_task = vmap(BaseLearner.forward, in_dims=(0, 0))
 
 
-def sgd_steps(
-    initialization: Sequence[torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor, steps: int, lr: float
-) -> Iterator[list[torch.Tensor]]:
-    """Yield the batched weights before adaptation and after each of `steps` SGD steps (steps + 1 in all).
+Model = Sequence[torch.Tensor] | Params  # a network's 6 tensors, or a learner's params (its network and its own)
+Step = float | Algorithm  # an SGD step size, or the algorithm whose `adapt` takes each step (a learner's own)
 
-    support_x, support_y: (n, k, d). Every task starts from `initialization` (6 unbatched
-    tensors, left untouched; or 6 already batched, n in front) and takes `MAML.adapt`'s steps on its
-    own support set, one at a time.
+
+def _as_params(model: Model) -> Params:
+    return dict(model) if isinstance(model, Mapping) else named(model)
+
+
+def _as_algorithm(step: Step) -> Algorithm:
+    """What takes each step: the algorithm given, or, for a step size, plain SGD on the network at that size."""
+    return step if isinstance(step, Algorithm) else Algorithm(num_steps=1, inner_lr=step)
+
+
+def sgd_steps(
+    initialization: Model, support_x: torch.Tensor, support_y: torch.Tensor, steps: int, lr: Step
+) -> Iterator[list[torch.Tensor]]:
+    """Yield the batched network weights before adaptation and after each of `steps` steps (steps + 1 in all).
+
+    support_x, support_y: (n, k, d). Every task starts from `initialization` (unbatched, left untouched;
+    or already batched, n in front) and takes one step at a time on its own support set: `MAML.adapt`'s
+    SGD step at step size `lr`, or the step of the algorithm `lr` (which may learn more than the network,
+    as Meta-SGD learns a step size per parameter).
     """
-    unbatched = initialization[0].ndim == 2  # W1 is (40, d) alone, (n, 40, d) batched
-    weights = [w.detach().expand(len(support_x), *w.shape) if unbatched else w for w in initialization]
-    one_step = vmap(partial(adapted, num_steps=1, inner_lr=lr))
-    yield weights
+    params, algorithm = _as_params(initialization), _as_algorithm(lr)
+    if params["w1"].ndim == 2:  # W1 is (40, d) alone, (n, 40, d) batched
+        params = {name: tensor.detach().expand(len(support_x), *tensor.shape) for name, tensor in params.items()}
+    one_step = vmap(lambda params, x, y: named(algorithm.adapt(params, x, y, num_steps=1)))
+    yield network(params)
     for _ in range(steps):
-        weights = one_step(weights, support_x, support_y)
-        yield weights
+        params = {**params, **one_step(params, support_x, support_y)}
+        yield network(params)
 
 
 def scored_sets(
@@ -165,18 +179,19 @@ def scored_sets(
     return sets
 
 
-def for_every_model(models: Sequence[Sequence[torch.Tensor]], sets: dict) -> tuple[list[torch.Tensor], dict]:
-    """S models' 6 tensors, each repeated for the n tasks of `sets` ((S * n, ...), model by model), and `sets`
+def for_every_model(models: Sequence[Model], sets: dict) -> tuple[Params, dict]:
+    """S models' tensors, each repeated for the n tasks of `sets` ((S * n, ...), model by model), and `sets`
     repeated S times: every model's every task adapted in one batch, which costs little more than one model's."""
     n = len(sets["support"][0])
-    weights = [torch.stack([model[i].detach() for model in models]).repeat_interleave(n, dim=0)
-               for i in range(len(models[0]))]  # fmt: skip
+    models = [_as_params(model) for model in models]
+    params = {name: torch.stack([model[name].detach() for model in models]).repeat_interleave(n, dim=0)
+              for name in models[0]}  # fmt: skip
     repeated = {name: tuple(t.repeat(len(models), *[1] * (t.ndim - 1)) for t in pair) for name, pair in sets.items()}
-    return weights, repeated
+    return params, repeated
 
 
 def mse_after_each_step(
-    models: Sequence[Sequence[torch.Tensor]], sets: dict, scores: Sequence[str], lr: float, steps: int = MAX_STEPS
+    models: Sequence[Model], sets: dict, scores: Sequence[str], lr: Step, steps: int = MAX_STEPS
 ) -> dict[str, np.ndarray]:
     """For each score (a key of `sets`, from `scored_sets`): every task's MSE after 0..`steps` SGD steps on its
     support set, from each of S `models` (initializations): shape (S, steps + 1, n)."""
@@ -190,7 +205,7 @@ def mse_after_each_step(
 
 
 def tuned_test_lr(
-    initializations: Sequence[Sequence[torch.Tensor]], tasks: HeldOutTasks, k: int, inputs: int = 1,
+    initializations: Sequence[Model], tasks: HeldOutTasks, k: int, inputs: int = 1,
     half: str | None = None, grid: Sequence[float] = TEST_LR_GRID,
 ) -> tuple[float, dict[str, float | None]]:  # fmt: skip
     """The SGD step size of `grid` that fine-tunes the models (one per seed) best on `tasks`, tasks of their own,
@@ -235,9 +250,7 @@ def _unit(vector: list[torch.Tensor]) -> list[torch.Tensor]:
     return [part / norm.view(-1, *[1] * (part.ndim - 1)) for part in vector]
 
 
-def curvature_along_sgd(
-    models: Sequence[Sequence[torch.Tensor]], sets: dict, lr: float, steps: int = MAX_STEPS
-) -> np.ndarray:
+def curvature_along_sgd(models: Sequence[Model], sets: dict, lr: Step, steps: int = MAX_STEPS) -> np.ndarray:
     """Every task's `top_hessian_eigenvalues` of its support loss at the weights before each of `steps` SGD steps,
     from each of S `models`: (S, steps, n), float64 (NaN once the weights are no longer finite)."""
     weights, sets = for_every_model(models, sets)
@@ -248,7 +261,7 @@ def curvature_along_sgd(
 
 
 def predictions_after_each_step(
-    initialization: Sequence[torch.Tensor], sets: dict, task: int, lr: float, steps: int = MAX_STEPS
+    initialization: Model, sets: dict, task: int, lr: Step, steps: int = MAX_STEPS
 ) -> np.ndarray:
     """Held-out `task`'s prediction on the grid after 0..`steps` SGD steps on its support set: (steps + 1, m)."""
     support_x, support_y = (tensor[task : task + 1] for tensor in sets["support"])

@@ -46,16 +46,24 @@ class MultiTask:
         return Protocol("one_task", 1, self.points, tasks_per_update=1, updates=self.max_updates)
 
 
+LEARNED = "learned"  # a learner's test_lr when it adapts at test time as it learned to, with its own `adapt`
+
+
 @dataclass(frozen=True)
 class Learner:
-    """A learner: how it is trained (`algorithm`: MAML's hyper-parameters, or the multi-task baseline's
-    regressors, or None for the random initialization, never trained), the network's number of inputs (3
-    for the oracle: x, and the task's amplitude and phase), and the step size of the SGD that adapts it to
-    a new task at test time (None: tuned on tasks of their own, `evaluation.tuned_test_lr`)."""
+    """A learner: how it is trained (`algorithm`: an `Algorithm` of the MAML family, or the multi-task
+    baseline's regressors, or None for the random initialization, never trained), the network's number of
+    inputs (3 for the oracle: x, and the task's amplitude and phase), and the step size of the SGD that
+    adapts it to a new task at test time (None: tuned on tasks of their own, `evaluation.tuned_test_lr`;
+    LEARNED: no SGD of ours, the algorithm's own `adapt`, e.g. with the step sizes it learned)."""
 
     algorithm: Algorithm | MultiTask | None
     inputs: int = 1
-    test_lr: float | None = INNER_LR
+    test_lr: float | str | None = INNER_LR
+
+    def test_step(self, lr: float | str) -> float | Algorithm:
+        """What adapts it at test time, given its chosen `lr`: SGD at that step size, or its own algorithm."""
+        return self.algorithm if lr == LEARNED else lr
 
     def record(self) -> dict:
         return asdict(self)

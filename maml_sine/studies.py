@@ -99,7 +99,7 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
         "final_training_query_mse": final_mse_per_seed(learners.histories).tolist(),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    return [learners.initialization(seed) for seed in range(len(seeds))], record
+    return [learners.params(seed) for seed in range(len(seeds))], record
 
 
 def test_lrs(study: Study, initializations: dict, validation: HeldOutTasks) -> dict:
@@ -130,20 +130,21 @@ def evaluated(study: Study, initializations: dict, tasks, lrs: dict) -> tuple[di
     for section in study.sections:
         for name in study.learners:
             learner, lr = LEARNERS[name], lrs[name][section.key]
+            step = learner.test_step(lr)
             sets = scored_sets(tasks, section.k, learner.inputs, section.half)
             models = initializations[name, section.trained_k]
-            every_model = mse_after_each_step(models, sets, study.scores, lr)  # {score: (seeds, steps + 1, tasks)}
+            every_model = mse_after_each_step(models, sets, study.scores, step)  # {score: (seeds, steps + 1, tasks)}
             errors = [{score: every_model[score][seed] for score in study.scores} for seed in range(len(models))]
             for score in study.scores:
                 results[score][name][section.key] = summarize([seed_errors[score] for seed_errors in errors])
             steps = 0 if learner.inputs > 1 else MAX_STEPS  # the oracle, told the task, is not fine-tuned
-            fits[name][section.key] = predictions_after_each_step(models[0], sets, fit_task, lr, steps)
+            fits[name][section.key] = predictions_after_each_step(models[0], sets, fit_task, step, steps)
             if name in study.curvature:
-                curvature[name][section.key] = curvature_record(models, sets, lr, errors)
+                curvature[name][section.key] = {"test_lr": lr, **curvature_record(models, sets, step, errors)}
     return results, fits, curvature
 
 
-def curvature_record(models: list, sets: dict, lr: float, errors: list[dict]) -> dict:
+def curvature_record(models: list, sets: dict, lr: float | Algorithm, errors: list[dict]) -> dict:
     """Per seed and task: the top eigenvalue of the support loss's Hessian at the initialization and the largest
     at the weights before each of the test-time SGD steps (of those still finite), and whether that SGD
     diverged (query MSE above DIVERGED, or not finite, at some step)."""
@@ -152,7 +153,6 @@ def curvature_record(models: list, sets: dict, lr: float, errors: list[dict]) ->
     with np.errstate(invalid="ignore"):  # weights that overflowed have no curvature: the largest before them counts
         largest = [np.nanmax(np.where(np.isfinite(seed), seed, np.nan), axis=0) for seed in along]
     return {
-        "test_lr": lr,
         "lambda_at_start": [np.round(seed[0], 4).tolist() for seed in along],
         "lambda_max_along_sgd": [np.round(seed, 4).tolist() for seed in largest],
         "diverged": [flags.tolist() for flags in diverged],
