@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from assignment import INNER_LR
 from maml_sine.core import Algorithm
+from maml_sine.meta_sgd import MetaSGD
 from utils import EPISODES, QUERY_POINTS, SUPPORT_POINTS
 
 REGULARIZERS = ("none", "l2", "running_mean")
@@ -86,6 +87,7 @@ LEARNERS = {
     "pretrained": Learner(Algorithm(num_steps=0)),
     "pretrained_alpha0.001": Learner(Algorithm(num_steps=0), test_lr=ALPHA_OF_THE_CODE),
     "pretrained_tuned": Learner(Algorithm(num_steps=0), test_lr=None),
+    "meta_sgd": Learner(MetaSGD(num_steps=1), test_lr=LEARNED),
     "scratch": Learner(None),
     "oracle": Learner(Algorithm(num_steps=0), inputs=3),
     "multitask": Learner(MultiTask(), test_lr=None),

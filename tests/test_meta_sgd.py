@@ -1,0 +1,132 @@
+"""Meta-SGD (`maml_sine.meta_sgd`) against references written here: an eager autograd loop with torch's own Adam
+for its updates, float64 finite differences for its meta-gradient, and a per-task loop for its test-time steps.
+It goes through the project's machinery like any learner: lockstep lanes, checkpoints, the evaluation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import ROOT, import_script, reference_forward, sine_task
+from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from maml_sine.checkpoints import CheckpointError, load, save
+from maml_sine.core import NETWORK, meta_gradient, network
+from maml_sine.evaluation import sgd_steps
+from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study
+from maml_sine.meta_sgd import STEP_SIZE, MetaSGD
+from maml_sine.training import lane_seeds
+
+ALPHA = 0.01  # where the step sizes start
+
+
+def reference_query_loss(weights, step_sizes, task, steps):
+    """The query MSE after `steps` steps w <- w - alpha * grad (elementwise), differentiable in both."""
+    support_x, support_y, query_x, query_y = task
+    fast = list(weights)
+    for _ in range(steps):
+        support_loss = ((reference_forward(fast, support_x) - support_y) ** 2).mean()
+        gradients = torch.autograd.grad(support_loss, fast, create_graph=True)
+        fast = [w - alpha * g for w, alpha, g in zip(fast, step_sizes, gradients)]
+    return ((reference_forward(fast, query_x) - query_y) ** 2).mean()
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_lockstep_meta_sgd_takes_the_updates_of_an_eager_loop(steps):
+    """Three learners, four updates, each against autograd through a matmul network and torch.optim.Adam over
+    the weights and the step sizes."""
+    seeds = lane_seeds(3)
+    initializations = initializations_from_seeds(seeds)
+    learners = BatchedMAML(initializations, MetaSGD(num_steps=steps))
+    streams = ASSIGNMENT.streams(seeds)
+    batches = [streams.next_batch() for _ in range(4)]
+    for tasks in batches:
+        learners.train(tasks)
+    for lane, initialization in enumerate(initializations):
+        weights = [w.detach().clone().requires_grad_() for w in initialization]
+        step_sizes = [torch.full_like(w, ALPHA, requires_grad=True) for w in weights]
+        optimizer = torch.optim.Adam([*weights, *step_sizes], lr=0.001)
+        losses = []
+        for tasks in batches:
+            loss = reference_query_loss(weights, step_sizes, [part[lane, 0] for part in tasks], steps)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        np.testing.assert_allclose(learners.histories[lane], losses, rtol=1e-5)
+        params = learners.params(lane)
+        for name, weight, alpha in zip(NETWORK, weights, step_sizes, strict=True):
+            torch.testing.assert_close(params[name], weight.detach(), rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(params[STEP_SIZE + name], alpha.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_the_meta_gradient_matches_float64_finite_differences(float64):
+    """The directional derivative of the mean query loss along a random direction in (weights, step sizes)."""
+    torch.manual_seed(3)
+    weights = [torch.randn(shape) * 0.3 for shape in [(40, 1), (40,), (40, 40), (40,), (1, 40), (1,)]]
+    algorithm = MetaSGD(num_steps=2)
+    params = {name: tensor * (1 + torch.rand_like(tensor)) for name, tensor in algorithm.start(weights).items()}
+    tasks = [torch.stack([part, part + 0.1]) for part in sine_task(seed=4)]  # B = 2 tasks
+    gradient, _ = meta_gradient(params, tasks, algorithm=algorithm)
+    direction = {name: torch.randn_like(tensor) for name, tensor in params.items()}
+
+    def loss(shifted):
+        step_sizes = [shifted[STEP_SIZE + name] for name in NETWORK]
+        per_task = [reference_query_loss(network(shifted), step_sizes, [p[b] for p in tasks], 2) for b in range(2)]
+        return torch.stack(per_task).mean()
+
+    h = 1e-6
+    shifted = [
+        {name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()} for sign in (1, -1)
+    ]
+    plus, minus = (loss(point) for point in shifted)
+    numeric = (plus - minus) / (2 * h)
+    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
+    torch.testing.assert_close(numeric, analytic, rtol=1e-6, atol=1e-9)
+    assert any((gradient[STEP_SIZE + name] != 0).any() for name in NETWORK), "the step sizes are learned"
+
+
+def test_at_test_time_it_steps_with_the_step_sizes_it_learned():
+    weights = initializations_from_seeds(lane_seeds(1))[0]
+    params = MetaSGD(num_steps=1).start(weights)
+    params = {**params, **{STEP_SIZE + name: torch.rand_like(params[name]) * 0.02 for name in NETWORK}}
+    task = sine_task(seed=5, support=5, dtype=torch.float32)
+    support_x, support_y = (part[None] for part in task[:2])
+    *_, stepped = sgd_steps(params, support_x, support_y, 2, MetaSGD(num_steps=1))
+    fast = [w.detach().clone().requires_grad_() for w in weights]
+    for _ in range(2):
+        loss = ((reference_forward(fast, task[0]) - task[1]) ** 2).mean()
+        gradients = torch.autograd.grad(loss, fast)
+        fast = [
+            (w - params[STEP_SIZE + name] * g).detach().requires_grad_() for name, w, g in zip(NETWORK, fast, gradients)
+        ]
+    for mine, expected in zip(stepped, fast, strict=True):
+        torch.testing.assert_close(mine[0], expected.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_checkpoint_round_trips_its_step_sizes_and_is_not_taken_for_maml(tmp_path):
+    seeds = lane_seeds(2)
+    learners = BatchedMAML(initializations_from_seeds(seeds), MetaSGD(num_steps=1))
+    streams = ASSIGNMENT.streams(seeds)
+    for _ in range(2):
+        learners.train(streams.next_batch())
+    protocol = dataclasses.replace(ASSIGNMENT, updates=2).record()
+    record = {"learner": LEARNERS["meta_sgd"].training(), "protocol": protocol, "seeds": [list(s) for s in seeds]}
+    save(learners, record, tmp_path / "meta_sgd.pt")
+    loaded = load(tmp_path / "meta_sgd.pt", record)
+    assert loaded.algorithm == learners.algorithm
+    assert all(torch.equal(loaded.state.params[name], learners.state.params[name]) for name in learners.state.params)
+    with pytest.raises(CheckpointError, match="'kind': 'meta_sgd'"):
+        load(tmp_path / "meta_sgd.pt", {**record, "learner": LEARNERS["maml"].training()})
+
+
+def test_the_evaluation_trains_and_scores_it_with_its_own_step_sizes(tmp_path, monkeypatch):
+    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
+    study = dataclasses.replace(assignment_study(updates=3), learners=("maml", "meta_sgd"))
+    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
+    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
+    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
+    assert report["evaluation"]["test_lr"]["meta_sgd"] == {"5": LEARNED, "10": LEARNED}
+    assert report["learners"]["meta_sgd"]["learner"]["algorithm"]["kind"] == "meta_sgd"
+    assert all(np.isfinite(report["mse"]["grid"]["meta_sgd"]["10"]["mean"]))
+    assert LEARNERS["meta_sgd"] == Learner(MetaSGD(num_steps=1), test_lr=LEARNED)
