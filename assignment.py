@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,12 @@ class MAML:
         self.initialization = BaseLearner.random_initial_weights()
         self.meta_optimizer = torch.optim.Adam(self.initialization, lr=meta_lr)
         self.history: list[float] = []
+
+    @staticmethod
+    def copy_params(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        """A new list of independent copies of `params`: each a leaf that requires grad, detached from any graph
+        and holding memory of its own, so training a copy (an SGD step, Adam) never touches the original."""
+        return [param.detach().clone().requires_grad_() for param in params]
 
     def adapt(self, train_x: torch.Tensor, train_y: torch.Tensor) -> list[torch.Tensor]:
         """S SGD steps from the initialization on the support set (train_x, train_y), each (K, 1).
