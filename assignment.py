@@ -31,6 +31,7 @@ INNER_LR = 0.01  # the assignment's LR_base: the inner SGD step on the support s
 META_LR = 0.001  # the assignment's LR_meta: Adam on the initialization (Adam's default)
 TASK_PARTS = ("train_x", "train_y", "test_x", "test_y")  # the support set, then the query set
 NOT_APPLIED = "the meta-update was not applied"
+NOT_ADAPTED = "no fast weights were returned"
 
 
 class MAML:
@@ -72,9 +73,28 @@ class MAML:
     def adapt(self, train_x: torch.Tensor, train_y: torch.Tensor) -> list[torch.Tensor]:
         """S SGD steps from the initialization on the support set (train_x, train_y), each (K, 1).
 
-        Returns the fast weights. They are built out of place from `initialization`
-        itself, so they stay functions of it and a loss on them differentiates back to it.
+        Returns the fast weights: new tensors (at S = 0 too) built out of place from `initialization`,
+        so a loss on them differentiates back to it. The support set is checked as `train` checks a
+        task, the same errors naming the part, and a floating dtype is cast to the weights'; a NaN or
+        infinity in it, or inner steps that overflow, raise rather than return non-finite weights.
         """
+        dtype = self.initialization[0].dtype
+        support = [_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, (train_x, train_y))]
+        _check_rows(*TASK_PARTS[:2], *support)
+        _refuse_non_finite(TASK_PARTS[:2], support, consequence=NOT_ADAPTED)
+        fast_weights = self._adapt(*support)
+        if not self.num_steps:
+            return [weight.clone() for weight in fast_weights]
+        if not all_finite(fast_weights):
+            largest_y = support[1].abs().max().item()
+            raise FloatingPointError(
+                f"the fast weights are not finite on this support set (largest |y| is {largest_y:.3g}): "
+                f"the inner steps overflow {dtype}; {NOT_ADAPTED}"
+            )
+        return fast_weights
+
+    def _adapt(self, train_x: torch.Tensor, train_y: torch.Tensor) -> list[torch.Tensor]:
+        """`adapt` on a support set already checked, as `train` has it; at S = 0, the initialization itself."""
         fast_weights = list(self.initialization)
         for _ in range(self.num_steps):
             support_loss = self.loss_fn(BaseLearner.forward(train_x, fast_weights), train_y)
@@ -93,7 +113,7 @@ class MAML:
         meta-gradient is not finite, raises before the step: nothing changes.
         """
         train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
-        fast_weights = self.adapt(train_x, train_y)
+        fast_weights = self._adapt(train_x, train_y)
         query_loss = self.loss_fn(BaseLearner.forward(test_x, fast_weights), test_y)
         loss_value = query_loss.item()
         check_finite(task, loss_value, support_used=self.num_steps > 0, consequence=NOT_APPLIED)
@@ -145,12 +165,17 @@ def check_task(task: Sequence, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
     if len(task) != len(TASK_PARTS):
         raise ValueError(f"task must have 4 parts (train_x, train_y, test_x, test_y), got {len(task)}")
     columns = tuple(_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, task))
-    for x_name, y_name, x, y in ((*TASK_PARTS[:2], *columns[:2]), (*TASK_PARTS[2:], *columns[2:])):
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}: every x needs its y")
-        if x.shape[0] == 0:
-            raise ValueError(f"{x_name} and {y_name} are empty: a task needs at least one support and one query point")
+    _check_rows(*TASK_PARTS[:2], *columns[:2])
+    _check_rows(*TASK_PARTS[2:], *columns[2:])
     return columns
+
+
+def _check_rows(x_name: str, y_name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse a set (x, y) whose x and y differ in length, or which is empty."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}: every x needs its y")
+    if x.shape[0] == 0:
+        raise ValueError(f"{x_name} and {y_name} are empty: a task needs at least one support and one query point")
 
 
 def _as_column(name: str, value: object, dtype: torch.dtype) -> torch.Tensor:
@@ -181,14 +206,19 @@ def check_finite(
     """
     if math.isfinite(query_loss_value) and (support_used or all_finite(task[:2])):
         return
-    bad_parts = [name for name, column in zip(TASK_PARTS, task) if not torch.isfinite(column).all()]
-    if bad_parts:
-        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; {consequence}")
+    _refuse_non_finite(TASK_PARTS, task, consequence=consequence)
     largest_y = max(task[1].abs().max().item(), task[3].abs().max().item())
     raise FloatingPointError(
         f"the query loss is {query_loss_value} on this task (largest |y| is {largest_y:.3g}): "
         f"the losses overflow {task[0].dtype}; {consequence}"
     )
+
+
+def _refuse_non_finite(names: Sequence[str], columns: Sequence[torch.Tensor], *, consequence: str) -> None:
+    """Raise a ValueError naming each of `columns` (called `names`) that holds a NaN or an infinity."""
+    bad_parts = [name for name, column in zip(names, columns) if not torch.isfinite(column).all()]
+    if bad_parts:
+        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; {consequence}")
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
