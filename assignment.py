@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ INNER_LR = 0.01  # the assignment's LR_base: the inner SGD step on the support s
 META_LR = 0.001  # the assignment's LR_meta: Adam on the initialization (Adam's default)
 TASK_PARTS = ("train_x", "train_y", "test_x", "test_y")  # the support set, then the query set
 NOT_APPLIED = "the meta-update was not applied"
+NOT_ADAPTED = "no fast weights were returned"
 
 
 class MAML:
@@ -63,12 +64,37 @@ class MAML:
         self.meta_optimizer = torch.optim.Adam(self.initialization, lr=meta_lr)
         self.history: list[float] = []
 
+    @staticmethod
+    def copy_params(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        """A new list of independent copies of `params`: each a leaf that requires grad, detached from any graph
+        and holding memory of its own, so training a copy (an SGD step, Adam) never touches the original."""
+        return [param.detach().clone().requires_grad_() for param in params]
+
     def adapt(self, train_x: torch.Tensor, train_y: torch.Tensor) -> list[torch.Tensor]:
         """S SGD steps from the initialization on the support set (train_x, train_y), each (K, 1).
 
-        Returns the fast weights. They are built out of place from `initialization`
-        itself, so they stay functions of it and a loss on them differentiates back to it.
+        Returns the fast weights: new tensors (at S = 0 too) built out of place from `initialization`,
+        so a loss on them differentiates back to it. The support set is checked as `train` checks a
+        task, the same errors naming the part, and a floating dtype is cast to the weights'; a NaN or
+        infinity in it, or inner steps that overflow, raise rather than return non-finite weights.
         """
+        dtype = self.initialization[0].dtype
+        support = [_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, (train_x, train_y))]
+        _check_rows(*TASK_PARTS[:2], *support)
+        _refuse_non_finite(TASK_PARTS[:2], support, consequence=NOT_ADAPTED)
+        fast_weights = self._adapt(*support)
+        if not self.num_steps:
+            return [weight.clone() for weight in fast_weights]
+        if not all_finite(fast_weights):
+            largest_y = support[1].abs().max().item()
+            raise FloatingPointError(
+                f"the fast weights are not finite on this support set (largest |y| is {largest_y:.3g}): "
+                f"the inner steps overflow {dtype}; {NOT_ADAPTED}"
+            )
+        return fast_weights
+
+    def _adapt(self, train_x: torch.Tensor, train_y: torch.Tensor) -> list[torch.Tensor]:
+        """`adapt` on a support set already checked, as `train` has it; at S = 0, the initialization itself."""
         fast_weights = list(self.initialization)
         for _ in range(self.num_steps):
             support_loss = self.loss_fn(BaseLearner.forward(train_x, fast_weights), train_y)
@@ -87,21 +113,26 @@ class MAML:
         meta-gradient is not finite, raises before the step: nothing changes.
         """
         train_x, train_y, test_x, test_y = task = check_task(task, self.initialization[0].dtype)
-        fast_weights = self.adapt(train_x, train_y)
+        fast_weights = self._adapt(train_x, train_y)
         query_loss = self.loss_fn(BaseLearner.forward(test_x, fast_weights), test_y)
         loss_value = query_loss.item()
         check_finite(task, loss_value, support_used=self.num_steps > 0, consequence=NOT_APPLIED)
-        self.meta_optimizer.zero_grad()
+        self._clear_gradients()
         query_loss.backward()  # the meta-gradient, through every inner step back to the initialization
         self._check_meta_gradient(loss_value)
         self.meta_optimizer.step()
         self.history.append(loss_value)
 
+    def _clear_gradients(self) -> None:
+        """Set the initialization's gradients to None: `meta_optimizer.zero_grad()` as torch 2 does it, on torch
+        1.6 too, and without the profiler scope that zero_grad opens on every call (up to 3% of an episode)."""
+        for weight in self.initialization:
+            weight.grad = None
+
     def _check_meta_gradient(self, query_loss_value: float) -> None:
         """Raise, and clear the gradients, if the meta-gradient is not finite (a huge task can overflow it)."""
-        if not all_finite([weight.grad for weight in self.initialization]):
-            for weight in self.initialization:
-                weight.grad = None  # as before the call, on every torch version
+        if not math.isfinite(_float64_sum([weight.grad for weight in self.initialization]).item()):
+            self._clear_gradients()
             raise FloatingPointError(
                 f"the meta-gradient is not finite on this task (query loss {query_loss_value:.3g}); {NOT_APPLIED}"
             )
@@ -138,13 +169,18 @@ def check_task(task: Sequence, dtype: torch.dtype) -> tuple[torch.Tensor, torch.
         raise TypeError(f"task must be a sequence (train_x, train_y, test_x, test_y), got {type(task).__name__}")
     if len(task) != len(TASK_PARTS):
         raise ValueError(f"task must have 4 parts (train_x, train_y, test_x, test_y), got {len(task)}")
-    columns = tuple(_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, task))
-    for x_name, y_name, x, y in ((*TASK_PARTS[:2], *columns[:2]), (*TASK_PARTS[2:], *columns[2:])):
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}: every x needs its y")
-        if x.shape[0] == 0:
-            raise ValueError(f"{x_name} and {y_name} are empty: a task needs at least one support and one query point")
-    return columns
+    train_x, train_y, test_x, test_y = [_as_column(name, part, dtype) for name, part in zip(TASK_PARTS, task)]
+    _check_rows("train_x", "train_y", train_x, train_y)
+    _check_rows("test_x", "test_y", test_x, test_y)
+    return train_x, train_y, test_x, test_y
+
+
+def _check_rows(x_name: str, y_name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse a set (x, y) whose x and y differ in length, or which is empty."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x_name} has {x.shape[0]} rows but {y_name} has {y.shape[0]}: every x needs its y")
+    if x.shape[0] == 0:
+        raise ValueError(f"{x_name} and {y_name} are empty: a task needs at least one support and one query point")
 
 
 def _as_column(name: str, value: object, dtype: torch.dtype) -> torch.Tensor:
@@ -160,8 +196,10 @@ def _as_column(name: str, value: object, dtype: torch.dtype) -> torch.Tensor:
     if value.ndim != 2 or value.shape[1] != 1:
         hint = f" (reshape it with {name}.reshape(-1, 1))" if value.ndim == 1 else ""
         raise ValueError(f"{name} must have shape (n, 1), got {tuple(value.shape)}{hint}")
+    if value.dtype != dtype:
+        value = value.to(dtype)
     # Detached: the meta-gradient must reach the initialization, never the caller's tensors or their graph.
-    return (value if value.dtype == dtype else value.to(dtype)).detach()
+    return value.detach() if value.requires_grad else value
 
 
 def check_finite(
@@ -175,9 +213,7 @@ def check_finite(
     """
     if math.isfinite(query_loss_value) and (support_used or all_finite(task[:2])):
         return
-    bad_parts = [name for name, column in zip(TASK_PARTS, task) if not torch.isfinite(column).all()]
-    if bad_parts:
-        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; {consequence}")
+    _refuse_non_finite(TASK_PARTS, task, consequence=consequence)
     largest_y = max(task[1].abs().max().item(), task[3].abs().max().item())
     raise FloatingPointError(
         f"the query loss is {query_loss_value} on this task (largest |y| is {largest_y:.3g}): "
@@ -185,7 +221,19 @@ def check_finite(
     )
 
 
+def _refuse_non_finite(names: Sequence[str], columns: Sequence[torch.Tensor], *, consequence: str) -> None:
+    """Raise a ValueError naming each of `columns` (called `names`) that holds a NaN or an infinity."""
+    bad_parts = [name for name, column in zip(names, columns) if not torch.isfinite(column).all()]
+    if bad_parts:
+        raise ValueError(f"task has NaN or infinite values in {', '.join(bad_parts)}; {consequence}")
+
+
 def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A 0-d bool tensor, True if no tensor holds a NaN or an infinity. One sum, in float64: NaN and
-    infinity carry through it, and float32 entries, however large, cannot overflow it."""
-    return torch.isfinite(torch.cat([tensor.reshape(-1) for tensor in tensors]).sum(dtype=torch.float64))
+    """A 0-d bool tensor, True if no tensor holds a NaN or an infinity (see `_float64_sum`)."""
+    return torch.isfinite(_float64_sum(tensors))
+
+
+def _float64_sum(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The sum of every entry of `tensors`, a 0-d float64 tensor, finite exactly when every entry is: NaN
+    and infinity carry through the sum, and float32 entries, however large, cannot overflow it."""
+    return torch.cat([tensor.flatten() for tensor in tensors]).sum(dtype=torch.float64)

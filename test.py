@@ -40,7 +40,7 @@ from utils import (
     TORCH_SEED,
     SineGenerator,
     TrainFromScratch,
-    check_png_path,
+    check_writable,
     final_mse,
     plot_history,
     save_figure,
@@ -127,6 +127,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         except ImportError:
             parser.error("--seeds and --fast need the project's package maml_sine (pip install -e .)")
     return args
+
+
+def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
+    """Refuse (status 2) a PNG path that cannot be written: a folder, a missing folder, not .png, no write access."""
+    if path.is_dir():
+        parser.error(f"{option}: {str(path)!r} is a folder; give the path of a PNG file")
+    if not path.parent.is_dir():
+        parser.error(f"{option}: folder {str(path.parent)!r} does not exist")
+    if path.suffix.lower() != ".png":
+        parser.error(f"{option}: {str(path)!r} must end in .png (the figure is saved as a PNG)")
+    check_writable(parser, option, path.parent)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

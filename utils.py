@@ -1,12 +1,10 @@
-"""Sine-wave tasks, the functional base-learner, the from-scratch baseline and the learning-curve plot.
-
-This is the bottom layer: it imports nothing of the project. Everything MAML itself needs
-from here is `BaseLearner`, so `assignment.py` also runs beside the assignment's original
-`utils.py`; for the same reason each of the two files checks its own input.
+"""The assignment's sine tasks, functional base-learner, from-scratch baseline and learning-curve plot, and the
+atomic saves and argument checks that test.py shares with the project. It imports nothing of the project.
+`assignment.py` takes only `BaseLearner` from here and may run beside the assignment's original `utils.py`
+instead, so each of the two files checks its own input.
 """
 
-# This file runs unchanged from Python 3.8, torch 1.6 and matplotlib 3.1 (the assignment's own
-# environment) on: annotations are never evaluated, and nothing newer is called unguarded.
+# Runs from Python 3.8, torch 1.6 and matplotlib 3.1 on: annotations are never evaluated.
 from __future__ import annotations
 
 import argparse
@@ -24,30 +22,21 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn: `import utils` stays light
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-AMPLITUDE_RANGE = (0.1, 5.0)
-PHASE_RANGE = (0.0, np.pi)
-X_RANGE = (-5.0, 5.0)
+AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE = (0.1, 5.0), (0.0, np.pi), (-5.0, 5.0)  # the task distribution
 LAYER_SIZES = (1, 40, 40, 1)
 PLOT_WINDOW = 300
 TASK_PARTS = ("train_x", "train_y", "test_x", "test_y")  # the support set, then the query set
-
-# The assignment's run (`python test.py` and the graders'): numpy and torch seeded before anything
-# draws, SUPPORT_POINTS and QUERY_POINTS per task, one meta-update per task. A learner's final MSE
-# is the mean of its last FINAL_WINDOW query losses, the figure the graders check.
-NUMPY_SEED = 1337
-TORCH_SEED = 42
-SUPPORT_POINTS = 10
-QUERY_POINTS = 40
-EPISODES = 40_000
-FINAL_WINDOW = 500
+# The assignment's run (`python test.py`, the graders'): seeds set before anything draws, tasks of
+# SUPPORT_POINTS and QUERY_POINTS points, the final MSE over the last FINAL_WINDOW query losses.
+NUMPY_SEED, TORCH_SEED = 1337, 42
+SUPPORT_POINTS, QUERY_POINTS, EPISODES, FINAL_WINDOW = 10, 40, 40_000, 500
 TFS_STEPS = 10  # the from-scratch learner's Adam steps per task in `python test.py --plot-tfs`
 
 
 def _require_count(name: str, value: object, minimum: int) -> None:
-    """Refuse anything but an integer >= minimum (bool is not an integer here)."""
+    """Refuse anything but an integer >= minimum (a bool is not one here)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
@@ -55,29 +44,19 @@ def _require_count(name: str, value: object, minimum: int) -> None:
 
 
 class SineGenerator:
-    """Draws sine-wave regression tasks y = a * sin(x + p) from numpy's global RNG.
-
-    Each task has `k` support points (to learn from) and `k_test` query points
-    (to be judged on), all with x ~ U[-5, 5). `rng`, a `numpy.random.RandomState`,
-    draws them instead of the global RNG, in the same order: a stream of its own
-    (`RandomState(seed)` draws what `np.random.seed(seed)` would).
-    """
+    """Tasks y = a sin(x + p): `k` support points to learn from, `k_test` query points to be judged on.
+    Draws from numpy's global RNG, or from `rng` (a `numpy.random.RandomState`) in the same order."""
 
     def __init__(self, k: int, k_test: int, *, rng: np.random.RandomState | None = None) -> None:
         _require_count("k", k, minimum=1)
         _require_count("k_test", k_test, minimum=1)
-        self.k = k
-        self.k_test = k_test
+        self.k, self.k_test = k, k_test
         self._random = np.random if rng is None else rng
 
     def generate_task(self) -> tuple[Callable[[np.ndarray], np.ndarray], list[torch.Tensor]]:
-        """Return `(fn, [train_x, train_y, test_x, test_y])`, tensors of shape (k, 1) / (k_test, 1).
-
-        The draws happen in a fixed order (amplitude, phase, support x, query x):
-        seeded runs, and the graders' thresholds, depend on it.
-        """
-        amplitude = self._random.uniform(*AMPLITUDE_RANGE)
-        phase = self._random.uniform(*PHASE_RANGE)
+        """`(fn, [train_x, train_y, test_x, test_y])`, float32 tensors of shapes (k, 1) and (k_test, 1).
+        Draws amplitude, phase, support x and query x, in that order: seeded runs depend on it."""
+        amplitude, phase = self._random.uniform(*AMPLITUDE_RANGE), self._random.uniform(*PHASE_RANGE)
 
         def fn(x: np.ndarray) -> np.ndarray:
             return amplitude * np.sin(x + phase)
@@ -88,49 +67,36 @@ class SineGenerator:
         return fn, [torch.from_numpy(array) for array in arrays]
 
     def generator(self, episodes: int) -> Iterator[tuple[Callable, list[torch.Tensor]]]:
-        """Yield `generate_task()` `episodes` times (a bad count is refused here, not at the first task)."""
+        """Yield `generate_task()` `episodes` times; a bad count is refused now, not at the first task."""
         _require_count("episodes", episodes, minimum=0)
         return (self.generate_task() for _ in range(episodes))
 
 
 class BaseLearner:
-    """The 1-40-40-1 ReLU regressor as pure functions over a list of 6 tensors.
-
-    The weights are `[W1 (40, 1), b1 (40), W2 (40, 40), b2 (40), W3 (1, 40), b3 (1)]`,
-    in `torch.nn.Linear`'s (out, in) layout. No module holds them, so MAML can run
-    the same network on fast weights that are functions of the initialization.
-    """
+    """The 1-40-40-1 ReLU regressor as pure functions of `[W1 (40, 1), b1 (40), W2 (40, 40), b2 (40), W3 (1, 40),
+    b3 (1)]`: no module holds the weights, so MAML runs it on fast weights that are functions of them."""
 
     @staticmethod
     def random_initial_weights() -> list[torch.Tensor]:
-        """A fresh initialization: nn.Linear's default weights, zero biases, all leaves.
-
-        Building the three `nn.Linear` layers draws from torch's global RNG exactly
-        as the contract fixes (weight, then bias, layer by layer); their biases are
-        drawn, then replaced by zeros.
-        """
+        """Six leaves: `nn.Linear`'s weights, drawn from torch's RNG exactly as building the three layers draws
+        them (their biases too, then replaced by zeros)."""
         weights = []
         for fan_in, fan_out in zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]):
-            layer = torch.nn.Linear(fan_in, fan_out)
-            weights.append(layer.weight.detach().requires_grad_())
+            weights.append(torch.nn.Linear(fan_in, fan_out).weight.detach().requires_grad_())
             weights.append(torch.zeros(fan_out, requires_grad=True))
         return weights
 
     @staticmethod
     def forward(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Predict y for x of shape (batch, 1); returns (batch, 1). Never changes `weights`."""
-        hidden = x
+        """Predict y (batch, 1) for x (batch, 1). Never changes `weights`."""
         for weight, bias in zip(weights[0:-2:2], weights[1:-2:2]):
-            hidden = F.relu(F.linear(hidden, weight, bias))
-        return F.linear(hidden, weights[-2], weights[-1])
+            x = F.relu(F.linear(x, weight, bias))
+        return F.linear(x, weights[-2], weights[-1])
 
 
 class TrainFromScratch:
-    """The naive baseline: every task starts again from one fixed random initialization.
-
-    For each task it takes `num_steps` Adam steps (default lr 0.001) on the support
-    MSE and records the query MSE. Nothing is carried from one task to the next.
-    """
+    """The naive baseline: every task starts again from one fixed initialization, takes `num_steps` Adam steps
+    (lr 0.001) on the support MSE and appends the query MSE to `history`."""
 
     def __init__(self, num_steps: int) -> None:
         _require_count("num_steps", num_steps, minimum=0)
@@ -140,11 +106,9 @@ class TrainFromScratch:
         self.history: list[float] = []
 
     def train(self, task: Sequence[torch.Tensor]) -> None:
-        """Fit a copy of the initialization to the support set; append the query MSE.
-
-        A malformed task, or one whose query loss is not finite, raises and is not recorded.
-        """
-        train_x, train_y, test_x, test_y = task = _checked_task(task, self.initialization[0].dtype)
+        """Fit a copy of the initialization to the support set, record the query MSE. A malformed task, or one
+        whose query loss is not finite, raises and is not recorded."""
+        train_x, train_y, test_x, test_y = _checked_task(task, self.initialization[0].dtype)
         weights = [w.detach().clone().requires_grad_() for w in self.initialization]
         optimizer = torch.optim.Adam(weights)
         for _ in range(self.num_steps):
@@ -152,16 +116,16 @@ class TrainFromScratch:
             self.loss_fn(BaseLearner.forward(train_x, weights), train_y).backward()
             optimizer.step()
         with torch.no_grad():
-            query_loss_value = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
-        if not math.isfinite(query_loss_value):
+            mse = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
+        if not math.isfinite(mse):
             raise FloatingPointError(
-                f"the query loss is {query_loss_value}: the losses overflow {train_x.dtype}; nothing was recorded"
+                f"the query loss is {mse}: the losses overflow {test_y.dtype}; nothing was recorded"
             )
-        self.history.append(query_loss_value)
+        self.history.append(mse)
 
 
 def _checked_task(task: object, dtype: torch.dtype) -> list[torch.Tensor]:
-    """`task`'s four parts as (n, 1) tensors of `dtype`, detached; TypeError or ValueError naming the part.
+    """`task`'s parts as detached (n, 1) tensors of `dtype`, or a TypeError or ValueError naming the part.
     Values are checked too: a from-scratch fit costs far more than a look at a hundred numbers."""
     if isinstance(task, (str, bytes)) or not isinstance(task, Sequence):
         raise TypeError(f"task must be a sequence (train_x, train_y, test_x, test_y), got {type(task).__name__}")
@@ -187,45 +151,16 @@ def _checked_task(task: object, dtype: torch.dtype) -> list[torch.Tensor]:
 
 
 def final_mse(history: Sequence[float]) -> float:
-    """The mean of the last FINAL_WINDOW query losses (of all of them, if there are fewer): the graders' figure."""
+    """The graders' figure: the mean of the last FINAL_WINDOW query losses (of all, if there are fewer)."""
     return float(np.mean(history[-FINAL_WINDOW:]))
 
 
 def windowed_mean(history: Sequence[float], window: int = PLOT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
-    """Sliding mean over `window` episodes: returns (episode numbers, means).
-
-    Entry i is the mean of the `window` losses that end at episode `episodes[i]`
-    (1-based). A history shorter than the window is averaged over what there is.
-    """
-    losses = np.asarray(history, dtype=np.float64)
-    window = max(1, min(window, len(losses)))
-    sums = np.cumsum(np.concatenate([[0.0], losses]))
-    means = (sums[window:] - sums[:-window]) / window
-    return np.arange(window, len(losses) + 1), means
-
-
-def show_figures() -> None:
-    """Open pyplot's figures in windows where a display exists; on a headless machine, do nothing.
-
-    (pyplot falls back to the non-interactive Agg backend there, and `plt.show()`
-    would only warn that it cannot show anything.)
-    """
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    if matplotlib.get_backend().lower() in _interactive_backends():
-        plt.show()
-
-
-def _interactive_backends() -> list[str]:
-    """The names of matplotlib's built-in interactive backends, lower case, on matplotlib 3.1 and later."""
-    try:
-        from matplotlib.backends import BackendFilter, backend_registry  # matplotlib >= 3.9
-    except ImportError:
-        from matplotlib.rcsetup import interactive_bk  # matplotlib < 3.9
-
-        return [name.lower() for name in interactive_bk]
-    return backend_registry.list_builtin(BackendFilter.INTERACTIVE)
+    """(episodes, means): means[i] averages the `window` losses ending at 1-based episode episodes[i] (all the
+    losses, if there are fewer)."""
+    window = max(1, min(window, len(history)))
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(history, dtype=np.float64)]))
+    return np.arange(window, len(history) + 1), (sums[window:] - sums[:-window]) / window
 
 
 def plot_history(
@@ -236,60 +171,56 @@ def plot_history(
     tfs_steps: int | None = None,
     show: bool = True,
 ) -> Figure:
-    """Plot the 300-episode sliding mean of each learner's query MSE against the episode.
-
-    `tfs_history` may be None (MAML alone). Opens a window only if `show` and a display
-    exists. Returns the matplotlib Figure (`figure.savefig` writes it to a file).
-    """
+    """Plot each learner's query MSE, a PLOT_WINDOW-episode sliding mean, against the episode; `tfs_history`
+    may be None. The log scale keeps the from-scratch learner (units) and MAML (tenths) readable. Opens a
+    window if `show` and a display exists; returns the figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter
 
-    maml_label = "MAML" if maml_steps is None else f"MAML, S={maml_steps} inner SGD step{'s' * (maml_steps != 1)}"
-    curves = {maml_label: maml_history}
-    if tfs_history is not None:
-        curves["from scratch" if tfs_steps is None else f"from scratch, {tfs_steps} Adam steps"] = tfs_history
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    for (label, history), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
-        axes.plot(*windowed_mean(history), label=label, color=color)
-    _label_learning_curve(axes, compared=tfs_history is not None)
+    maml_label = "MAML" if maml_steps is None else f"MAML, S={maml_steps} inner SGD step{'s' * (maml_steps != 1)}"
+    axes.plot(*windowed_mean(maml_history), label=maml_label, color="tab:blue")
+    title = "MAML: query MSE after adapting to each new task"
+    if tfs_history is not None:
+        tfs_label = "from scratch" if tfs_steps is None else f"from scratch, {tfs_steps} Adam steps"
+        axes.plot(*windowed_mean(tfs_history), label=tfs_label, color="tab:orange")
+        title = "MAML vs. learning each task from scratch: query MSE per new task"
+    axes.set(yscale="log", title=title, xlabel="meta-training episode (one task each)")
+    axes.set_ylabel(f"query MSE, mean of last {PLOT_WINDOW} episodes (log)")
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
     figure.tight_layout()
     if show:
         show_figures()
     return figure
 
 
-def _label_learning_curve(axes: Axes, compared: bool) -> None:
-    """Title, labels, grid and legend. The y axis is logarithmic so that the from-scratch
-    learner (MSE of a few units) and MAML (tenths) both stay readable."""
-    from matplotlib.ticker import FormatStrFormatter, StrMethodFormatter
+def show_figures() -> None:
+    """Open pyplot's figures where a display exists; on a headless machine (Agg), do nothing rather than warn."""
+    import matplotlib
+    import matplotlib.pyplot as plt
 
-    axes.set_yscale("log")
-    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    axes.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    axes.set_xlabel("meta-training episode (one task each)")
-    axes.set_ylabel(f"query MSE, mean of last {PLOT_WINDOW} episodes (log)")
-    if compared:
-        axes.set_title("MAML vs. learning each task from scratch: query MSE per new task")
-    else:
-        axes.set_title("MAML: query MSE after adapting to each new task")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    try:
+        from matplotlib.backends import BackendFilter, backend_registry  # matplotlib >= 3.9
+
+        interactive = backend_registry.list_builtin(BackendFilter.INTERACTIVE)
+    except ImportError:
+        from matplotlib.rcsetup import interactive_bk as interactive  # matplotlib < 3.9
+    if matplotlib.get_backend().lower() in [name.lower() for name in interactive]:
+        plt.show()
 
 
-# Files and command lines, shared by test.py and the project's scripts: every file is written whole
-# or not at all, and a bad argument ends a script (status 2) before any training.
+# Shared by test.py and the project's scripts: a file is written whole or not at all, and a bad argument
+# ends a script with argparse's usage line and status 2 before any training.
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary binary file beside `path`, then move it onto `path`.
-
-    The temporary file is in the same folder and reaches the disk before `os.replace`
-    renames it, which is atomic: readers see either the old file or the complete new
-    one. If `write` or the disk fails, or the write is interrupted, the old file stays
-    as it was and the temporary file is removed.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call `write(file)` on a temporary file beside `path`, sync it and rename it onto `path`. Readers see the
+    old file or the whole new one; if anything fails or interrupts, the old file stays and the temporary goes."""
+    handle, temporary = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -304,21 +235,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> None:
-    """Write `figure` as a PNG at `path`, atomically (see `write_atomically`)."""
+    """Write `figure` as a PNG at `path`, atomically."""
     write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
 
 
-def probe_writable(folder: str | os.PathLike) -> None:
-    """Create and delete a temporary file in `folder`; raise OSError if that is not possible.
-
-    Trying is the only reliable test: root ignores permission bits, read-only mounts do not.
-    """
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-
-
 def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse `type=`: the text of an integer of at least `minimum`, refused with a message otherwise."""
+    """An argparse `type=` that accepts the text of an integer >= `minimum` and refuses anything else."""
 
     def parse(text: str) -> int:
         try:
@@ -332,20 +254,11 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
-    """Refuse (status 2) a PNG path that cannot be written: a folder, a missing folder, not .png, no write access."""
-    if path.is_dir():
-        parser.error(f"{option}: {str(path)!r} is a folder; give the path of a PNG file")
-    if not path.parent.is_dir():
-        parser.error(f"{option}: folder {str(path.parent)!r} does not exist")
-    if path.suffix.lower() != ".png":
-        parser.error(f"{option}: {str(path)!r} must end in .png (the figure is saved as a PNG)")
-    check_writable(parser, option, path.parent)
-
-
 def check_writable(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
-    """Refuse (status 2) a folder that cannot be written in."""
+    """Refuse (status 2) a folder no file can be created in: trying is the only reliable test, since root
+    ignores permission bits and read-only mounts do not."""
     try:
-        probe_writable(folder)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as error:
         parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")

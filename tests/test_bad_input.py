@@ -157,6 +157,65 @@ def test_float64_tasks_are_cast_to_the_weights_dtype(name):
     assert all(weight.dtype == torch.float32 for weight in from_float64.initialization)
 
 
+SUPPORT_CASES = {
+    "x of rank 1": BAD_TASKS["x of rank 1"][0],
+    "int tensor": change(0, lambda x: x.int()),
+    "int array": BAD_TASKS["int array"][0],
+    "a list": BAD_TASKS["a list"][0],
+    "lengths differ": BAD_TASKS["lengths differ"][0],
+    "empty support": BAD_TASKS["empty support"][0],
+    "NaN in train_x": BAD_TASKS["NaN in train_x"][0],
+    "inf in train_y": BAD_TASKS["inf in train_y"][0],
+}
+
+
+@pytest.mark.parametrize("num_steps", [0, 1])
+@pytest.mark.parametrize("case", list(SUPPORT_CASES))
+def test_adapt_refuses_a_bad_support_set_as_train_refuses_the_task(num_steps, case):
+    """The same error as `train`'s, up to what it says was not done; the learner is left alone."""
+    torch.manual_seed(0)
+    maml = MAML(num_steps=num_steps)
+    task = SUPPORT_CASES[case](task32(seed=2))
+    before = snapshot(maml)
+    with pytest.raises((TypeError, ValueError)) as refused_by_train:
+        maml.train(task)
+    with pytest.raises(refused_by_train.type) as refused_by_adapt:
+        maml.adapt(task[0], task[1])
+    assert str(refused_by_adapt.value).split(";")[0] == str(refused_by_train.value).split(";")[0]
+    assert_same(before, snapshot(maml))
+    assert all(weight.grad is None for weight in maml.initialization)
+
+
+def test_adapt_refuses_inner_steps_that_overflow():
+    """Amplitude 1e30: the first step leaves huge but finite weights, the second overflows them."""
+    torch.manual_seed(0)
+    train_x, train_y, *_ = task32(seed=2)
+    with pytest.raises(FloatingPointError, match=r"the inner steps overflow torch\.float32; no fast weights"):
+        MAML(num_steps=2).adapt(train_x, train_y * 1e30)
+
+
+@pytest.mark.parametrize("num_steps", [0, 2])
+def test_adapt_casts_float64_and_numpy_support_sets_to_the_weights_dtype(num_steps):
+    torch.manual_seed(0)
+    maml = MAML(num_steps=num_steps)
+    task64 = sine_task(3, dtype=torch.float64)
+    expected = maml.adapt(task64[0].float(), task64[1].float())
+    for support in (task64[:2], [part.numpy() for part in task64[:2]]):
+        fast = maml.adapt(*support)
+        assert all(f.dtype == torch.float32 and torch.equal(f, e) for f, e in zip(fast, expected, strict=True))
+
+
+def test_train_checks_a_task_once(monkeypatch):
+    """`train` adapts through the unchecked inner loop: each of the four parts is checked once, not again."""
+    import assignment
+
+    checked = []
+    as_column = assignment._as_column
+    monkeypatch.setattr(assignment, "_as_column", lambda name, *args: checked.append(name) or as_column(name, *args))
+    MAML(num_steps=1).train(task32(seed=2))
+    assert checked == ["train_x", "train_y", "test_x", "test_y"]
+
+
 COUNTS = [
     (-1, ValueError, "must be >= 0, got -1"),
     (1.5, TypeError, "must be an int, got float 1.5"),

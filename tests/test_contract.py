@@ -40,6 +40,7 @@ def test_signatures(script):
     assert parameter_names(TrainFromScratch)[:1] == ["num_steps"]
     assert parameter_names(MAML)[:1] == ["num_steps"]
     assert parameter_names(MAML.train) == ["self", "task"]
+    assert parameter_names(MAML.copy_params) == parameter_names(MAML(num_steps=1).copy_params) == ["params"]
     assert parameter_names(utils.plot_history)[:2] == ["tfs_history", "maml_history"]
     curve = inspect.signature(script.learning_curve).parameters
     assert [(name, curve[name].default) for name in list(curve)[:2]] == [("maml_steps", 5), ("plot_tfs", False)]
@@ -59,6 +60,29 @@ def test_maml_attributes():
     assert group["lr"] == 0.001
     assert all(a is b for a, b in zip(group["params"], maml.initialization, strict=True))
     assert maml.history == []
+
+
+def test_copy_params_returns_new_leaves_that_require_grad_and_share_nothing():
+    """The skeleton's helper, on the class and on a learner, for leaves, for fast weights (functions of the
+    initialization) and for tensors that require no grad."""
+    torch.manual_seed(0)
+    maml = MAML(num_steps=1)
+    before = [w.detach().clone() for w in maml.initialization]
+    fast = [2 * w for w in maml.initialization]
+    for params in (maml.initialization, fast, tuple(before)):
+        for copies in (MAML.copy_params(params), maml.copy_params(iter(params))):
+            assert type(copies) is list and copies is not params and len(copies) == len(params)
+            for copy, param in zip(copies, params, strict=True):
+                assert copy is not param and torch.equal(copy, param.detach())
+                assert copy.is_leaf and copy.requires_grad
+                assert copy.data_ptr() != param.data_ptr(), "a copy must hold memory of its own"
+    copies = MAML.copy_params(fast)
+    sum(copy.sum() for copy in copies).backward()
+    with torch.no_grad():
+        for copy in copies:
+            copy.add_(1.0)
+    assert all(w.grad is None for w in maml.initialization), "no gradient may reach the originals"
+    assert all(torch.equal(w, b) for w, b in zip(maml.initialization, before, strict=True))
 
 
 def test_random_initial_weights_are_nn_linear_layers_with_zero_biases():

@@ -70,6 +70,23 @@ print(json.dumps({"maml": maml.history, "scratch": scratch.history}))
 """
 
 
+# The skeleton's helper `MAML.copy_params`: new leaves that require grad, cut off from the originals.
+COPY_PARAMS = """
+import torch
+from assignment import MAML
+
+maml = MAML(num_steps=1)
+fast = [2 * weight for weight in maml.initialization]
+copies = MAML.copy_params(fast)
+assert isinstance(copies, list) and len(copies) == len(fast)
+for copy, weight in zip(copies, fast):
+    assert copy is not weight and torch.equal(copy, weight.detach())
+    assert copy.is_leaf and copy.requires_grad and copy.data_ptr() != weight.data_ptr()
+sum(copy.sum() for copy in copies).backward()
+assert all(weight.grad is None for weight in maml.initialization)
+print("copies are independent leaves")
+"""
+
 # `python test.py` run as a script, which then says which of the project's modules it imported.
 TEST_PY_ALONE = """
 import runpy, sys
@@ -124,6 +141,11 @@ def test_test_py_runs_alone_and_imports_nothing_of_the_project(tmp_path):
     assert "MAML (S=1): query MSE" in output and "from scratch (10 Adam steps): query MSE" in output
     assert "imported: []" in output, output
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("utils", sorted(UTILS_FILES))
+def test_copy_params_gives_independent_leaves(utils, tmp_path):
+    assert run_beside(UTILS_FILES[utils], tmp_path, COPY_PARAMS).strip() == "copies are independent leaves"
 
 
 @pytest.mark.slow

@@ -137,3 +137,16 @@ def test_initialization_stays_a_set_of_leaves(float64):
     maml = MAML(num_steps=2)
     maml.train(sine_task(seed=12))
     assert all(w.is_leaf and w.requires_grad and w.grad_fn is None for w in maml.initialization)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_adapt_returns_new_fast_weights_that_differentiate_back_to_the_initialization(float64, steps):
+    """`adapt`'s fast weights, S = 0 included, are new tensors; a query loss on them has the reference meta-gradient."""
+    torch.manual_seed(14)
+    maml = MAML(num_steps=steps)
+    task = sine_task(seed=15)
+    fast = maml.adapt(*task[:2])
+    assert all(f is not w and not f.is_leaf for f, w in zip(fast, maml.initialization, strict=True))
+    query_loss = maml.loss_fn(reference_forward(fast, task[2]), task[3])
+    meta_gradient = torch.autograd.grad(query_loss, maml.initialization)
+    assert_all_close(meta_gradient, second_order_meta_gradient(weights_of(maml), task, steps), rtol=1e-9, atol=1e-13)
