@@ -15,7 +15,8 @@ and depends on them, never the reverse:
                  and damage refused; one run at a time writes in a checkpoint folder
     evaluation   held-out tasks, SGD on all of them at once, tuned step sizes, curvature, the summaries
     studies      a study run: every learner trained or loaded, tuned, scored, its curvature recorded
-    reports      the evaluation's figures and tables, and each learner's label and colour
+    reports      the evaluation's figures and results.md tables, and each learner's label and colour
+    pages        the docs pages' tables, written from the committed results into marked blocks of the pages
     curves       `python test.py --seeds N` and `--fast`
     files        text and strict JSON, written atomically
     cli          the scripts' shared conventions: output folders, the Ctrl-C handler, exit status 130

@@ -7,7 +7,6 @@ a summary being `maml_sine.evaluation.summarize`'s: one entry per SGD step 0..MA
 
 import os
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: these figures are only written to files, whatever the backend
@@ -15,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from maml_sine.evaluation import DIVERGED, MAX_STEPS, HeldOutTasks, scored_sets
-from maml_sine.learners import LEARNERS, STUDIES, Plot, Section, Study
+from maml_sine.learners import LEARNERS, Plot, Section, Study
 from utils import PLOT_WINDOW, save_figure, windowed_mean
 
 STYLES = {  # each learner's label and colour, in every figure and table
@@ -178,158 +177,6 @@ def cell(result: Mapping, step: int, median: bool) -> str:
         return f"diverged on {100 * diverged:.3g}% of tasks; median {result['median'][step]:.3f}"
     interval = result[_interval(len(result["per_seed"]))][step]
     return f"{result['mean'][step]:.3f} ± {interval:.3f}" + (f"; {result['median'][step]:.3f}" if median else "")
-
-
-# Finn et al. (2017), Appendix C.1, Table 2: 5-shot MSE after 1, 5 and 10 SGD steps (arXiv:1703.03400v3).
-PAPER_TABLE_2 = {
-    "MAML": (0.67, 0.38, 0.35),
-    "pretrain on all tasks": (2.41, 2.23, 2.19),
-    "multi-task, no reg": (4.19, 3.85, 3.69),
-    "multi-task, l2 reg": (7.18, 5.69, 5.60),
-    "multi-task, reg to mean θ": (2.91, 2.72, 2.71),
-}
-TABLE_2_ROWS = (  # each row of the paper's Table 2 and the learners set beside it
-    ("MAML", ("maml", "maml_alpha0.001")),
-    ("pretrain on all tasks", ("pretrained_tuned", "pretrained", "pretrained_alpha0.001")),
-    ("multi-task, no reg", ("multitask",)),
-    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01")),
-    ("multi-task, reg to mean θ", ("multitask_running_mean", "multitask_running_mean_wd0.01")),
-)
-
-
-def table_2(report: Mapping, section: str, score: str = "query") -> str:
-    """The paper's Table 2 beside this study's learners in `section` of results.json (`report`): each cell the
-    mean over tasks (mean of the seeds ± between-seed 95% interval), and whether the paper's number lies in
-    that interval; where some task's SGD diverged, the share of such tasks and the mean of the rest."""
-    steps = (1, 5, 10)
-    after = " | ".join(f"after {step} step{'s' * (step > 1)}" for step in steps)
-    lines = [
-        f"| Table 2 row | paper: 1 / 5 / 10 steps | here | step size | {after} | paper's number in the interval? |",
-        "| --- | --- | --- | ---: |" + " ---: |" * len(steps) + " --- |",
-    ]  # fmt: skip
-    for row, learners in TABLE_2_ROWS:
-        paper = PAPER_TABLE_2[row]
-        for name in learners:
-            result = report["mse"][score][name][section]
-            cells, inside = [], []
-            for step, published in zip(steps, paper):
-                mean, interval = result["mean"][step], result["seed_ci95"][step]
-                if result["diverged"][step] > 0:
-                    share = 100 * result["diverged"][step]
-                    cells.append(f"diverged on {share:.2g}% of tasks; the rest {result['mean_of_the_rest'][step]:.2f}")
-                    inside.append("—")
-                else:
-                    cells.append(f"{mean:.2f} ± {interval:.2f}")
-                    inside.append("yes" if abs(mean - published) <= interval else f"no ({mean - published:+.2f})")
-            lr = report["evaluation"]["test_lr"][name][section]
-            paper_cell = " / ".join(f"{value:.2f}" for value in paper) if name == learners[0] else "″"
-            lines.append(f"| {row if name == learners[0] else ''} | {paper_cell} | {style(name)[0]} | {lr:g} | "
-                         + " | ".join(cells) + f" | {' / '.join(inside)} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def rows_table(report: Mapping, rows: Sequence[tuple[str, str]], score: str, steps: Sequence[int] = TABLE_STEPS) -> str:
-    """A table of (learner, section) rows of results.json (`report`) after `steps`: each cell `cell`'s mean ±
-    between-seed interval and median, or the share diverged; the learner's test step size beside it."""
-    record = report["study"]
-    study = STUDIES[record["name"]](updates=record["training"][0]["updates"])
-    sections = {section.key: section for section in study.sections}
-    lines = ["| learner | K at test (models) | step size | " + " | ".join(steps_label(step) for step in steps) + " |",
-             "| --- | --- | ---: |" + " ---: |" * len(steps)]  # fmt: skip
-    for name, key in rows:
-        result = report["mse"][score][name][key]
-        cells = learner_cells(name, result, steps, study.medians)
-        lr = report["evaluation"]["test_lr"][name][key]
-        lines.append(
-            f"| {style(name)[0]} | {section_title(sections[key], study)} | {lr:g} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-AMPLITUDE_BINS = (0.1, 1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-def curvature_table(report: Mapping) -> str:
-    """Does alpha * lambda > 2 predict the tasks whose test-time SGD diverges? For each learner and section of
-    results.json's curvature record, over all seed-task pairs: how many diverged among those with
-    alpha * lambda above 2 and below, with lambda the support loss's top Hessian eigenvalue at the
-    initialization, and the largest along the SGD steps taken."""
-    lines = [
-        "| learner | section | test step size α | λ measured | α·λ > 2: diverged / all | α·λ ≤ 2: diverged / all |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
-    ]
-    for name, sections in report["curvature"].items():
-        for section, record in sections.items():
-            lr, diverged = record["test_lr"], np.array(record["diverged"]).ravel()
-            for where, key in (
-                ("at the initialization", "lambda_at_start"),
-                ("largest along SGD", "lambda_max_along_sgd"),
-            ):
-                above = lr * np.array(record[key], dtype=float).ravel() > 2
-                lines.append(f"| {style(name)[0]} | {section} | {lr:g} | {where} | {(diverged & above).sum()} / "
-                             f"{above.sum()} | {(diverged & ~above).sum()} / {(~above).sum()} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def divergence_predictors(report: Mapping, name: str) -> str:
-    """How well each candidate flags the seed-task pairs (of every section of `name`'s curvature record) whose
-    test-time SGD diverged: how many of the pairs it flags diverged, and how many of the others."""
-    amplitudes = np.array(report["evaluation"]["amplitudes"])
-    diverged, amplitude, start, along, lr = [], [], [], [], None
-    for record in report["curvature"][name].values():
-        flags = np.array(record["diverged"])
-        diverged.append(flags.ravel())
-        amplitude.append(np.broadcast_to(amplitudes, flags.shape).ravel())
-        start.append(np.array(record["lambda_at_start"], dtype=float).ravel())
-        along.append(np.array(record["lambda_max_along_sgd"], dtype=float).ravel())
-        lr = record["test_lr"]
-    diverged, amplitude, start, along = (np.concatenate(part) for part in (diverged, amplitude, start, along))
-    candidates = {
-        "α·λ > 2 at the initialization": lr * start > 2,
-        "amplitude above 3": amplitude > 3,
-        "amplitude above 4": amplitude > 4,
-        "α·λ > 15 before some step (λ along SGD)": lr * along > 15,
-    }
-    lines = ["| flagged by | diverged / pairs flagged | diverged / pairs not flagged |", "| --- | ---: | ---: |"]
-    for label, flagged in candidates.items():
-        lines.append(f"| {label} | {(diverged & flagged).sum()} / {flagged.sum():,} | "
-                     f"{(diverged & ~flagged).sum()} / {(~flagged).sum():,} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def diverged_pairs_table(report: Mapping) -> str:
-    """Every seed-task pair of the curvature record whose test-time SGD diverged: its task's amplitude, and its
-    top Hessian eigenvalue at the initialization and along SGD, each with its rank among all the pairs of
-    its section (the share of pairs below it)."""
-    amplitudes = np.array(report["evaluation"]["amplitudes"])
-    lines = ["| learner | section | seed | task | amplitude (rank) | λ at the initialization (rank) | "
-             "largest λ along SGD (rank) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for name, sections in report["curvature"].items():
-        for section, record in sections.items():
-            start, along = (np.array(record[key], dtype=float) for key in ("lambda_at_start", "lambda_max_along_sgd"))
-            every_amplitude = np.broadcast_to(amplitudes, start.shape)
-            for seed, task in np.argwhere(np.array(record["diverged"])):
-                ranks = [f"{values[seed, task]:.{digits}f} ({np.mean(values < values[seed, task]):.0%})"
-                         for values, digits in ((every_amplitude, 2), (start, 0), (along, 0))]  # fmt: skip
-                lines.append(f"| {style(name)[0]} | {section} | {seed} | {task} | " + " | ".join(ranks) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def curvature_by_amplitude(report: Mapping, section: str) -> str:
-    """The median (and 99th percentile) of lambda at the initialization over the seed-task pairs of each amplitude
-    bin, for each learner of the curvature record in `section`."""
-    amplitudes = np.array(report["evaluation"]["amplitudes"])
-    bins = list(pairwise(AMPLITUDE_BINS))
-    lines = ["| learner | " + " | ".join(f"a in [{low:g}, {high:g})" for low, high in bins) + " |",
-             "| --- |" + " ---: |" * len(bins)]  # fmt: skip
-    for name, sections in report["curvature"].items():
-        lambdas = np.array(sections[section]["lambda_at_start"], dtype=float)  # (seeds, tasks)
-        cells = []
-        for low, high in bins:
-            values = lambdas[:, (amplitudes >= low) & (amplitudes < high)].ravel()
-            cells.append(f"{np.median(values):.0f} ({np.percentile(values, 99):.0f})")
-        lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def plot_curvature(report: Mapping, section: str, out: str | os.PathLike) -> None:

@@ -41,8 +41,9 @@ from assignment import MAML
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.cli import make_output_folders, run_command
 from maml_sine.core import Algorithm
-from maml_sine.files import write_json_atomically, write_text_atomically
+from maml_sine.files import as_written, write_json_atomically, write_text_atomically
 from maml_sine.learners import assignment_protocol
+from maml_sine.pages import margin_table
 from maml_sine.training import LockstepRun, lane_seeds
 from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator, save_figure, whole_number
 
@@ -125,26 +126,17 @@ def summary(final_mse: Sequence[float], threshold: float) -> dict:
     }
 
 
-def markdown(results: dict, seeds: int, episodes: int, clip: float | None) -> str:
+def markdown(report: dict) -> str:
+    """results.md: the summary of every run and order over the seeds (`maml_sine.pages.margin_table`), from
+    `report` as results.json holds it (a diverged seed's final MSE null)."""
+    clip = report["clip"]
     clipped = "" if clip is None else f", meta-gradients clipped to norm {clip:g}"
     lines = [
-        f"# The graders' final MSE over {seeds} seeds ({episodes:,} tasks each{clipped})",
+        f"# The graders' final MSE over {len(report['seeds'])} seeds ({report['episodes']:,} tasks each{clipped})",
         "",
-        "| run | MAML | min | median | max | diverged | share under the threshold |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, run in RUNS.items():
-        for order in ORDERS:
-            s = results[name][order]["summary"]
-            cells = (
-                f"{s['min']:.3f} | {s['median']:.3f} | {s['max']:.3f} | {s['diverged']} | "
-                f"{s['share_under_threshold']:.0%}"
-            )
-            lines.append(f"| {name} (threshold {run['threshold']}) | {order} | {cells} |")
-    lines += [
-        "",
-        "A diverged seed stopped with a non-finite loss or meta-gradient (final MSE inf): it fails. A seed that",
-        "stopped in the lockstep run was replayed by `MAML.train` itself, which settles it (results.json).",
+        margin_table(report),
+        "A diverged seed stopped with a non-finite loss or meta-gradient (its final MSE is infinite): it fails. A",
+        "seed that stopped in the lockstep run was replayed by `MAML.train` itself, which settles it (results.json).",
         "Written by `python scripts/grader_margin.py`; every seed is in results.json.",
     ]
     return "\n".join(lines) + "\n"
@@ -230,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report.update(runs=RUNS, results=results)
     plot(results, args.out_dir / "margin.png")
     write_json_atomically(args.out_dir / "results.json", report, indent=None)
-    write_text_atomically(args.out_dir / "results.md", markdown(results, args.seeds, args.episodes, args.clip))
-    print(markdown(results, args.seeds, args.episodes, args.clip))
+    table = markdown(as_written(report))
+    write_text_atomically(args.out_dir / "results.md", table)
+    print(table)
     return report
 
 

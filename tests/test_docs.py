@@ -1,71 +1,123 @@
-"""The numbers the README and the docs state are those of the committed results they come from.
+"""The tables and numbers the README and the docs state are those of the committed results they come from.
 
-Each figure is rebuilt here, with this file's own formatting, from the results.json a script wrote
-(docs/grader_margin/, docs/evaluation/, docs/paper_protocol/) or from docs/grader_runs.json, the
-record of the seeded grader runs measured in both environments, and looked for in the page.
+Every generated table of the pages (`maml_sine.pages`) is written again from the committed results and
+compared with the page, and a changed number is reported stale. The single numbers of the prose are
+rebuilt here, with this file's own formatting, from docs/grader_runs.json (the seeded grader runs) and
+docs/learning_curves.json, and looked for in the page.
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, import_script
+from maml_sine.pages import (
+    BLOCKS,
+    PAGES,
+    START,
+    PageError,
+    margin_spread_table,
+    margin_table,
+    regenerated,
+    regenerated_pages,
+    run_label,
+)
 
 README = (ROOT / "README.md").read_text()
-RUN_NAMES = {"K10-S1": "K = 10, S = 1", "K5-S5": "K = 5, S = 5"}
 
 
 def committed(path):
     return json.loads((ROOT / "docs" / path).read_text())
 
 
-def margin_row(name, order, summary, threshold):
-    """A row of the README's table of the graders' runs over seeds."""
-    spread = f"{summary['median']:.3f} ({summary['min']:.3f} to {_maximum(summary)})"
-    return f"| {RUN_NAMES[name]} ({threshold}) | {order} | {spread} | {summary['share_under_threshold']:.0%} |"
+# --- The generated tables ------------------------------------------------------------------------------------------
 
 
-def _maximum(summary):
-    return "diverged" if summary["max"] is None else f"{summary['max']:.3f}"
+@pytest.fixture(scope="module")
+def pages():
+    """Every page, written again in memory from the committed results: {its path under the root: the Page}."""
+    return {str(page.path.relative_to(ROOT)): page for page in regenerated_pages(ROOT)}
 
 
-def test_the_readme_states_the_graders_margin_of_the_committed_study():
-    margin = committed("grader_margin/results.json")
-    for name, run in margin["runs"].items():
-        for order, result in margin["results"][name].items():
-            row = margin_row(name, order, result["summary"], run["threshold"])
-            assert row in README, row
+@pytest.mark.parametrize("name", PAGES)
+def test_every_generated_table_of_the_page_is_what_its_committed_results_write(pages, name):
+    page = pages[name]
+    assert page.stale == [], f"stale in {name}: python scripts/write_pages.py writes them"
+    assert page.regenerated == page.text
 
 
-@pytest.mark.parametrize("page", ["seeds.md", "grader_margin/results.md"])
-def test_the_docs_state_the_graders_margin_of_the_committed_study(page):
-    margin, text = committed("grader_margin/results.json"), (ROOT / "docs" / page).read_text()
-    for name in margin["runs"]:
-        for result in margin["results"][name].values():
-            summary = result["summary"]
-            cells = [f"{summary[key]:.3f}" for key in ("min", "median")] + [f"{summary['diverged']}"]
-            assert all(cell in text for cell in cells), (page, name, cells)
+def test_every_block_fills_a_page():
+    names = {match[1] for page in PAGES for match in START.finditer((ROOT / page).read_text())}
+    assert names == set(BLOCKS)
 
 
-def test_the_seeded_grader_runs_in_the_readme_and_api_page_are_the_recorded_ones():
-    runs, api = committed("grader_runs.json"), (ROOT / "docs" / "api.md").read_text()
-    for row in runs["runs"]:
-        figures = " | ".join(f"{row['final_mse'][name]:.3f}" for name in RUN_NAMES)
-        assert f"| {row['environment']} | {row['utils']} | {figures} |" in api, row
+def a_copy_of_the_pages(root):
+    """The pages and the results files they are written from, copied under `root`."""
+    for name in [*PAGES, *(f"docs/{block.source}" for block in BLOCKS.values())]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+
+
+def test_a_changed_number_is_reported_stale_and_written_back(tmp_path, capsys):
+    write_pages = import_script(ROOT / "scripts" / "write_pages.py")
+    a_copy_of_the_pages(tmp_path)
+    page = tmp_path / "docs" / "paper_protocol.md"
+    committed_text = page.read_text()
+    changed = committed_text.replace("| 0.64 ± 0.09 |", "| 0.65 ± 0.09 |")
+    assert changed.count("0.65 ± 0.09") == committed_text.count("0.65 ± 0.09") + 1, "the table has the number once"
+    page.write_text(changed)
+    marker = changed.splitlines().index("<!-- generated: table_2 -->") + 1
+
+    assert write_pages.main(["--check", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().out == f"docs/paper_protocol.md:{marker}: table_2 is stale\n"
+    assert page.read_text() == changed, "--check writes nothing"
+
+    assert write_pages.main(["--root", str(tmp_path)]) == 0
+    assert page.read_text() == committed_text
+    assert write_pages.main(["--check", "--root", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- generated: no_such_table -->\n\n<!-- end generated -->\n", "page:1: no block is named 'no_such_table'"),
+        ("a\n<!-- generated: table_2 -->\n| 1 |\n", "page:2: block 'table_2' has no <!-- end generated -->"),
+        ("a\n\n<!-- end generated -->\n", "page:3: <!-- end generated --> without a start marker before it"),
+        (
+            "<!-- generated: table_2 -->\n<!-- generated: curvature -->\n<!-- end generated -->\n",
+            "page:2: a block starts inside block 'table_2'",
+        ),
+    ],
+)
+def test_markers_that_do_not_pair_up_are_refused_naming_the_line(text, message):
+    with pytest.raises(PageError) as refused:
+        regenerated(text, "page", committed)
+    assert str(refused.value).startswith(message)
+
+
+def test_the_graders_margin_results_md_is_what_the_script_writes_from_its_results_json():
+    grader_margin = import_script(ROOT / "scripts" / "grader_margin.py")
+    written = grader_margin.markdown(committed("grader_margin/results.json"))
+    assert written == (ROOT / "docs" / "grader_margin" / "results.md").read_text()
+
+
+def test_a_diverged_seed_reads_diverged_in_the_margin_tables():
+    clipped = committed("grader_margin_clip100/results.json")  # one first-order K = 5, S = 5 seed diverged there
+    row = "| K = 5, S = 5 (threshold 0.8) | first-order | 0.408 | 0.478 | diverged | 1 | 90% |"
+    assert row in margin_table(clipped)
+    assert "| K = 5, S = 5 (0.8) | first-order | 0.478 (0.408 to diverged) | 90% |" in margin_spread_table(clipped)
+
+
+# --- Single numbers in the prose -----------------------------------------------------------------------------------
+
+
+def test_the_seeded_grader_runs_in_the_readme_are_the_recorded_ones():
+    runs = committed("grader_runs.json")
     pinned = next(row for row in runs["runs"] if row["utils"] == "the project's" and "3.11" in row["environment"])
-    for name, label in RUN_NAMES.items():
-        assert f"{label} ends at {pinned['final_mse'][name]:.3f}" in README, name
-
-
-def test_the_readme_states_the_held_out_evaluation_of_the_committed_study():
-    results = committed("evaluation/results.json")["mse"]["grid"]
-    for name in ("maml", "first_order_maml", "pretrained"):
-        for k in ("5", "10"):
-            for step in (1, 10):
-                summary = results[name][k]
-                figure = f"{summary['mean'][step]:.3f} ± {summary['seed_ci95'][step]:.3f}"
-                assert figure in README, (name, k, step)
+    for name, figure in pinned["final_mse"].items():
+        assert f"{run_label(name)} ends at {figure:.3f}" in README, name
 
 
 def test_the_readme_states_the_final_mse_of_the_committed_learning_curves():

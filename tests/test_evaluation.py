@@ -1,6 +1,6 @@
 """maml_sine.evaluation and scripts/evaluate.py (the assignment's study): the fixed held-out tasks, batched SGD
 against a plain per-task loop and against `MAML.adapt`, the statistics, the command line, damaged checkpoints,
-a checkpoint folder another run holds, interrupts, the docs' tables rebuilt from the committed results.json,
+a checkpoint folder another run holds, interrupts, results.md rebuilt from the committed results.json,
 and (slow) short runs end to end."""
 
 import dataclasses
@@ -458,7 +458,7 @@ def test_an_interrupt_after_training_says_where_it_stopped_and_what_is_kept(
     assert len(list(checkpoints.iterdir())) == len(TRAINED)
 
 
-# --- The docs: tables rebuilt from the committed results.json ---------------------------------------------------
+# --- results.md rebuilt from the committed results.json ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -471,26 +471,6 @@ def test_an_interrupt_after_training_says_where_it_stopped_and_what_is_kept(
 def test_the_committed_results_md_is_the_table_of_the_committed_results_json(folder):
     results_md = (ROOT / "docs" / folder / "results.md").read_text()
     assert results_md == table_of(committed(folder), results_md)
-
-
-def docs_cell(result, step):
-    """A cell of docs/evaluation.md's table, written out here apart from the code that writes results.md."""
-    if result["diverged"][step]:
-        return f"diverged on {100 * result['diverged'][step]:.3g}% of tasks; median {result['median'][step]:.3f}"
-    return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}"
-
-
-@pytest.mark.skipif(old_schema("evaluation"), reason="docs/evaluation/results.json is regenerated in the new schema")
-def test_the_numbers_in_the_evaluation_page_are_those_of_the_committed_results():
-    """docs/evaluation.md's table (K = 5 then K = 10, steps 0, 1, 5, 10), rebuilt from docs/evaluation/results.json."""
-    page = (ROOT / "docs" / "evaluation.md").read_text()
-    results = committed("evaluation")
-    assert results["study"]["name"] == "assignment"
-    for name in results["study"]["learners"]:
-        summaries = results["mse"]["grid"][name]
-        cells = [docs_cell(summaries[k], step) for k in ("5", "10") for step in (0, 1, 5, 10)]
-        row = f"| {STYLES[name][0]} | " + " | ".join(cells) + " |"
-        assert row in page, row
 
 
 # --- Slow: short runs end to end --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The pieces of the paper study's claims, each against an independent computation: weight decay towards an
 anchor against torch's Adam, the one-task stream, the multi-task baselines' regressors and their running mean,
 the checkpoint of averaged networks, the held-out tasks' extra points, the tuned step size against SGD task by
-task, the Hessian's top eigenvalue against the dense Hessian, and the committed sweep and Table 2."""
+task, the Hessian's top eigenvalue against the dense Hessian, and the committed sweep."""
 
 import json
 from dataclasses import replace
@@ -24,15 +24,8 @@ from maml_sine.evaluation import (
     top_hessian_eigenvalues,
     tuned_test_lr,
 )
-from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, MultiTask
+from maml_sine.learners import LEARNERS, MultiTask
 from maml_sine.multitask import averaged_regressors, regressor_seeds
-from maml_sine.reports import (
-    curvature_by_amplitude,
-    curvature_table,
-    diverged_pairs_table,
-    divergence_predictors,
-    table_2,
-)
 from maml_sine.training import lane_seeds
 
 PAPER = ROOT / "docs" / "paper_protocol"
@@ -233,18 +226,3 @@ def test_the_registry_takes_the_weight_decays_the_committed_sweep_chose():
     assert chosen == {"l2": LEARNERS["multitask_l2"].algorithm.weight_decay,
                       "running_mean": LEARNERS["multitask_running_mean"].algorithm.weight_decay}  # fmt: skip
     assert sweep["spec"] == replace(LEARNERS["multitask"].algorithm).record()
-
-
-def test_the_pages_table_2_is_rebuilt_from_the_committed_results_json():
-    report = json.loads((PAPER / "results.json").read_text())
-    page = (ROOT / "docs" / "paper_protocol.md").read_text()
-    assert table_2(report, K10_MODEL_AT_K5) in page
-
-
-def test_the_pages_curvature_tables_are_rebuilt_from_the_committed_results_json():
-    report = json.loads((PAPER / "results.json").read_text())
-    page = (ROOT / "docs" / "paper_protocol.md").read_text()
-    assert curvature_table(report) in page
-    assert curvature_by_amplitude(report, K10_MODEL_AT_K5) in page
-    assert diverged_pairs_table(report) in page
-    assert divergence_predictors(report, "maml") in page

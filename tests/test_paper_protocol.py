@@ -1,6 +1,6 @@
 """Finn et al.'s protocol (the paper study): its task stream, the oracle, one update on 25 tasks against
 autograd, the scores against SGD task by task, the summary statistics, `scripts/evaluate.py --protocol paper`'s
-arguments, the docs rebuilt from the committed results.json, and (slow) short runs end to end."""
+arguments, the README's numbers rebuilt from the committed results.json, and (slow) short runs end to end."""
 
 import dataclasses
 import json
@@ -17,7 +17,7 @@ from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.core import ADAM_BETAS, ADAM_EPS, network
 from maml_sine.evaluation import DIVERGED, MAX_STEPS, draw_held_out_tasks, summarize
 from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, PAPER_LEARNERS, paper_protocol, paper_study
-from maml_sine.reports import markdown_table, rows_table
+from maml_sine.reports import markdown_table
 from maml_sine.streams import PaperTaskStreams
 from maml_sine.training import lane_seeds, meta_trained
 from utils import BaseLearner
@@ -293,13 +293,6 @@ def test_arguments_of_no_protocol_are_refused_before_anything_is_made(evaluate, 
 COMMITTED = json.loads((ROOT / "docs" / "paper_protocol" / "results.json").read_text())
 
 
-def cell(result, step):
-    """A cell of the docs' table, written out here apart from the code that writes results.md."""
-    if result["diverged"][step]:
-        return f"diverged on {100 * result['diverged'][step]:.3g}% of tasks; median {result['median'][step]:.3f}"
-    return f"{result['mean'][step]:.3f} ± {result['seed_ci95'][step]:.3f}; {result['median'][step]:.3f}"
-
-
 def test_the_readme_states_table_2s_comparison_from_the_committed_results():
     """The README's paragraph on the paper's protocol, rebuilt from docs/paper_protocol/results.json: MAML at both
     α on Table 2's section after 1, 5 and 10 steps, the multi-task averages after one step, and MAML against
@@ -318,20 +311,6 @@ def test_the_readme_states_table_2s_comparison_from_the_committed_results():
     maml, pretrained = (results[name][half] for name in ("maml_alpha0.001", "pretrained_tuned"))
     versus = " against ".join(f"{r['mean'][10]:.2f} ± {r['seed_ci95'][10]:.2f}" for r in (maml, pretrained))
     assert versus in readme, versus
-
-
-def test_the_pages_tables_of_steps_are_rebuilt_from_the_committed_results():
-    page = (ROOT / "docs" / "paper_protocol.md").read_text()
-    one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
-    half = ("5 in the left half, trained at K=10", "10 in the left half")
-    drawn = ("maml", "maml_alpha0.001", "pretrained_tuned")
-    tables = [
-        rows_table(COMMITTED, [(n, s) for n in drawn for s in one_model] + [("oracle", "10")], "query"),
-        rows_table(COMMITTED, [(n, s) for n in drawn for s in half] + [("oracle", half[0])], "query"),
-        rows_table(COMMITTED, [(n, s) for n in drawn for s in half], "grid"),
-    ]
-    for table in tables:
-        assert table in page, table
 
 
 # --- Slow: training, and short runs end to end -------------------------------------------------------------------

@@ -1,0 +1,417 @@
+"""The tables of the docs pages and the README, written from the committed results, so that no table is
+pasted by hand and none can fall behind the results it reports.
+
+A page marks each generated table with a pair of HTML comments, which markdown does not show:
+
+    <!-- generated: table_2 -->
+
+    | Table 2 row | paper: 1 / 5 / 10 steps | here | ...
+
+    <!-- end generated -->
+
+The name is a key of BLOCKS, which says which results file fills the block (a path under docs/) and which
+function writes it. `scripts/write_pages.py` rewrites the blocks of PAGES in place (`--check` lists the stale
+ones and writes nothing), and tests/test_docs.py holds every committed page to what it would write. A
+block is written whole: a table is changed here, never in a page. Everything outside the blocks, the
+single numbers of the prose included, is written by hand and checked by tests of its own.
+
+A `report` is one results file as JSON reads it back (NaN and infinities null): results.json of
+`scripts/evaluate.py` ({"study", "learners", "evaluation", "mse", "curvature", ...}), of
+`scripts/grader_margin.py` ({"runs", "results", ...}), or docs/grader_runs.json ({"runs": [...]}).
+"""
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache, partial
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from maml_sine.evaluation import MAX_STEPS
+from maml_sine.learners import K10_MODEL_AT_K5, STUDIES, Study
+from maml_sine.reports import TABLE_STEPS, learner_cells, section_title, steps_label, style
+
+Report = Mapping[str, Any]
+
+
+def study_of(report: Report) -> Study:
+    """The study whose results `report` holds, rebuilt from the registry by its name and its updates."""
+    record = report["study"]
+    return STUDIES[record["name"]](updates=record["training"][0]["updates"])
+
+
+# --- The held-out evaluation (docs/evaluation/results.json) -----------------------------------------------------------
+
+
+def held_out_table(
+    report: Report, steps: Sequence[int] = TABLE_STEPS, learners: Sequence[str] | None = None, score: str = "grid"
+) -> str:
+    """Every section of the study side by side, a group of columns each (K = 5, then K = 10): each learner's
+    mean MSE ± between-seed interval after each of `steps`, for `learners` (default: the study's)."""
+    study = study_of(report)
+    labels = ["before" if step == 0 else f"{step} step{'s' * (step != 1)}" for step in steps]
+    header = ["learner"]
+    for section in study.sections:
+        header += [f"{section_title(section, study)}: {labels[0]}", *labels[1:]]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for name in learners or study.learners:
+        cells = []
+        for section in study.sections:
+            cells += learner_cells(name, report["mse"][score][name][section.key], steps, study.medians)
+        lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- The graders' runs (docs/grader_margin/results.json, docs/grader_runs.json) ---------------------------------------
+
+
+def run_label(name: str) -> str:
+    """A grader run as the pages name it: "K10-S1" is "K = 10, S = 1"."""
+    k, steps = re.fullmatch(r"K(\d+)-S(\d+)", name).groups()
+    return f"K = {k}, S = {steps}"
+
+
+def _final_mse(value: float | None) -> str:
+    """A final MSE; a seed that diverged has none (JSON's null for infinity)."""
+    return "diverged" if value is None else f"{value:.3f}"
+
+
+def margin_table(report: Report) -> str:
+    """The graders' final MSE over seeds, for each grader run and order of MAML: min, median and max over the
+    seeds, how many diverged, and the share under the run's threshold. Both the script's results.md and
+    docs/seeds.md show it."""
+    lines = [
+        "| grader run | MAML | min | median | max | diverged | share under the threshold |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, run in report["runs"].items():
+        for order, result in report["results"][name].items():
+            summary = result["summary"]
+            lines.append(
+                f"| {run_label(name)} (threshold {run['threshold']}) | {order} | {summary['min']:.3f} | "
+                f"{summary['median']:.3f} | {_final_mse(summary['max'])} | {summary['diverged']} | "
+                f"{summary['share_under_threshold']:.0%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def margin_spread_table(report: Report) -> str:
+    """The README's short form of `margin_table`: the median final MSE with its range, and the share of seeds
+    under the threshold."""
+    lines = [
+        "| grader run (threshold) | MAML | final MSE: median (min to max) | seeds under the threshold |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for name, run in report["runs"].items():
+        for order, result in report["results"][name].items():
+            summary = result["summary"]
+            spread = f"{summary['median']:.3f} ({summary['min']:.3f} to {_final_mse(summary['max'])})"
+            lines.append(
+                f"| {run_label(name)} ({run['threshold']}) | {order} | {spread} | "
+                f"{summary['share_under_threshold']:.0%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def grader_runs_table(report: Report) -> str:
+    """The graders' two seeded runs in each environment and beside each `utils.py` (docs/grader_runs.json)."""
+    names = list(report["runs"][0]["final_mse"])
+    lines = [
+        "| environment | `utils.py` | " + " | ".join(run_label(name) for name in names) + " |",
+        "| --- | --- |" + " ---: |" * len(names),
+    ]
+    for run in report["runs"]:
+        figures = " | ".join(_final_mse(run["final_mse"][name]) for name in names)
+        lines.append(f"| {run['environment']} | {run['utils']} | {figures} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- The paper's protocol (docs/paper_protocol/results.json) ----------------------------------------------------------
+
+# Finn et al. (2017), Appendix C.1, Table 2: 5-shot MSE after 1, 5 and 10 SGD steps (arXiv:1703.03400v3).
+PAPER_TABLE_2 = {
+    "MAML": (0.67, 0.38, 0.35),
+    "pretrain on all tasks": (2.41, 2.23, 2.19),
+    "multi-task, no reg": (4.19, 3.85, 3.69),
+    "multi-task, l2 reg": (7.18, 5.69, 5.60),
+    "multi-task, reg to mean θ": (2.91, 2.72, 2.71),
+}
+TABLE_2_ROWS = (  # each row of the paper's Table 2 and the learners set beside it
+    ("MAML", ("maml", "maml_alpha0.001")),
+    ("pretrain on all tasks", ("pretrained_tuned", "pretrained", "pretrained_alpha0.001")),
+    ("multi-task, no reg", ("multitask",)),
+    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01")),
+    ("multi-task, reg to mean θ", ("multitask_running_mean", "multitask_running_mean_wd0.01")),
+)
+
+
+def table_2(report: Report, section: str, score: str = "query") -> str:
+    """The paper's Table 2 beside this study's learners in `section` of results.json (`report`): each cell the
+    mean over tasks (mean of the seeds ± between-seed 95% interval), and whether the paper's number lies in
+    that interval; where some task's SGD diverged, the share of such tasks and the mean of the rest."""
+    steps = (1, 5, 10)
+    after = " | ".join(f"after {step} step{'s' * (step > 1)}" for step in steps)
+    lines = [
+        f"| Table 2 row | paper: 1 / 5 / 10 steps | here | step size | {after} | paper's number in the interval? |",
+        "| --- | --- | --- | ---: |" + " ---: |" * len(steps) + " --- |",
+    ]  # fmt: skip
+    for row, learners in TABLE_2_ROWS:
+        paper = PAPER_TABLE_2[row]
+        for name in learners:
+            result = report["mse"][score][name][section]
+            cells, inside = [], []
+            for step, published in zip(steps, paper):
+                mean, interval = result["mean"][step], result["seed_ci95"][step]
+                if result["diverged"][step] > 0:
+                    share = 100 * result["diverged"][step]
+                    cells.append(f"diverged on {share:.2g}% of tasks; the rest {result['mean_of_the_rest'][step]:.2f}")
+                    inside.append("—")
+                else:
+                    cells.append(f"{mean:.2f} ± {interval:.2f}")
+                    inside.append("yes" if abs(mean - published) <= interval else f"no ({mean - published:+.2f})")
+            lr = report["evaluation"]["test_lr"][name][section]
+            paper_cell = " / ".join(f"{value:.2f}" for value in paper) if name == learners[0] else "″"
+            lines.append(f"| {row if name == learners[0] else ''} | {paper_cell} | {style(name)[0]} | {lr:g} | "
+                         + " | ".join(cells) + f" | {' / '.join(inside)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, steps: Sequence[int] = TABLE_STEPS) -> str:
+    """A table of (learner, section) rows of results.json (`report`) after `steps`: each cell the mean ±
+    between-seed interval and the median, or the share diverged; the learner's test step size beside it."""
+    study = study_of(report)
+    sections = {section.key: section for section in study.sections}
+    lines = ["| learner | K at test (models) | step size | " + " | ".join(steps_label(step) for step in steps) + " |",
+             "| --- | --- | ---: |" + " ---: |" * len(steps)]  # fmt: skip
+    for name, key in rows:
+        result = report["mse"][score][name][key]
+        cells = learner_cells(name, result, steps, study.medians)
+        lr = report["evaluation"]["test_lr"][name][key]
+        lines.append(
+            f"| {style(name)[0]} | {section_title(sections[key], study)} | {lr:g} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+REGRESSOR_BASELINES = {  # the multi-task baselines, as the table of their regressors names them
+    "multitask": "no regularization",
+    "multitask_l2": "ℓ2 weight decay",
+    "multitask_running_mean": "ℓ2 towards the running mean",
+    "multitask_l2_wd0.01": "ℓ2 weight decay, stronger",
+    "multitask_running_mean_wd0.01": "ℓ2 towards the running mean, stronger",
+}
+
+
+def regressors_table(report: Report) -> str:
+    """How well each multi-task baseline's regressors fit their own tasks: its weight decay, the share of the
+    regressors of every seed under the target MSE, and the median and the largest final MSE. The regressors
+    do not depend on K, so the record of the study's first training protocol has them."""
+    first_k = f"K={study_of(report).training[0].support_points}"
+    lines = [
+        "| baseline | weight decay | fitted | median MSE | largest MSE |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, label in REGRESSOR_BASELINES.items():
+        record = report["learners"][name][first_k]
+        errors = np.array(record["regressor_mse"], dtype=float)
+        lines.append(
+            f"| {label} | {record['regressors']['weight_decay']:g} | {record['share_fitted']:.1%} | "
+            f"{np.median(errors):.4f} | {errors.max():.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def curvature_table(report: Report) -> str:
+    """Does alpha * lambda > 2 predict the tasks whose test-time SGD diverges? For each learner and section of
+    results.json's curvature record, over all seed-task pairs: how many diverged among those with
+    alpha * lambda above 2 and below, with lambda the support loss's top Hessian eigenvalue at the
+    initialization, and the largest along the SGD steps taken."""
+    lines = [
+        "| learner | section | test step size α | λ measured | α·λ > 2: diverged / all | α·λ ≤ 2: diverged / all |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for name, sections in report["curvature"].items():
+        for section, record in sections.items():
+            lr, diverged = record["test_lr"], np.array(record["diverged"]).ravel()
+            for where, key in (
+                ("at the initialization", "lambda_at_start"),
+                ("largest along SGD", "lambda_max_along_sgd"),
+            ):
+                above = lr * np.array(record[key], dtype=float).ravel() > 2
+                lines.append(f"| {style(name)[0]} | {section} | {lr:g} | {where} | {(diverged & above).sum()} / "
+                             f"{above.sum()} | {(diverged & ~above).sum()} / {(~above).sum()} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def divergence_predictors(report: Report, name: str) -> str:
+    """How well each candidate flags the seed-task pairs (of every section of `name`'s curvature record) whose
+    test-time SGD diverged: how many of the pairs it flags diverged, and how many of the others."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    diverged, amplitude, start, along, lr = [], [], [], [], None
+    for record in report["curvature"][name].values():
+        flags = np.array(record["diverged"])
+        diverged.append(flags.ravel())
+        amplitude.append(np.broadcast_to(amplitudes, flags.shape).ravel())
+        start.append(np.array(record["lambda_at_start"], dtype=float).ravel())
+        along.append(np.array(record["lambda_max_along_sgd"], dtype=float).ravel())
+        lr = record["test_lr"]
+    diverged, amplitude, start, along = (np.concatenate(part) for part in (diverged, amplitude, start, along))
+    candidates = {
+        "α·λ > 2 at the initialization": lr * start > 2,
+        "amplitude above 3": amplitude > 3,
+        "amplitude above 4": amplitude > 4,
+        "α·λ > 15 before some step (λ along SGD)": lr * along > 15,
+    }
+    lines = ["| flagged by | diverged / pairs flagged | diverged / pairs not flagged |", "| --- | ---: | ---: |"]
+    for label, flagged in candidates.items():
+        lines.append(f"| {label} | {(diverged & flagged).sum()} / {flagged.sum():,} | "
+                     f"{(diverged & ~flagged).sum()} / {(~flagged).sum():,} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def diverged_pairs_table(report: Report) -> str:
+    """Every seed-task pair of the curvature record whose test-time SGD diverged: its task's amplitude, and its
+    top Hessian eigenvalue at the initialization and along SGD, each with its rank among all the pairs of
+    its section (the share of pairs below it)."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    lines = ["| learner | section | seed | task | amplitude (rank) | λ at the initialization (rank) | "
+             "largest λ along SGD (rank) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, sections in report["curvature"].items():
+        for section, record in sections.items():
+            start, along = (np.array(record[key], dtype=float) for key in ("lambda_at_start", "lambda_max_along_sgd"))
+            every_amplitude = np.broadcast_to(amplitudes, start.shape)
+            for seed, task in np.argwhere(np.array(record["diverged"])):
+                ranks = [f"{values[seed, task]:.{digits}f} ({np.mean(values < values[seed, task]):.0%})"
+                         for values, digits in ((every_amplitude, 2), (start, 0), (along, 0))]  # fmt: skip
+                lines.append(f"| {style(name)[0]} | {section} | {seed} | {task} | " + " | ".join(ranks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+AMPLITUDE_BINS = (0.1, 1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def curvature_by_amplitude(report: Report, section: str) -> str:
+    """The median (and 99th percentile) of lambda at the initialization over the seed-task pairs of each amplitude
+    bin, for each learner of the curvature record in `section`."""
+    amplitudes = np.array(report["evaluation"]["amplitudes"])
+    bins = list(pairwise(AMPLITUDE_BINS))
+    lines = ["| learner | " + " | ".join(f"a in [{low:g}, {high:g})" for low, high in bins) + " |",
+             "| --- |" + " ---: |" * len(bins)]  # fmt: skip
+    for name, sections in report["curvature"].items():
+        lambdas = np.array(sections[section]["lambda_at_start"], dtype=float)  # (seeds, tasks)
+        cells = []
+        for low, high in bins:
+            values = lambdas[:, (amplitudes >= low) & (amplitudes < high)].ravel()
+            cells.append(f"{np.median(values):.0f} ({np.percentile(values, 99):.0f})")
+        lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- The registry of blocks, and the pages they fill ------------------------------------------------------------------
+
+
+class Block(NamedTuple):
+    """What fills a generated block: the results file it is drawn from (a path under docs/), and the function
+    that writes its markdown from that file."""
+
+    source: str
+    write: Callable[[Report], str]
+
+
+EVALUATION, MARGIN, PAPER = "evaluation/results.json", "grader_margin/results.json", "paper_protocol/results.json"
+DRAWN = ("maml", "maml_alpha0.001", "pretrained_tuned")  # the learners the paper study draws, less the oracle
+ONE_MODEL_ROWS = tuple((name, key) for name in DRAWN for key in (K10_MODEL_AT_K5, "10", "20, trained at K=10"))
+HALF_RANGE = ("5 in the left half, trained at K=10", "10 in the left half")
+HALF_RANGE_ROWS = tuple((name, key) for name in DRAWN for key in HALF_RANGE)
+BLOCKS = {
+    "held_out": Block(EVALUATION, held_out_table),
+    "held_out_summary": Block(
+        EVALUATION, partial(held_out_table, steps=(1, MAX_STEPS), learners=("maml", "first_order_maml", "pretrained"))
+    ),
+    "grader_margin": Block(MARGIN, margin_table),
+    "grader_margin_spread": Block(MARGIN, margin_spread_table),
+    "grader_runs": Block("grader_runs.json", grader_runs_table),
+    "table_2": Block(PAPER, partial(table_2, section=K10_MODEL_AT_K5)),
+    "steps_by_k": Block(PAPER, partial(rows_table, rows=(*ONE_MODEL_ROWS, ("oracle", "10")), score="query")),
+    "regressors": Block(PAPER, regressors_table),
+    "half_range_query": Block(
+        PAPER, partial(rows_table, rows=(*HALF_RANGE_ROWS, ("oracle", HALF_RANGE[0])), score="query")
+    ),
+    "half_range_grid": Block(PAPER, partial(rows_table, rows=HALF_RANGE_ROWS, score="grid")),
+    "curvature": Block(PAPER, curvature_table),
+    "curvature_by_amplitude": Block(PAPER, partial(curvature_by_amplitude, section=K10_MODEL_AT_K5)),
+    "divergence_predictors": Block(PAPER, partial(divergence_predictors, name="maml")),
+    "diverged_pairs": Block(PAPER, diverged_pairs_table),
+}
+PAGES = ("README.md", "docs/api.md", "docs/evaluation.md", "docs/paper_protocol.md", "docs/seeds.md")
+
+START = re.compile(r"<!-- generated: (\S+) -->")
+END = "<!-- end generated -->"
+
+
+class PageError(ValueError):
+    """A page whose markers do not pair up, or that names a block BLOCKS does not have."""
+
+
+class Stale(NamedTuple):
+    """A generated block whose text is not what its results give: its name, and the line of its start marker."""
+
+    line: int
+    name: str
+
+
+def regenerated(text: str, page: str, read: Callable[[str], Report]) -> tuple[str, list[Stale]]:
+    """`text` (of `page`, named in errors) with the body of every generated block written again from
+    `read(source)`, and the blocks whose body changed. A body is a blank line, the table, a blank line:
+    a table that ran on into the end marker would take it for one of its rows."""
+    lines = iter(enumerate(text.splitlines(keepends=True), start=1))
+    written, stale = [], []
+    for number, line in lines:
+        written.append(line)
+        if line.rstrip("\n") == END:
+            raise PageError(f"{page}:{number}: {END} without a start marker before it")
+        start = START.fullmatch(line.rstrip("\n"))
+        if start is None:
+            continue
+        name = start[1]
+        if name not in BLOCKS:
+            raise PageError(f"{page}:{number}: no block is named {name!r} (maml_sine.pages.BLOCKS)")
+        body = []
+        for inner, inner_line in lines:  # the outer loop goes on after the end marker
+            if inner_line.rstrip("\n") == END:
+                break
+            if START.fullmatch(inner_line.rstrip("\n")):
+                raise PageError(f"{page}:{inner}: a block starts inside block {name!r}")
+            body.append(inner_line)
+        else:
+            raise PageError(f"{page}:{number}: block {name!r} has no {END}")
+        block = BLOCKS[name]
+        new = "\n" + block.write(read(block.source)) + "\n"
+        if "".join(body) != new:
+            stale.append(Stale(number, name))
+        written += [new, inner_line]
+    return "".join(written), stale
+
+
+class Page(NamedTuple):
+    """A page of PAGES: where it is, its text on disk, its text with every block written again, the stale blocks."""
+
+    path: Path
+    text: str
+    regenerated: str
+    stale: list[Stale]
+
+
+def regenerated_pages(root: Path) -> list[Page]:
+    """Every page of PAGES under `root`, written again in memory from the results under root/docs (each results
+    file read once)."""
+    read = cache(lambda source: json.loads((root / "docs" / source).read_text(encoding="utf-8")))
+    pages = []
+    for name in PAGES:
+        path = root / name
+        text = path.read_text(encoding="utf-8")
+        pages.append(Page(path, text, *regenerated(text, name, read)))
+    return pages
