@@ -234,4 +234,19 @@ def paper_study(updates: int = 70_000) -> Study:
                  figures=figures, curvature=("maml", "maml_alpha0.001"), seeds=5)  # fmt: skip
 
 
-STUDIES = {"assignment": assignment_study, "paper": paper_study}
+def meta_sgd_study(updates: int = 70_000) -> Study:
+    """Meta-SGD beside MAML under Finn et al.'s protocol: the paper study's training and sections, 5 seeds; Meta-SGD
+    adapts at test time with the step sizes it learned, MAML with SGD at its alpha."""
+    paper = paper_study(updates)
+    learners = ("maml", "meta_sgd")
+    one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
+    figures = (
+        Plot("mse_vs_steps", "mse", one_model, learners),
+        Plot("mse_vs_steps_per_k", "mse", ("5", "10"), learners),
+        Plot("fits", "fits", (K10_MODEL_AT_K5, "10"), learners),
+    )
+    return Study("meta_sgd", learners, paper.training, paper.sections, scores=paper.scores, medians=True,
+                 figures=figures, seeds=5)  # fmt: skip
+
+
+STUDIES = {"assignment": assignment_study, "paper": paper_study, "meta_sgd": meta_sgd_study}

@@ -24,6 +24,7 @@ STYLES = {  # each learner's label and colour, in every figure and table
     "pretrained": ("pretrained (S=0)", "tab:orange"),
     "pretrained_alpha0.001": ("pretrained, fine-tuned at 0.001", "darkgoldenrod"),
     "pretrained_tuned": ("pretrained, tuned step size", "tab:red"),
+    "meta_sgd": ("Meta-SGD, S=1 (learned step sizes)", "black"),
     "scratch": ("from scratch (random init)", "tab:gray"),
     "oracle": ("oracle (given a and p)", "tab:purple"),
     "multitask": ("multi-task average, no reg.", "tab:olive"),

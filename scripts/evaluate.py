@@ -6,7 +6,7 @@
     python scripts/evaluate.py --seeds 5 --first-seed 5   # seeds 5-9 only: a sweep split over machines
     python scripts/evaluate.py --protocol paper    # Finn et al.'s protocol: writes docs/paper_protocol/
 
-The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. Two studies (maml_sine.learners):
+The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. The studies (maml_sine.learners):
 
   assignment (default)  MAML S=1, first-order MAML S=1, the pretrained network (S=0) and the random
                         initialization they start from ("from scratch"), each trained on the assignment's
@@ -16,6 +16,8 @@ The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. Two studies (ma
                         per update, 70,000 updates, one model per K for MAML, the pretrained network and an
                         oracle told each task's amplitude and phase; scored on K new points per task (as the
                         authors' code scores) and on the grid.
+  meta_sgd              Meta-SGD (maml_sine/meta_sgd.py) beside MAML under the paper's protocol, 5 seeds:
+                        writes docs/meta_sgd/.
 
 Each learner is trained with --seeds seeds at once (seed i: tasks from numpy seed 1337 + i, initialization
 from torch seed 42 + i; seed 0 is `python test.py`'s), and saved in --checkpoint-dir, from where the next
@@ -58,7 +60,7 @@ from maml_sine.training import lane_seeds
 from utils import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT_DIRS = {"assignment": ROOT / "docs" / "evaluation", "paper": ROOT / "docs" / "paper_protocol"}
+OUT_DIRS = {"assignment": ROOT / "docs" / "evaluation", "paper": ROOT / "docs" / "paper_protocol"}  # else docs/<study>
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
 
 
@@ -73,9 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=whole_number(1), help="seeds per learner (default: the study's, 10 or 5)")
     parser.add_argument("--first-seed", type=whole_number(0), default=0, help="the first seed's number (default 0)")
-    parser.add_argument(
-        "--out-dir", type=Path, help="folder for the results (default docs/evaluation or paper_protocol)"
-    )
+    parser.add_argument("--out-dir", type=Path, help="folder for the results (default: docs/ and the study's folder)")
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR, help="folder for checkpoints")
     parser.add_argument("--retrain", action="store_true", help="meta-train even where a checkpoint exists")
     parser.add_argument(
@@ -86,7 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.study = STUDIES[args.protocol](**({"updates": args.updates} if args.updates else {}))
-    args.out_dir = args.out_dir or OUT_DIRS[args.protocol]
+    args.out_dir = args.out_dir or OUT_DIRS.get(args.protocol, ROOT / "docs" / args.protocol)
     args.seeds = args.seeds or args.study.seeds
     make_output_folders(parser, {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir})
     return args

@@ -130,3 +130,20 @@ def test_the_evaluation_trains_and_scores_it_with_its_own_step_sizes(tmp_path, m
     assert report["learners"]["meta_sgd"]["learner"]["algorithm"]["kind"] == "meta_sgd"
     assert all(np.isfinite(report["mse"]["grid"]["meta_sgd"]["10"]["mean"]))
     assert LEARNERS["meta_sgd"] == Learner(MetaSGD(num_steps=1), test_lr=LEARNED)
+
+
+@pytest.mark.slow
+def test_compiled_meta_sgd_lanes_take_the_eager_updates():
+    seeds = lane_seeds(2)
+    streams = ASSIGNMENT.streams(seeds)
+    batches = [streams.next_batch() for _ in range(20)]
+    learners = [
+        BatchedMAML(initializations_from_seeds(seeds), MetaSGD(1), compile=compile) for compile in (False, True)
+    ]
+    for tasks in batches:
+        for learner in learners:
+            learner.train(tasks)
+    eager, fast = learners
+    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
+    for name, tensor in eager.state.params.items():
+        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
