@@ -143,7 +143,8 @@ class _Lockstep:
                 shape = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__
                 raise ValueError(f"{name} must be a tensor of shape (N={len(self)}, B, n, {width}), got {shape}")
             if not part.is_floating_point() or 0 in part.shape:
-                raise ValueError(f"{name} must hold floating-point numbers, at least one task and point, got {part}")
+                got = f"{part.dtype} of shape {tuple(part.shape)}"
+                raise ValueError(f"{name} must hold floating-point numbers, at least one task and point, got {got}")
             shaped.append(part if part.dtype == dtype else part.to(dtype))
         for x_name, y_name, x, y in ((*TASK_PARTS[:2], *shaped[:2]), (*TASK_PARTS[2:], *shaped[2:])):
             if x.shape[:3] != y.shape[:3]:

@@ -259,7 +259,10 @@ def test_an_overflowing_learner_is_named_and_no_learner_changes():
             "1 tasks per learner but test_x 2",
         ),
         (lambda tasks: [tasks[0][:, :, :0], tasks[1][:, :, :0], *tasks[2:]], "train_x must hold .* at least one task"),
-        (lambda tasks: [*tasks[:2], tasks[2].long(), tasks[3]], "test_x must hold floating-point numbers"),
+        (
+            lambda tasks: [*tasks[:2], tasks[2].long(), tasks[3]],
+            r"test_x must hold floating-point numbers, .*, got torch.int64 of shape \(3, 1, 40, 1\)$",
+        ),
     ],
     ids=["three-parts", "wrong-N", "lengths-differ", "NaN", "tasks-differ", "empty-support", "int"],
 )
