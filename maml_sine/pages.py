@@ -189,9 +189,10 @@ def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, step
     for name, key in rows:
         result = report["mse"][score][name][key]
         cells = learner_cells(name, result, steps, study.medians)
-        lr = report["evaluation"]["test_lr"][name][key]
+        lr = report["evaluation"]["test_lr"][name][key]  # a step size, or LEARNED
+        step_size = lr if isinstance(lr, str) else f"{lr:g}"
         lines.append(
-            f"| {style(name)[0]} | {section_title(sections[key], study)} | {lr:g} | " + " | ".join(cells) + " |"
+            f"| {style(name)[0]} | {section_title(sections[key], study)} | {step_size} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -322,8 +323,10 @@ class Block(NamedTuple):
 
 
 EVALUATION, MARGIN, PAPER = "evaluation/results.json", "grader_margin/results.json", "paper_protocol/results.json"
+META_SGD = "meta_sgd/results.json"
 DRAWN = ("maml", "maml_alpha0.001", "pretrained_tuned")  # the learners the paper study draws, less the oracle
-ONE_MODEL_ROWS = tuple((name, key) for name in DRAWN for key in (K10_MODEL_AT_K5, "10", "20, trained at K=10"))
+ONE_MODEL_SECTIONS = (K10_MODEL_AT_K5, "10", "20, trained at K=10")  # the K = 10 models at 5, 10 and 20 points
+ONE_MODEL_ROWS = tuple((name, key) for name in DRAWN for key in ONE_MODEL_SECTIONS)
 HALF_RANGE = ("5 in the left half, trained at K=10", "10 in the left half")
 HALF_RANGE_ROWS = tuple((name, key) for name in DRAWN for key in HALF_RANGE)
 BLOCKS = {
@@ -345,8 +348,19 @@ BLOCKS = {
     "curvature_by_amplitude": Block(PAPER, partial(curvature_by_amplitude, section=K10_MODEL_AT_K5)),
     "divergence_predictors": Block(PAPER, partial(divergence_predictors, name="maml")),
     "diverged_pairs": Block(PAPER, diverged_pairs_table),
+    "meta_sgd": Block(
+        META_SGD,
+        partial(rows_table, rows=[(n, s) for s in ONE_MODEL_SECTIONS for n in ("maml", "meta_sgd")], score="query"),
+    ),
 }
-PAGES = ("README.md", "docs/api.md", "docs/evaluation.md", "docs/paper_protocol.md", "docs/seeds.md")
+PAGES = (
+    "README.md",
+    "docs/api.md",
+    "docs/evaluation.md",
+    "docs/meta_sgd.md",
+    "docs/paper_protocol.md",
+    "docs/seeds.md",
+)
 
 START = re.compile(r"<!-- generated: (\S+) -->")
 END = "<!-- end generated -->"
