@@ -40,6 +40,7 @@ from utils import (
     TORCH_SEED,
     SineGenerator,
     TrainFromScratch,
+    WriteError,
     check_writable,
     final_mse,
     plot_history,
@@ -181,3 +182,5 @@ if __name__ == "__main__":
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line saying what was kept
         print(interrupt, file=sys.stderr)
         sys.exit(INTERRUPTED)
+    except WriteError as error:  # a full disk, say: one line naming the file, status 1
+        sys.exit(f"error: {error}")

@@ -213,13 +213,42 @@ def show_figures() -> None:
         plt.show()
 
 
-# Shared by test.py and the project's scripts: a file is written whole or not at all, and a bad argument
-# ends a script with argparse's usage line and status 2 before any training.
+# Shared by test.py and the project's scripts: a file is written whole or not at all (one that cannot be written
+# ends a script with one line naming it, status 1), and a bad argument ends a script with argparse's usage line
+# and status 2 before any training.
+
+
+class WriteError(OSError):
+    """A file that could not be written, and why (a full disk, say). Its text is one line that names the file, for a
+    script to end with instead of a traceback; `kept` adds what is safe on disk all the same."""
+
+    def __init__(self, path: str | os.PathLike, reason: OSError, kept: str = "") -> None:
+        super().__init__(reason.errno, reason.strerror or str(reason), os.fspath(path))
+        self.kept = kept
+
+    def __str__(self) -> str:
+        line = f"cannot write {self.filename}: {self.strerror}"
+        return f"{line}; {self.kept}" if self.kept else line
+
+    def keeping(self, kept: str) -> WriteError:
+        """This error, saying also what is kept (`kept`, in place of what it said)."""
+        return WriteError(self.filename, self, kept)
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call `write(file)` on a temporary file beside `path`, sync it and rename it onto `path`. Readers see the
-    old file or the whole new one; if anything fails or interrupts, the old file stays and the temporary goes."""
+    old file or the whole new one; if anything fails or interrupts, the old file stays and the temporary goes.
+    An operating-system error (no space left, no permission) is raised as a `WriteError` naming `path`."""
+    try:
+        _write_beside_and_rename(path, write)
+    except Exception as error:
+        reason = _os_error_behind(error)
+        if reason is None:
+            raise
+        raise WriteError(path, reason) from error
+
+
+def _write_beside_and_rename(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     handle, temporary = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -232,6 +261,14 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _os_error_behind(error: BaseException | None) -> OSError | None:
+    """`error` if it is an OSError, else the OSError it was raised from or while handling, if any: torch's save
+    meets a full disk as an OSError and raises a RuntimeError while handling it."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> None:

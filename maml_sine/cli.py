@@ -1,7 +1,8 @@
 """The command-line conventions every script shares: counts, output paths, and Ctrl-C.
 
 A bad argument ends the script with argparse's usage line and status 2 before any
-training starts; Ctrl-C ends it with one line saying what was kept and status 130.
+training starts; Ctrl-C ends it with one line saying what was kept and status 130; a file
+that cannot be written (a full disk) ends it with one line naming the file and status 1.
 """
 
 import argparse
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from maml_sine.interrupts import INTERRUPTED, stop_on_ctrl_c
-from utils import check_writable
+from utils import WriteError, check_writable
 
 
 def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path]) -> None:
@@ -29,10 +30,13 @@ def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path
 
 def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:
     """Run a script's `main(argv)` with the project's Ctrl-C handler (`interrupts`). A KeyboardInterrupt
-    ends it with the interrupt's message, which says where it stopped and what is kept, and status 130."""
+    ends it with the interrupt's message, which says where it stopped and what is kept, and status 130; a
+    `WriteError` with `error: ` and its line, which names the file and what is kept, and status 1."""
     stop_on_ctrl_c()
     try:
         main(argv)
     except KeyboardInterrupt as interrupt:
         print(str(interrupt) or "interrupted", file=sys.stderr)
         sys.exit(INTERRUPTED)
+    except WriteError as error:
+        sys.exit(f"error: {error}")

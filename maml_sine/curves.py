@@ -15,7 +15,7 @@ from maml_sine.files import write_json_atomically
 from maml_sine.learners import ASSIGNMENT
 from maml_sine.reports import plot_curves_over_seeds
 from maml_sine.training import LockstepRun, final_mse_per_seed, lane_seeds
-from utils import TFS_STEPS, final_mse, plot_history, save_figure
+from utils import TFS_STEPS, WriteError, final_mse, plot_history, save_figure
 
 NAMES = {"maml": "MAML (S={steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
 
@@ -24,8 +24,8 @@ def curves_over_seeds(
     num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int, out: Path, fast: bool = False,
     kept: list[str] | None = None,
 ) -> list[str]:  # fmt: skip
-    """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once; save the figure
-    at `out` and each seed's final MSE beside it (`out` with the suffix .json). Returns one summary line per
+    """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once; save each seed's
+    final MSE beside `out` (`out` with the suffix .json), then the figure at `out`. Returns one summary line per
     learner. Each update is compiled with `fast`, or when the run is long enough to pay for compiling
     (`training.worth_compiling`). When Ctrl-C stops the run, the curve so far is saved, a line saying so is
     appended to `kept`, and the KeyboardInterrupt goes on to the caller."""
@@ -49,7 +49,6 @@ def curves_over_seeds(
                 )
         raise
     histories = {name: learner.histories for name, learner in learners.items()}
-    _save_curves(histories, maml_steps, out)
     finals = {name: final_mse_per_seed(losses).tolist() for name, losses in histories.items()}
     record = {
         "seeds": seeds,
@@ -58,7 +57,11 @@ def curves_over_seeds(
         "tfs_steps": TFS_STEPS,
         "final_mse": finals,
     }
-    write_json_atomically(out.with_suffix(".json"), record)
+    write_json_atomically(out.with_suffix(".json"), record)  # the record first: a figure that fails loses nothing
+    try:
+        _save_curves(histories, maml_steps, out)
+    except WriteError as error:
+        raise error.keeping(f"{out.with_suffix('.json')} is complete") from error
     return [_summary(NAMES[name].format(steps=maml_steps), losses) for name, losses in histories.items()]
 
 

@@ -2,7 +2,7 @@
 
 Every file the project writes (figures, checkpoints, results) goes through `utils.write_atomically`,
 so a failed disk or a Ctrl-C in the middle leaves the previous file as it was and no
-partial file behind.
+partial file behind; a file that cannot be written raises `utils.WriteError`, which names it.
 """
 
 import json

@@ -26,10 +26,13 @@ naming the one that holds it, or, with --wait-for-lock, waits for it and loads w
 checkpoint (one that fails its digest, or holds NaN or infinity) ends the run with status 1 and one line.
 The 600 held-out tasks come from a generator of their own, the same in every run. Every number is the mean
 over seeds with a between-seed 95% interval (Student t) beside the task-sampling one.
-Written to --out-dir: results.json, results.md, mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
+Written to --out-dir, in this order: results.json (the record the pages are drawn from), results.md,
+mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
 atomically, so nothing is left half-written, and the learners already trained stay in --checkpoint-dir.
+A file that cannot be written (a full disk) ends the run with status 1 and one line naming it and saying
+what is kept: the checkpoints saved before it, and the files of --out-dir written before it.
 """
 
 import argparse
@@ -57,7 +60,7 @@ from maml_sine.learners import LEARNERS, STUDIES
 from maml_sine.reports import SCORES, markdown_table, plot_curvature, plot_fits, plot_mse_against_steps
 from maml_sine.studies import Run, evaluated, test_lrs, trained_learners
 from maml_sine.training import lane_seeds
-from utils import whole_number
+from utils import WriteError, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIRS = {"assignment": ROOT / "docs" / "evaluation", "paper": ROOT / "docs" / "paper_protocol"}  # else docs/<study>
@@ -94,9 +97,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Train or load, evaluate and write everything; returns what results.json holds. Ctrl-C raises
-    KeyboardInterrupt with one line for the user: where the run stopped and what it kept."""
+    KeyboardInterrupt with one line for the user: where the run stopped and what it kept; a file that
+    cannot be written raises a `WriteError` that names it and says what is kept."""
     args = parse_args(argv)
-    study, saved, stage = args.study, [], "training"
+    study, saved, written, stage = args.study, [], [], "training"
     start = time.perf_counter()
     try:
         run = Run(study, lane_seeds(args.seeds, args.first_seed), args.checkpoint_dir, args.retrain, args.regressors)
@@ -110,22 +114,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
         lrs, tuning = test_lrs(study, initializations, validation)
         results, fits, curvature = evaluated(study, initializations, tasks, lrs)
         evaluation_seconds = time.perf_counter() - start - training_seconds
-        stage = "writing the figures and results"
+        stage = "writing the results and figures"
         seconds = {"train_or_load": training_seconds, "evaluate": evaluation_seconds}
         command = " ".join(["python scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)])
         measured = {"mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature}
-        report = write_results(args, measured, fits, tasks, records, seconds, command)
+        report = write_results(args, measured, fits, tasks, records, seconds, command, written)
     except KeyboardInterrupt as interrupt:
         message = str(interrupt) or f"interrupted while {stage}"
-        raise KeyboardInterrupt(_interrupted(message, stage, saved, args)) from None
+        raise KeyboardInterrupt(f"{message}; {_kept(saved, written, args)}") from None
+    except WriteError as error:
+        raise error.keeping(_kept(saved, written, args)) from error
     print(f"train/load {training_seconds:.1f} s, evaluate {evaluation_seconds:.1f} s; results in {args.out_dir}")
     return report
 
 
 def write_results(
-    args: argparse.Namespace, measured: dict, fits: dict, tasks, records: dict, seconds: dict[str, float], command: str
-) -> dict:
-    """The figures, results.json and results.md in --out-dir; returns what results.json holds."""
+    args: argparse.Namespace, measured: dict, fits: dict, tasks, records: dict, seconds: dict[str, float],
+    command: str, written: list[str],
+) -> dict:  # fmt: skip
+    """results.json, results.md, then the figures in --out-dir, each file's name appended to `written` once it is;
+    returns what results.json holds. results.json comes first: a figure that fails loses none of the numbers."""
     study, fit_task, results = args.study, task_to_draw(tasks), measured["mse"]
     evaluation = {
         "held_out_seed": HELD_OUT_SEED,
@@ -149,34 +157,40 @@ def write_results(
         "mse": results,
         "curvature": measured["curvature"],
     }
+    table = markdown_table(results, study, len(tasks), command)
+    write_json_atomically(args.out_dir / "results.json", report)
+    written.append("results.json")
+    write_text_atomically(args.out_dir / "results.md", table)
+    written.append("results.md")
+    print(table)
     for figure in study.figures:
         if figure.kind == "fits":
             plot_fits(fits, figure, study, tasks, fit_task, args.out_dir / f"{figure.name}.png")
+            written.append(f"{figure.name}.png")
         elif figure.kind == "curvature":
             plot_curvature(as_written(report), figure.sections[0], args.out_dir / f"{figure.name}.png")
+            written.append(f"{figure.name}.png")
         else:
             for score in study.scores:
                 name = figure.name if score == study.scores[0] else f"{figure.name}_{score}"
                 plot_mse_against_steps(results[score], figure, study, len(tasks), args.out_dir / f"{name}.png", score)
-    table = markdown_table(results, study, len(tasks), command)
-    write_json_atomically(args.out_dir / "results.json", report)
-    write_text_atomically(args.out_dir / "results.md", table)
-    print(table)
+                written.append(f"{name}.png")
     return report
 
 
-def _interrupted(message: str, stage: str, saved: list[str], args: argparse.Namespace) -> str:
-    """The line for a run stopped by Ctrl-C: where it stopped and what is on disk (every write is atomic)."""
+def _kept(saved: list[str], written: list[str], args: argparse.Namespace) -> str:
+    """What a run that stopped early (Ctrl-C, a file it could not write) leaves on disk, every write being atomic:
+    the checkpoints of the learners in `saved`, and the files of --out-dir in `written`, each complete."""
     if saved:
         again = "run again without --retrain" if args.retrain else "run again"
         checkpoints = f"checkpoints of {', '.join(saved)} are kept in {args.checkpoint_dir}: {again} to go on from them"
     else:
         checkpoints = "no learner had finished, so no checkpoint was written"
-    if stage.startswith("writing"):
-        results = f"the files in {args.out_dir} are each complete, but may not all be from this run"
+    if written:
+        results = f"{', '.join(written)} in {args.out_dir} are complete and this run's"
     else:
         results = f"nothing was written to {args.out_dir}"
-    return f"{message}; {checkpoints}; {results}"
+    return f"{checkpoints}; {results}"
 
 
 def _main_with_clear_errors(argv: Sequence[str]) -> None:

@@ -45,7 +45,7 @@ from maml_sine.files import as_written, write_json_atomically, write_text_atomic
 from maml_sine.learners import assignment_protocol
 from maml_sine.pages import margin_table
 from maml_sine.training import LockstepRun, lane_seeds
-from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator, save_figure, whole_number
+from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator, WriteError, save_figure, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"K10-S1": {"k": 10, "num_steps": 1, "threshold": 0.7}, "K5-S5": {"k": 5, "num_steps": 5, "threshold": 0.8}}
@@ -220,11 +220,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise KeyboardInterrupt(f"{str(interrupt) or 'interrupted'}; nothing was written to {args.out_dir}") from None
     report = {"seeds": seeds, "episodes": args.episodes, "clip": args.clip, "final_window": FINAL_WINDOW}
     report.update(runs=RUNS, results=results)
-    plot(results, args.out_dir / "margin.png")
-    write_json_atomically(args.out_dir / "results.json", report, indent=None)
+    write_json_atomically(args.out_dir / "results.json", report, indent=None)  # the record, first
     table = markdown(as_written(report))
     write_text_atomically(args.out_dir / "results.md", table)
     print(table)
+    try:
+        plot(results, args.out_dir / "margin.png")
+    except WriteError as error:
+        raise error.keeping(f"results.json and results.md in {args.out_dir} are complete") from error
     return report
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from maml_sine.files import write_text_atomically
 from maml_sine.pages import PageError, regenerated_pages
+from utils import WriteError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,5 +56,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except PageError as error:
+    except (PageError, WriteError) as error:  # a page that cannot be read or written: one line, status 1
         sys.exit(f"error: {error}")

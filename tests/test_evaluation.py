@@ -432,9 +432,9 @@ def test_an_interrupt_while_training_names_the_learner_and_keeps_the_finished_on
         ("evaluated", "evaluating", "nothing was written to {out}", []),
         pytest.param(
             "plot_fits",
-            "writing the figures and results",
-            "the files in {out} are each complete, but may not all be from this run",
-            ["mse_vs_steps.png"],
+            "writing the results and figures",
+            "results.json, results.md, mse_vs_steps.png in {out} are complete and this run's",
+            ["mse_vs_steps.png", "results.json", "results.md"],
             marks=pytest.mark.slow,  # the whole evaluation runs first
         ),
     ],
