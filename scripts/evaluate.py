@@ -29,7 +29,11 @@ over seeds with a between-seed 95% interval (Student t) beside the task-sampling
 Written to --out-dir: results.json, results.md, mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
-atomically, so nothing is left half-written, and the learners already trained stay in --checkpoint-dir.
+atomically, so nothing is left half-written. The learners already trained stay in --checkpoint-dir, and
+so does the meta-learner in training: stopped after the update it is in, it is saved there (as it is
+every few minutes while it trains), and the next run resumes it and ends bitwise equal to a run never
+stopped. A run that is killed loses only the updates since the last save. A multi-task baseline in
+training is not kept: its groups of regressors are short.
 """
 
 import argparse
@@ -171,7 +175,7 @@ def _interrupted(message: str, stage: str, saved: list[str], args: argparse.Name
         again = "run again without --retrain" if args.retrain else "run again"
         checkpoints = f"checkpoints of {', '.join(saved)} are kept in {args.checkpoint_dir}: {again} to go on from them"
     else:
-        checkpoints = "no learner had finished, so no checkpoint was written"
+        checkpoints = "no learner had finished, so no whole checkpoint was written"
     if stage.startswith("writing"):
         results = f"the files in {args.out_dir} are each complete, but may not all be from this run"
     else:

@@ -411,10 +411,14 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
     arguments += ["--out-dir", str(out), "--checkpoint-dir", str(checkpoints)]
     assert interrupt_after_progress(SCRIPT, arguments, updates, log) == 130
     errors = log.read_text()
-    assert re.search(
-        r"\ninterrupted while training; "
-        rf"no learner had finished, so no checkpoint was written; nothing was written to {re.escape(str(out))}\n",
+    stopped = re.search(
+        r"\ninterrupted while training maml, K=5, seeds 0-1 after update ([\d,]+) of 1,000, saved to resume from; "
+        rf"no learner had finished, so no whole checkpoint was written; nothing was written to {re.escape(str(out))}\n",
         errors,
-    ), errors
+    )
+    assert stopped, errors
     assert "Traceback" not in errors
-    assert not any(checkpoints.iterdir()) and not any(out.iterdir())
+    (partial,) = checkpoints.iterdir()
+    assert partial.name == "paper-maml-K5-1000-seeds0-1.pt" and not any(out.iterdir())
+    content = torch.load(partial, weights_only=True)
+    assert content["updates"] == int(stopped[1].replace(",", "")) < 1_000, "the updates done, saved to resume from"
