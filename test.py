@@ -21,6 +21,7 @@ weights from torch seed 42 + i (seed 0 is the single run's), and all train toget
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -179,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line saying what was kept
-        print(interrupt, file=sys.stderr)
-        sys.exit(INTERRUPTED)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line saying what was kept, status 130, at once
+        print(interrupt, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(INTERRUPTED)  # not through the interpreter's teardown, where a second Ctrl-C would kill it
     except WriteError as error:  # a full disk, say: one line naming the file, status 1
         sys.exit(f"error: {error}")

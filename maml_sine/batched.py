@@ -211,6 +211,14 @@ class BatchedMAML(_Lockstep):
         """(N, updates): the L2 norm of each learner's meta-gradient at every update, before Adam."""
         return self.gradient_norms.array()
 
+    def go_on_from(self, saved: "BatchedMAML") -> None:
+        """Take over the state and records of `saved` (as many learners of this algorithm, all still training, e.g.
+        loaded from a checkpoint of part of a run), shared, not copied: the next update is the one `saved` would
+        have taken next, run by these learners' own update (compiled or not)."""
+        if saved.algorithm != self.algorithm or len(saved) != len(self) or not saved.active.all():
+            raise ValueError(f"{len(self)} learners go on only from as many of their algorithm, all still training")
+        self.state, self.losses, self.gradient_norms = saved.state, saved.losses, saved.gradient_norms
+
     def train(self, tasks: TaskBatch) -> None:
         """One meta-update of every learner on its B tasks: four tensors, each (N, B, n, d or 1).
 

@@ -2,17 +2,26 @@
 
 A checkpoint holds a record of what was trained (the learner, the protocol it was trained
 under, the seeds) and the learners' state: their params by name, Adam's moments and step count (so
-training can go on exactly where it stopped) and every query loss. Loading compares the
-record with the one expected, field by field, and refuses any difference: a file name is
-not a record. Files are written atomically and read with `torch.load(weights_only=True)`,
-which unpickles tensors and plain containers only, never arbitrary objects.
+training can go on exactly where it stopped), every query loss and meta-gradient norm, and how
+many updates it holds. Loading compares the record with the one expected, field by field, and
+refuses any difference: a file name is not a record.
+
+A checkpoint may hold part of a run: a long learner saves itself every few minutes and when
+Ctrl-C stops it (`training.meta_trained`), with fewer updates than its protocol's and the state
+of its task streams (`streams.TaskStreams.state`, plain data), so that a rerun draws the tasks
+the rest of the run would have drawn and ends bitwise equal to a run that was never stopped.
+`load` refuses such a file as "not one whole run"; `load_progress` gives it to resume from.
+
+Files are written atomically and read with `torch.load(weights_only=True)`, which unpickles
+tensors and plain containers only, never arbitrary objects.
 
 A file also proves its content. Beside every tensor it holds the SHA-256 digest of the
 tensor's dtype, shape and bytes, checked on load: one flipped bit (a weight of 0.8 read as
 2e38, finite, so no check of values sees it) is refused, not evaluated as a learner that
-diverges. Values are checked too, on save and on load: every value finite, and Adam's
-second moments and the losses (mean squared errors) non-negative. No loss may be NaN: a
-checkpoint holds learners that all still train (`save`), whose every loss is finite, and
+diverges. The fields of plain data (the updates held, the streams' state) have the digest of
+their JSON text. Values are checked too, on save and on load: every value finite, and Adam's
+second moments, the losses (mean squared errors) and the meta-gradient norms non-negative. No
+loss may be NaN: a checkpoint holds learners that all still train (`save`), whose every loss is finite, and
 networks' scores are their final MSEs, finite as their weights are. A file that fails is
 refused with a `CheckpointError` naming it and the tensor.
 
@@ -23,6 +32,7 @@ refused, naming the first, or waits for it, and then loads what it trained.
 
 import fcntl
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -30,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -39,9 +49,15 @@ from maml_sine.core import Algorithm, LearnerState, network
 from utils import LAYER_SIZES, write_atomically
 
 FORMAT = "maml-sine-checkpoint"
-VERSION = 4  # 3: a digest of every tensor; 4: named tensors, whatever the learner learns
+VERSION = 5  # 3: a digest of every tensor; 4: named tensors, whatever the learner learns; 5: part of a run
 STATE = ("params", "exp_avgs", "exp_avg_sqs")  # each a mapping of the learner's named tensors
-NON_NEGATIVE = {"exp_avg_sqs": "Adam's second moments (means of squares)", "losses": "losses (mean squared errors)"}
+RECORDS = {"losses": torch.float32, "gradient_norms": torch.float64}  # (learners, updates); each update's dtype
+PROGRESS = ("updates", "streams")  # plain data: the updates held, the streams' state (None once a run is whole)
+NON_NEGATIVE = {
+    "exp_avg_sqs": "Adam's second moments (means of squares)",
+    "losses": "losses (mean squared errors)",
+    "gradient_norms": "meta-gradient norms",
+}
 LOCK_FILE = ".lock"  # in a checkpoint folder while a run uses it; it names that run
 
 
@@ -71,43 +87,77 @@ def digest(tensor: torch.Tensor) -> str:
     return sha256.hexdigest()
 
 
-def save(learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLike) -> None:
+class Progress(NamedTuple):
+    """Learners saved part way through their run, and the state of their task streams then: what a rerun
+    resumes from (`LockstepRun.resume`)."""
+
+    learners: BatchedMAML
+    streams: dict[str, Any]
+
+
+def save(
+    learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLike, streams: dict[str, Any] | None = None
+) -> None:  # fmt: skip
     """Write `learners` and the `record` of what they are to `path`, atomically: an interrupted save leaves
-    any previous checkpoint whole. Only learners that all still train are saved (see `stop_diverged`)."""
+    any previous checkpoint whole. Only learners that all still train are saved (see `stop_diverged`).
+
+    Learners that have taken fewer updates than `record["protocol"]["updates"]` are part of a run: `streams`,
+    the state of their task streams after the last update they took, must come with them."""
     if not learners.active.all():
         raise ValueError(
             f"learner(s) {sorted(learners.diverged_at)} stopped; a checkpoint holds training learners only"
         )
+    updates, planned = len(learners.losses), record["protocol"]["updates"]
+    if updates > planned or (updates < planned and streams is None):
+        raise ValueError(f"{updates} of {planned} updates: part of a run is saved with its streams' state, no more")
     tensors = {
         **{field: {name: t.clone() for name, t in getattr(learners.state, field).items()} for field in STATE},
         "step": learners.state.step.clone(),
         "losses": torch.from_numpy(learners.histories),
+        "gradient_norms": torch.from_numpy(learners.gradient_norm_histories),
     }
-    _write(Path(path), record, tensors)
+    _write(Path(path), record, tensors, {"updates": updates, "streams": streams})
 
 
 def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
-    """The learners saved at `path`, if its record is `record`; raises `CheckpointError` naming the file and
-    the problem otherwise. `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]`
-    one (numpy seed, torch seed) pair per learner."""
-    path, fields = Path(path), (*STATE, "step", "losses")
-    checkpoint = _read(path, record, fields)
+    """The learners saved at `path`, if its record is `record` and they have taken every update of its protocol;
+    raises `CheckpointError` naming the file and the problem otherwise (a run saved part way is "not one whole
+    run"). `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]` one (numpy seed,
+    torch seed) pair per learner."""
+    learners = load_progress(path, record)
+    if isinstance(learners, Progress):
+        updates, planned = len(learners.learners.losses), record["protocol"]["updates"]
+        raise CheckpointError(path, f"holds {updates} of its protocol's {planned} updates: not one whole run")
+    return learners
+
+
+def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML | Progress:
+    """The learners saved at `path`, if its record is `record`: whole (as `load` gives them) or, if they were
+    saved part way through their run, a `Progress` to resume from; a `CheckpointError` otherwise."""
+    path, fields = Path(path), (*STATE, "step", *RECORDS)
+    checkpoint = _read(path, record, (*fields, *PROGRESS))
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, algorithm = len(record["seeds"]), Algorithm.from_record(record["learner"]["algorithm"])
     network_shapes = weight_shapes(record["learner"]["inputs"])
     learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in network_shapes]).items()}
     _check_shapes(path, checkpoint, {field: learned for field in STATE}, count)
-    _check_content(path, checkpoint, fields)
-    updates = checkpoint["losses"].shape[1]
-    if updates != record["protocol"]["updates"] or not (checkpoint["step"] == updates).all():
-        steps = checkpoint["step"].tolist()
-        raise CheckpointError(path, f"holds {updates} updates of losses and Adam steps {steps}: not one whole run")
+    _check_content(path, checkpoint, fields, PROGRESS)
+    updates, planned, streams = checkpoint["updates"], record["protocol"]["updates"], checkpoint["streams"]
+    held = [checkpoint[field].shape[1] for field in RECORDS]
+    steps = checkpoint["step"].tolist()
+    if type(updates) is not int or not 0 <= updates <= planned or held != [updates] * 2 or steps != [updates] * count:
+        losses, norms = held
+        problem = f"holds {updates!r} of {planned} updates, {losses} losses, {norms} gradient norms, Adam steps {steps}"
+        raise CheckpointError(path, f"{problem}: they do not agree")
+    if updates < planned and not isinstance(streams, dict):
+        raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
     learners = BatchedMAML(list(zip(*network(checkpoint["params"]))), algorithm)
     learners.state = LearnerState(*(checkpoint[field] for field in STATE), step=checkpoint["step"].float())
-    for losses in checkpoint["losses"].T.float():
-        learners.losses.append(losses)
-    return learners
+    for field, dtype in RECORDS.items():
+        for row in checkpoint[field].T.to(dtype):
+            getattr(learners, field).append(row)
+    return learners if updates == planned else Progress(learners, streams)
 
 
 def save_networks(
@@ -154,18 +204,32 @@ def one_writer(folder: str | os.PathLike, *, wait: bool = False) -> Iterator[Non
         os.close(descriptor)
 
 
-def _write(path: Path, record: Mapping[str, Any], tensors: Mapping[str, torch.Tensor | list[torch.Tensor]]) -> None:
-    """Write `tensors` (by field: a tensor or a list of them) with the format, the `record` and every tensor's
-    digest to `path`, atomically. Values that loading would refuse raise a `CheckpointError` here, before
-    anything is written, so the error comes where the values were made and no training is saved to be refused."""
-    named = _named_tensors(tensors)
+def data_digest(value: Any) -> str:
+    """The SHA-256 (hex) of plain data (dicts, lists, strings, numbers, None) as JSON text with sorted keys: the
+    digest of the fields of a checkpoint that are not tensors."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _write(
+    path: Path, record: Mapping[str, Any], tensors: Mapping[str, torch.Tensor | list | dict],
+    data: Mapping[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Write `tensors` (by field: a tensor, or a list or mapping of them) and `data` (by field: plain data) with
+    the format, the `record` and the digest of every tensor and field of data to `path`, atomically. Values that
+    loading would refuse raise a `CheckpointError` here, before anything is written, so the error comes where the
+    values were made and no training is saved to be refused."""
+    named, data = _named_tensors(tensors), data or {}
     _check_values(path, named)
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,
         "record": dict(record),
         **tensors,
-        "digests": {name: digest(tensor) for name, tensor in named.items()},
+        **data,
+        "digests": {
+            **{name: digest(tensor) for name, tensor in named.items()},
+            **{field: data_digest(value) for field, value in data.items()},
+        },
     }
     write_atomically(path, lambda file: torch.save(checkpoint, file))
 
@@ -216,7 +280,7 @@ def _check_shapes(
             tensor, want = tensors[key], (count, *shape)
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != want or tensor.dtype != torch.float32:
                 raise CheckpointError(path, f"its {field}[{key}] is not a {want} torch.float32 tensor")
-    for name, shape in (("step", (count,)), ("losses", (count, None))):
+    for name, shape in (("step", (count,)), *((field, (count, None)) for field in RECORDS)):
         if name not in checkpoint:
             continue
         tensor = checkpoint[name]
@@ -229,17 +293,19 @@ def _check_shapes(
             raise CheckpointError(path, f"its {name} is not a float tensor of shape {shape} (None: any length)")
 
 
-def _check_content(path: Path, checkpoint: dict[str, Any], fields: Sequence[str]) -> None:
-    """Every tensor of `fields` (shapes already checked) must match the digest written with it, and its values
-    must be legal (`_check_values`)."""
+def _check_content(path: Path, checkpoint: dict[str, Any], fields: Sequence[str], data: Sequence[str] = ()) -> None:
+    """Every tensor of `fields` (shapes already checked) and every field of plain `data` must match the digest
+    written with it, and the tensors' values must be legal (`_check_values`)."""
     digests = checkpoint["digests"]
     if not isinstance(digests, dict):
         raise CheckpointError(path, f"its digests are a {type(digests).__name__}, not a dict")
     named = _named_tensors({field: checkpoint[field] for field in fields})
-    for name, tensor in named.items():
+    found = {**{name: digest(tensor) for name, tensor in named.items()},
+             **{field: data_digest(checkpoint[field]) for field in data}}  # fmt: skip
+    for name, computed in found.items():
         if name not in digests:
             raise CheckpointError(path, f"has no digest of its {name}")
-        if digests[name] != digest(tensor):
+        if digests[name] != computed:
             raise CheckpointError(path, f"its {name} does not match its SHA-256 digest: the file is damaged")
     _check_values(path, named)
 
@@ -261,7 +327,7 @@ def _check_values(path: Path, named: Mapping[str, torch.Tensor]) -> None:
 
 def _named_tensors(fields: Mapping[str, torch.Tensor | list | dict]) -> dict[str, torch.Tensor]:
     """Every tensor of `fields` (a tensor, or a list or mapping of them) under the name errors and digests give
-    it: "params[w1]", "exp_avgs[b3]", "weights[0]", "step", "losses"."""
+    it: "params[w1]", "exp_avgs[b3]", "weights[0]", "step", "losses", "gradient_norms"."""
     named = {}
     for field, value in fields.items():
         if isinstance(value, list | dict):

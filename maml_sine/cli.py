@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from maml_sine.interrupts import INTERRUPTED, stop_on_ctrl_c
+from maml_sine.interrupts import exit_interrupted, stop_on_ctrl_c
 from utils import WriteError, check_writable
 
 
@@ -36,7 +36,6 @@ def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) ->
     try:
         main(argv)
     except KeyboardInterrupt as interrupt:
-        print(str(interrupt) or "interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        exit_interrupted(str(interrupt) or "interrupted")
     except WriteError as error:
         sys.exit(f"error: {error}")

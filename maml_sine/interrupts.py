@@ -19,8 +19,10 @@ KeyboardInterrupt everywhere.
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
 
@@ -56,6 +58,15 @@ def checked_after_each_step() -> Iterator[None]:
 def stop_requested() -> bool:
     """Whether a Ctrl-C has come since `stop_on_ctrl_c()`, while its handler is still the one in place."""
     return _ctrl_c.requested and signal.getsignal(signal.SIGINT) is _on_ctrl_c
+
+
+def exit_interrupted(line: str) -> NoReturn:
+    """End the program after a Ctrl-C, once what it keeps is saved: `line` on stderr and status 130, at once.
+    Not through the interpreter's teardown (torch's compile workers can make it last seconds), during which
+    Python puts its default SIGINT handler back and a second Ctrl-C would kill the program by the signal."""
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED)
 
 
 def _on_ctrl_c(signum: int, frame: object) -> None:

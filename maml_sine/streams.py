@@ -3,9 +3,16 @@
 Every stream is built as `Stream(seeds, protocol, inputs)` and gives, at each `next_batch()`, the
 next update's tasks of every seed: (train_x, train_y, test_x, test_y), each (N seeds, B tasks,
 n points, d) with d = 1, or 3 for the oracle (x, amplitude, phase). `np.random` is never touched.
+
+The streams a long learner resumes on (the assignment's and the paper's) give their position as
+`state()`, plain data (lists, dicts, numbers) that a checkpoint stores and digests, and take it
+back with `restore(state)`: a stream restored to a state gives the batches it gave after it. The
+generators' states are kept rather than a count of batches to draw again on resume: drawing
+70,000 updates' batches again takes about 10 s for 10 seeds, a state a few kilobytes and no time.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,14 +31,26 @@ class TaskStreams:
         if inputs != 1:
             raise ValueError("the assignment's stream gives x alone; a network of more inputs needs another stream")
         self.tasks_per_update = protocol.tasks_per_update
-        self.generators = [
-            SineGenerator(protocol.support_points, protocol.query_points, rng=np.random.RandomState(seed))
-            for seed, _ in seeds
-        ]
+        self.rngs = [np.random.RandomState(seed) for seed, _ in seeds]
+        self.generators = [SineGenerator(protocol.support_points, protocol.query_points, rng=rng) for rng in self.rngs]
 
     def next_batch(self) -> list[torch.Tensor]:
         tasks = [[generator.generate_task()[1] for _ in range(self.tasks_per_update)] for generator in self.generators]
         return [torch.stack([torch.stack([task[part] for task in lane]) for lane in tasks]) for part in range(4)]
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream is, as plain data: each seed's Mersenne Twister state, its key as a list of ints."""
+        return {"generators": [_with_key(rng.get_state(legacy=False), np.ndarray.tolist) for rng in self.rngs]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put the stream back where `state()` said it was; a ValueError if it is not a state of as many seeds."""
+        for rng, generator in zip(self.rngs, _states_of(state, len(self.rngs))):
+            rng.set_state(_with_key(generator, lambda key: np.array(key, dtype=np.uint32)))
+
+
+def _with_key(state: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """A `RandomState` state (as `get_state(legacy=False)` gives it) with its key converted by `convert`."""
+    return {**state, "state": {**state["state"], "key": convert(state["state"]["key"])}}
 
 
 def with_amplitude_and_phase(x: torch.Tensor, amplitudes: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
@@ -57,15 +76,35 @@ class PaperTaskStreams:
         self.k, self.tasks_per_update, self.oracle = protocol.support_points, protocol.tasks_per_update, inputs == 3
         self.drawn: list[torch.Tensor] = []  # x, y, amplitudes, phases of the next updates, update first
         self.next_update = 0
+        self.drawn_from = self._generator_states()  # the generators' states before `drawn` was drawn
 
     def next_batch(self) -> list[torch.Tensor]:
         if not self.drawn or self.next_update == DRAWN_AT_ONCE:
+            self.drawn_from = self._generator_states()
             self.drawn, self.next_update = self._draw(), 0
         x, y, amplitudes, phases = (part[self.next_update] for part in self.drawn)
         self.next_update += 1
         if self.oracle:
             x = with_amplitude_and_phase(x, amplitudes, phases)
         return [x[:, :, : self.k], y[:, :, : self.k], x[:, :, self.k :], y[:, :, self.k :]]
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream is, as plain data: each seed's generator state before the block of updates in use was
+        drawn, and how many of the block's updates were given (the block itself is drawn again on `restore`)."""
+        return {"generators": self.drawn_from, "next_update": self.next_update if self.drawn else None}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put the stream back where `state()` said it was; a ValueError if it is not a state of as many seeds."""
+        generators, next_update = _states_of(state, len(self.generators)), state.get("next_update")
+        if next_update is not None and not (isinstance(next_update, int) and 0 <= next_update <= DRAWN_AT_ONCE):
+            raise ValueError(f"a stream's next_update must be None or 0 to {DRAWN_AT_ONCE}, got {next_update!r}")
+        for rng, generator in zip(self.generators, generators):
+            rng.bit_generator.state = generator
+        self.drawn_from = self._generator_states()
+        self.drawn, self.next_update = ([], 0) if next_update is None else (self._draw(), next_update)
+
+    def _generator_states(self) -> list[dict[str, Any]]:
+        return [rng.bit_generator.state for rng in self.generators]
 
     def _draw(self) -> list[torch.Tensor]:
         """x, y (DRAWN_AT_ONCE, N, B, 2k, 1) and amplitudes, phases (DRAWN_AT_ONCE, N, B), float32."""
@@ -103,6 +142,14 @@ class OneTaskStreams:
         x, y = (torch.from_numpy(part.astype(np.float32)) for part in (x, y))
         k = self.support_points
         return [x[:, :, :k], y[:, :, :k], x[:, :, k:], y[:, :, k:]]
+
+
+def _states_of(state: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """The generator states of a stream's `state`, one per seed; a ValueError if there are not `seeds` of them."""
+    generators = state.get("generators") if isinstance(state, dict) else None
+    if not isinstance(generators, list) or len(generators) != seeds or not all(isinstance(g, dict) for g in generators):
+        raise ValueError(f"a stream's state must hold the generator states of its {seeds} seed(s)")
+    return generators
 
 
 STREAMS = {"assignment": TaskStreams, "paper": PaperTaskStreams, "one_task": OneTaskStreams}

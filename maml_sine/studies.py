@@ -25,6 +25,7 @@ from maml_sine.evaluation import (
     task_to_draw,
     tuned_test_lr,
 )
+from maml_sine.interrupts import stop_requested
 from maml_sine.learners import LEARNERS, Learner, MultiTask, Protocol, Study
 from maml_sine.training import final_mse_per_seed, trained_or_loaded
 from utils import NUMPY_SEED
@@ -91,7 +92,12 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
         return models, {**record, "seconds": round(time.perf_counter() - start, 2)}
     k = protocol.support_points
     path = folder / f"{stem}-{name}-K{k}-{protocol.updates}-{run.seed_range()}.pt"
-    learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain)
+    try:
+        learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain)
+    except KeyboardInterrupt:
+        if stop_requested():  # stopped between two updates by the project's handler, and saved there
+            saved.append(f"{name}, K={k} (part-trained: the next run resumes it)")
+        raise
     saved.append(f"{name}, K={k}")
     record = {
         "source": source,

@@ -4,9 +4,16 @@ Every script that trains (many seeds of `python test.py`, the evaluation under e
 multi-task baselines, the graders' margin) builds its learners in a `LockstepRun` and trains them with
 its one loop: one compile rule, one progress bar with its ETA, and a Ctrl-C that stops it between two
 updates. What is trained once and loaded after goes through `cached`.
+
+The evaluation's learners (`trained_or_loaded`) are long: 70,000 updates each under the paper's
+protocol. They save their progress to their checkpoint every SAVE_EVERY seconds of training and
+when Ctrl-C stops them, and a rerun resumes from the last save and ends bitwise equal to a run
+that was never stopped. The multi-task baselines train groups of at most a few thousand updates
+and are saved whole only.
 """
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.checkpoints import load, save
+from maml_sine.checkpoints import Progress, load_progress, save
 from maml_sine.core import Algorithm
 from maml_sine.interrupts import checked_after_each_step, stop_requested
 from maml_sine.learners import Learner, Protocol
@@ -24,6 +31,7 @@ from utils import FINAL_WINDOW, NUMPY_SEED, TORCH_SEED
 
 PROGRESS_EVERY = 250  # updates between refreshes of the progress bar's MSE
 COMPILE_FROM = 5_000  # updates: below this, compiling an update costs more than it saves
+SAVE_EVERY = 120.0  # seconds of training between two saves of a long learner's progress (`meta_trained`)
 T = TypeVar("T")
 
 
@@ -74,14 +82,31 @@ class LockstepRun:
         self.learners[name] = BatchedTrainFromScratch(initializations, num_steps, compile=self.compile)
         return self.learners[name]
 
-    def train(self, done: Callable[[], bool] = lambda: False) -> None:
-        """Train every learner on the next batch of the stream, `updates` times or until `done()` (asked after
-        each update), with a progress bar (the description, ETA, each learner's median final MSE over the
-        seeds still training).
+    @property
+    def taken(self) -> int:
+        """The updates every learner of the run has taken: 0, or more once the run `resume`s."""
+        return min((len(learner.losses) for learner in self.learners.values()), default=0)
+
+    def resume(self, saved: Mapping[str, BatchedMAML], streams: dict[str, Any]) -> None:
+        """Go on from part of this run: each learner named in `saved` takes over the state and records of the
+        learners saved (`BatchedMAML.go_on_from`), and the task streams go back to `streams`, their `state()`
+        when those were saved, so `train` takes the remaining updates on the tasks they would have had."""
+        for name, learners in saved.items():
+            self.learners[name].go_on_from(learners)
+        self.streams.restore(streams)
+
+    def train(self, done: Callable[[], bool] = lambda: False, keep: Callable[[], None] | None = None) -> None:
+        """Train every learner on the next batch of the stream until it has taken `updates` updates or `done()`
+        (asked after each update), with a progress bar (the description, ETA, each learner's median final MSE
+        over the seeds still training).
 
         Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the update it is in: it raises
-        KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them."""
-        bar = tqdm(range(self.updates), unit=self.unit, desc=self.description, mininterval=0.5)
+        KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them.
+        `keep`, if given, is where the caller saves them during training: it is called there, before the
+        KeyboardInterrupt, and every SAVE_EVERY seconds of training, after an update short of the last."""
+        start, kept = self.taken, time.monotonic()
+        bar = tqdm(range(start, self.updates), total=self.updates, initial=start, unit=self.unit,
+                   desc=self.description, mininterval=0.5)  # fmt: skip
         with checked_after_each_step(), bar as progress:
             for update in progress:
                 tasks = self.streams.next_batch()
@@ -92,9 +117,14 @@ class LockstepRun:
                               for name, learner in self.learners.items()}  # fmt: skip
                     progress.set_postfix(recent, refresh=False)
                 if stop_requested():
+                    if keep is not None:
+                        keep()
                     raise KeyboardInterrupt
                 if done():
                     break
+                if keep is not None and update + 1 < self.updates and time.monotonic() - kept >= SAVE_EVERY:
+                    keep()
+                    kept = time.monotonic()
 
 
 def _median_of_training(histories: np.ndarray) -> float:
@@ -103,36 +133,57 @@ def _median_of_training(histories: np.ndarray) -> float:
     return float(np.median(final[np.isfinite(final)])) if np.isfinite(final).any() else float("nan")
 
 
-def meta_trained(name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]]) -> BatchedMAML:
+def meta_trained(
+    name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]], *,
+    saved: Progress | None = None, keep: Callable[[BatchedMAML, dict[str, Any]], None] | None = None,
+) -> BatchedMAML:  # fmt: skip
     """`learner` meta-trained under `protocol`, one lane per seed (its tasks from the numpy seed, its
-    initialization from the torch seed)."""
+    initialization from the torch seed): from the start, or from `saved`, part of this run saved earlier.
+    `keep(learners, the streams' state)` saves progress where `LockstepRun.train` calls its `keep`."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
     run = LockstepRun(protocol.streams(seeds, learner.inputs), protocol.updates, description)
     learners = run.maml("query", initializations_from_seeds(seeds, inputs=learner.inputs), learner.algorithm)
-    run.train()
+    if saved is not None:
+        run.resume({"query": saved.learners}, saved.streams)
+    run.train(keep=None if keep is None else lambda: keep(learners, run.streams.state()))
     return learners
 
 
 def cached(
     path: str | os.PathLike, record: Mapping[str, Any], train: Callable[[], T], *,
-    save: Callable[[T, Mapping, Path], None], load: Callable[[Path, Mapping], T], retrain: bool = False,
+    save: Callable[[T, Mapping, Path], None], load: Callable[[Path, Mapping], T | Progress], retrain: bool = False,
+    resume: Callable[[Progress], T] | None = None,
 ) -> tuple[T, str]:  # fmt: skip
     """`load(path, record)` if a checkpoint is at `path` (and not `retrain`), else `train()`, saved there with
-    `save(trained, record, path)`. Returns what was trained or loaded, and where from: "checkpoint" or
-    "trained". `load` refuses a checkpoint of another record with a `CheckpointError`."""
+    `save(trained, record, path)`. Returns what was trained or loaded, and where from: "checkpoint", "trained"
+    or "resumed". `load` refuses a checkpoint of another record with a `CheckpointError`.
+
+    Learners that save their progress at `path` as they train go with a `load` that gives a `Progress` for a
+    checkpoint of part of the run: `resume(progress)` then trains the rest, saved as `train()`'s would be."""
     path = Path(path)
-    if path.exists() and not retrain:
-        return load(path, record), "checkpoint"
-    trained = train()
+    loaded = load(path, record) if path.exists() and not retrain else None
+    if loaded is None:
+        trained, source = train(), "trained"
+    elif isinstance(loaded, Progress):
+        trained, source = resume(loaded), "resumed"
+    else:
+        return loaded, "checkpoint"
     save(trained, record, path)
-    return trained, "trained"
+    return trained, source
 
 
 def trained_or_loaded(
     name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]], path: str | os.PathLike,
     *, retrain: bool = False,
 ) -> tuple[BatchedMAML, str]:  # fmt: skip
-    """`meta_trained` learners, `cached` at `path` under the record of the learner, protocol and seeds."""
+    """`meta_trained` learners, `cached` at `path` under the record of the learner, protocol and seeds. They save
+    their progress there as they train, and a checkpoint of part of their run is resumed from."""
     record = {"learner": learner.training(), "protocol": protocol.record(), "seeds": [list(seed) for seed in seeds]}
-    return cached(path, record, lambda: meta_trained(name, learner, protocol, seeds), save=save, load=load,
-                  retrain=retrain)  # fmt: skip
+
+    def keep(learners: BatchedMAML, streams: dict[str, Any]) -> None:
+        save(learners, record, path, streams)
+
+    def train(saved: Progress | None = None) -> BatchedMAML:
+        return meta_trained(name, learner, protocol, seeds, saved=saved, keep=keep)
+
+    return cached(path, record, train, save=save, load=load_progress, retrain=retrain, resume=train)

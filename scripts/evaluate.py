@@ -30,9 +30,13 @@ Written to --out-dir, in this order: results.json (the record the pages are draw
 mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
-atomically, so nothing is left half-written, and the learners already trained stay in --checkpoint-dir.
-A file that cannot be written (a full disk) ends the run with status 1 and one line naming it and saying
-what is kept: the checkpoints saved before it, and the files of --out-dir written before it.
+atomically, so nothing is left half-written. The learners already trained stay in --checkpoint-dir, and
+so does the meta-learner in training: stopped after the update it is in, it is saved there (as it is
+every few minutes while it trains), and the next run resumes it and ends bitwise equal to a run never
+stopped. A run that is killed loses only the updates since the last save. A multi-task baseline in
+training is not kept: its groups of regressors are short. A file that cannot be written (a full disk)
+ends the run with status 1 and one line naming it and saying what is kept: the checkpoints saved before
+it, and the files of --out-dir written before it.
 """
 
 import argparse
@@ -185,7 +189,7 @@ def _kept(saved: list[str], written: list[str], args: argparse.Namespace) -> str
         again = "run again without --retrain" if args.retrain else "run again"
         checkpoints = f"checkpoints of {', '.join(saved)} are kept in {args.checkpoint_dir}: {again} to go on from them"
     else:
-        checkpoints = "no learner had finished, so no checkpoint was written"
+        checkpoints = "no learner had finished, so no whole checkpoint was written"
     if written:
         results = f"{', '.join(written)} in {args.out_dir} are complete and this run's"
     else:

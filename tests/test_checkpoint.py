@@ -1,7 +1,9 @@
 """maml_sine.checkpoints: an exact round trip, a record that must match field by field, clear refusals of bad
-files, damaged ones (digests, values) among them, saves that never destroy the old file, and one writer per
-checkpoint folder, against other processes."""
+files, damaged ones (digests, values) among them, saves that never destroy the old file, one writer per
+checkpoint folder, against other processes, and learners stopped part way that resume bitwise equal to a run
+that was never stopped."""
 
+import io
 import os
 import re
 import struct
@@ -14,22 +16,25 @@ import pytest
 import torch
 
 from helpers import held_by_another_process
-from maml_sine import checkpoints
+from maml_sine import checkpoints, streams, training
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import (
     LOCK_FILE,
     VERSION,
     CheckpointError,
     FolderInUseError,
+    Progress,
+    data_digest,
     digest,
     load,
     load_networks,
+    load_progress,
     one_writer,
     save,
     save_networks,
 )
 from maml_sine.learners import ASSIGNMENT, LEARNERS, paper_protocol
-from maml_sine.training import lane_seeds, trained_or_loaded
+from maml_sine.training import lane_seeds, meta_trained, trained_or_loaded
 
 PROTOCOL = paper_protocol(5, updates=3)
 
@@ -67,6 +72,7 @@ def test_round_trip_rebuilds_the_learners_exactly_and_they_train_on_alike(tmp_pa
     assert loaded.algorithm == learners.algorithm
     assert_same_state(learners, loaded)
     np.testing.assert_array_equal(loaded.histories, learners.histories)
+    np.testing.assert_array_equal(loaded.gradient_norm_histories, learners.gradient_norm_histories)
     tasks = streams.next_batch()
     learners.train(tasks)
     loaded.train(tasks)
@@ -148,7 +154,8 @@ def rewritten(tmp_path, change, digests="recomputed"):
 
 
 def digests_of(content):
-    """The digest of every tensor of a checkpoint's content, named as the format names them: "params[w1]", "step"."""
+    """The digest of every tensor and field of plain data of a checkpoint's content, named as the format names
+    them: "params[w1]", "step", "streams"."""
     named = {}
     for field, value in content.items():
         if isinstance(value, torch.Tensor):
@@ -157,7 +164,8 @@ def digests_of(content):
             named.update({f"{field}[{i}]": t for i, t in enumerate(value) if isinstance(t, torch.Tensor)})
         elif field != "digests" and isinstance(value, dict):
             named.update({f"{field}[{key}]": t for key, t in value.items() if isinstance(t, torch.Tensor)})
-    return {name: digest(tensor) for name, tensor in named.items()}
+    return {**{name: digest(tensor) for name, tensor in named.items()},
+            **{field: data_digest(content[field]) for field in checkpoints.PROGRESS}}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -172,8 +180,13 @@ def digests_of(content):
         (lambda c: c["params"].__setitem__("w1", torch.zeros(3, 40, 1).double()), r"params\[w1\] is not .*float32"),
         (lambda c: c.update(step=torch.zeros(2)), r"its step is not a float tensor of shape \(3,\)"),
         (lambda c: c.update(losses=torch.zeros(5)), r"its losses is not a float tensor of shape \(3, None\)"),
-        (lambda c: c.update(losses=c["losses"][:, :1]), r"holds 1 updates of losses and Adam steps \[4.0, 4.0, 4.0\]"),
-        (lambda c: c.update(step=torch.full((3,), 7.0)), r"holds 4 updates of losses and Adam steps \[7.0"),
+        (
+            lambda c: c.update(losses=c["losses"][:, :1]),
+            r"holds 4 of 4 updates, 1 losses, 4 gradient norms, Adam steps \[4.0, 4.0, 4.0\]: they do not agree",
+        ),
+        (lambda c: c.update(step=torch.full((3,), 7.0)), r"holds 4 of 4 updates, 4 losses, .*Adam steps \[7.0"),
+        (lambda c: c.update(updates=5), r"holds 5 of 4 updates, 4 losses"),
+        (lambda c: c.update(updates=4.0), r"holds 4.0 of 4 updates"),
         (lambda c: c.update(record=[1, 2]), "its record is a list, not a dict"),
     ],
     ids=[
@@ -185,6 +198,8 @@ def digests_of(content):
         "losses",
         "cut-losses",
         "steps-ahead",
+        "more-updates-than-the-protocol",
+        "updates-not-an-int",
         "record",
     ],
 )
@@ -433,3 +448,161 @@ def test_a_writer_that_waited_on_a_removed_lock_file_locks_the_new_one(tmp_path,
         done.set()
         thread.join()
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+# --- Learners stopped part way, resumed ---------------------------------------------------------------------------
+
+
+def stopped_by_ctrl_c_at(monkeypatch, points):
+    """Ctrl-C, as the handler of `interrupts` gives it to the training loop, after each update of `points` (counted
+    over every run of the test: each resumed run goes on from the update the last one stopped after)."""
+    calls = []
+
+    def stop_requested():
+        calls.append(None)
+        return len(calls) in points
+
+    monkeypatch.setattr(training, "stop_requested", stop_requested)
+
+
+def assert_bitwise_equal(learners, reference):
+    assert_same_state(learners, reference)
+    np.testing.assert_array_equal(learners.histories, reference.histories)
+    np.testing.assert_array_equal(learners.gradient_norm_histories, reference.gradient_norm_histories)
+
+
+def stopped_and_resumed(tmp_path, monkeypatch, protocol, stops):
+    """`maml` under `protocol`, 2 seeds, stopped by Ctrl-C after each update of `stops` and run again each time
+    (each stop leaves a checkpoint of that many updates); the learners of the last run, which finishes."""
+    seeds, path = lane_seeds(2), tmp_path / "maml.pt"
+    stopped_by_ctrl_c_at(monkeypatch, set(stops))
+    for stop in stops:
+        with pytest.raises(KeyboardInterrupt):
+            trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
+        with pytest.raises(
+            CheckpointError, match=rf"holds {stop} of its protocol's {protocol.updates} updates: not one"
+        ):
+            load(path, record_of(protocol=protocol, seeds=seeds))
+        saved = load_progress(path, record_of(protocol=protocol, seeds=seeds))
+        assert isinstance(saved, Progress) and saved.learners.histories.shape == (2, stop)
+    learners, source = trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
+    assert source == ("resumed" if stops else "trained")
+    assert_bitwise_equal(load(path, record_of(protocol=protocol, seeds=seeds)), learners)
+    return learners
+
+
+@pytest.mark.parametrize("protocol", [replace(ASSIGNMENT, updates=60), paper_protocol(5, updates=60)],
+                         ids=["assignment", "paper"])  # fmt: skip
+def test_a_learner_stopped_by_ctrl_c_and_resumed_ends_bitwise_equal_to_one_run(tmp_path, monkeypatch, protocol):
+    """Stops before, at and after the end of the paper stream's blocks of tasks (made 16 updates long here)."""
+    monkeypatch.setattr(streams, "DRAWN_AT_ONCE", 16)
+    straight = meta_trained("maml", LEARNERS["maml"], protocol, lane_seeds(2))
+    assert_bitwise_equal(stopped_and_resumed(tmp_path, monkeypatch, protocol, [1, 15, 16, 17, 32, 59]), straight)
+
+
+@pytest.mark.slow
+def test_a_2000_update_learner_stopped_at_5_random_points_ends_bitwise_equal_to_one_run(tmp_path, monkeypatch):
+    protocol = paper_protocol(5, updates=2_000)
+    stops = sorted(np.random.default_rng(2017).choice(np.arange(1, 2_000), size=5, replace=False).tolist())
+    straight = meta_trained("maml", LEARNERS["maml"], protocol, lane_seeds(2))
+    assert_bitwise_equal(stopped_and_resumed(tmp_path, monkeypatch, protocol, stops), straight)
+
+
+@pytest.mark.parametrize("stream", ["assignment", "paper"])
+def test_a_stream_restored_to_its_state_gives_the_batches_it_gave_after_it(stream):
+    protocol = replace(ASSIGNMENT, updates=4) if stream == "assignment" else paper_protocol(5)
+    for taken in (0, 1, streams.DRAWN_AT_ONCE - 1, streams.DRAWN_AT_ONCE, streams.DRAWN_AT_ONCE + 1):
+        original = protocol.streams(lane_seeds(2))
+        for _ in range(taken):
+            original.next_batch()
+        restored = protocol.streams(lane_seeds(2))
+        restored.restore(torch_round_trip(original.state()))
+        for _ in range(2):
+            assert all(torch.equal(a, b) for a, b in zip(original.next_batch(), restored.next_batch(), strict=True))
+
+
+def torch_round_trip(value):
+    """`value` as a checkpoint gives it back: saved and loaded with `torch.load(weights_only=True)`."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_progress_is_saved_every_save_every_seconds_and_a_stop_mid_update_loses_only_what_followed(
+    tmp_path, monkeypatch
+):
+    """With SAVE_EVERY at 0, every update is saved; a KeyboardInterrupt raised inside an update (as Python's own
+    handler raises it) saves nothing more, and the rerun goes on from the update before."""
+    protocol, seeds, path = replace(ASSIGNMENT, updates=40), lane_seeds(2), tmp_path / "maml.pt"
+    monkeypatch.setattr(training, "SAVE_EVERY", 0.0)
+    held, save = [], checkpoints.save
+    monkeypatch.setattr(
+        training, "save", lambda learners, *args: held.append(len(learners.losses)) or save(learners, *args)
+    )
+    train, calls = BatchedMAML.train, []
+
+    def killed_in_update_30(self, tasks):
+        calls.append(None)
+        if len(calls) == 30:
+            raise KeyboardInterrupt
+        train(self, tasks)
+
+    monkeypatch.setattr(BatchedMAML, "train", killed_in_update_30)
+    with pytest.raises(KeyboardInterrupt, match=r"^$"):
+        trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
+    assert held == list(range(1, 30))
+    saved = load_progress(path, record_of(protocol=protocol, seeds=seeds))
+    assert isinstance(saved, Progress) and len(saved.learners.losses) == 29
+    monkeypatch.setattr(BatchedMAML, "train", train)
+    learners, source = trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
+    assert source == "resumed" and held == [*range(1, 30), *range(30, 40), 40], "the last update is saved whole"
+    assert_bitwise_equal(learners, meta_trained("maml", LEARNERS["maml"], protocol, seeds))
+
+
+def partial_checkpoint(tmp_path, monkeypatch, seeds=None):
+    """The checkpoint of `maml`, 2 seeds, stopped by Ctrl-C after 3 of 8 updates: its path and record."""
+    protocol, seeds = replace(ASSIGNMENT, updates=8), seeds or lane_seeds(2)
+    stopped_by_ctrl_c_at(monkeypatch, {3})
+    with pytest.raises(KeyboardInterrupt):
+        trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, tmp_path / "maml.pt")
+    return tmp_path / "maml.pt", protocol
+
+
+@pytest.mark.parametrize("other", ["seeds", "protocol", "learner"])
+def test_part_of_another_run_is_not_resumed(tmp_path, monkeypatch, other):
+    path, protocol = partial_checkpoint(tmp_path, monkeypatch)
+    seeds = lane_seeds(2, first=1) if other == "seeds" else lane_seeds(2)
+    protocol = replace(protocol, updates=9) if other == "protocol" else protocol
+    name = "first_order_maml" if other == "learner" else "maml"
+    saved = path.read_bytes()
+    with pytest.raises(CheckpointError, match=rf"maml\.pt': holds {{'{other}': .*expected {{'{other}'"):
+        trained_or_loaded(name, LEARNERS[name], protocol, seeds, path)
+    assert path.read_bytes() == saved
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (set_at("gradient_norms", None, (1, 2), 7.5), r"its gradient_norms does not match its SHA-256 digest"),
+        (set_at("exp_avgs", "b1", (0, 4), 0.25), r"its exp_avgs\[b1\] does not match its SHA-256 digest"),
+        (lambda c: c["streams"]["generators"][1]["state"]["key"].__setitem__(7, 12345), r"its streams does not match"),
+        (lambda c: c.update(streams=None), r"its streams does not match its SHA-256 digest"),
+        (lambda c: c.update(updates=8), r"its updates does not match its SHA-256 digest"),
+    ],
+    ids=["gradient-norm", "moment", "stream-state", "stream-state-dropped", "updates"],
+)
+def test_a_damaged_partial_checkpoint_is_refused_naming_what_is_damaged(tmp_path, monkeypatch, change, message):
+    path, protocol = partial_checkpoint(tmp_path, monkeypatch)
+    content = torch.load(path, weights_only=True)
+    change(content)
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint '{re.escape(str(path))}': {message}"):
+        trained_or_loaded("maml", LEARNERS["maml"], protocol, lane_seeds(2), path)
+
+
+def test_part_of_a_run_is_saved_only_with_its_streams_state(tmp_path):
+    learners, _ = trained_learners(episodes=2)
+    with pytest.raises(ValueError, match="2 of 4 updates: part of a run is saved with its streams' state"):
+        save(learners, record_of(), tmp_path / "learners.pt")
+    assert not (tmp_path / "learners.pt").exists()

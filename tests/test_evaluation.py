@@ -27,7 +27,7 @@ from helpers import (
 )
 from maml_sine import studies
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import LOCK_FILE, load, save
+from maml_sine.checkpoints import LOCK_FILE, Progress, load, load_progress, save
 from maml_sine.core import Algorithm
 from maml_sine.evaluation import (
     GRID_X,
@@ -630,7 +630,7 @@ def test_the_script_on_a_held_folder_exits_1_or_waits_for_it(tmp_path):
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
 def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp_path):
     """A real SIGINT while the second learner meta-trains: one line on stderr, exit 130, the first learner's
-    checkpoint untouched, no other or temporary file left behind."""
+    checkpoint untouched, the second's saved part way, no other or temporary file left behind."""
     out, checkpoints, log = tmp_path / "out", tmp_path / "checkpoints", tmp_path / "stderr.txt"
     checkpoints.mkdir()
     updates = 4_000  # eager (compiled from training.COMPILE_FROM updates): the interrupt lands in training
@@ -640,15 +640,72 @@ def test_ctrl_c_keeps_the_trained_learners_writes_nothing_half_and_exits_130(tmp
     returncode = interrupt_after_progress(SCRIPT, arguments(tmp_path, updates=updates), updates, log)
     errors = log.read_text()
     assert returncode == 130, errors
-    assert re.search(
-        rf"\ninterrupted while training; "
-        rf"checkpoints of maml, K=10 are kept in {re.escape(str(checkpoints))}: run again to go on from them; "
-        rf"nothing was written to {re.escape(str(out))}\n",
+    stopped = re.search(
+        rf"\ninterrupted while training; checkpoints of maml, K=10, first_order_maml, K=10 \(part-trained: the next "
+        rf"run resumes it\) are kept in {re.escape(str(checkpoints))}: run again to go on from them; nothing was "
+        rf"written to {re.escape(str(out))}\n",
         errors,
-    ), errors
+    )
+    assert stopped, errors
     assert "Traceback" not in errors
     assert list(out.iterdir()) == []
-    assert list(checkpoints.iterdir()) == [first] and first.read_bytes() == saved
+    partial = checkpoints / f"assignment-first_order_maml-K10-{updates}-seeds0-0.pt"
+    assert set(checkpoints.iterdir()) == {first, partial} and first.read_bytes() == saved
+    progress = load_progress(partial, record_of("first_order_maml", updates, lane_seeds(1)))
+    assert isinstance(progress, Progress) and 0 < len(progress.learners.losses) < updates
+
+
+# A run of scripts/evaluate.py that saves its progress every SAVE_EVERY seconds: sys.argv[1] and on are its arguments.
+SAVING_OFTEN = """
+import runpy, sys
+from maml_sine import training
+training.SAVE_EVERY = 0.2
+sys.argv = ["scripts/evaluate.py", *sys.argv[1:]]
+runpy.run_path("scripts/evaluate.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_keeps_its_last_save_and_the_rerun_resumes_and_matches_a_run_never_stopped(tmp_path):
+    """SIGKILL (no handler runs) while MAML meta-trains, saving every 0.2 s: its checkpoint holds the updates of
+    the last save, the rerun resumes from it, and every learner's checkpoint is bitwise the one of a run never
+    stopped."""
+    updates, log = 600, tmp_path / "stderr.txt"
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    partial = killed / "checkpoints" / f"assignment-maml-K10-{updates}-seeds0-0.pt"
+    command = [sys.executable, "-c", SAVING_OFTEN, *arguments(killed, updates=updates)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env={**HEADLESS, "MPLBACKEND": "Agg"}, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 300
+            while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a few saves more
+            process.kill()
+            assert process.wait(timeout=60) == -9, log.read_text()
+        finally:
+            process.kill()
+            process.wait()
+    record = record_of("maml", updates, lane_seeds(1))
+    progress = load_progress(partial, record)
+    assert isinstance(progress, Progress) and 0 < len(progress.learners.losses) < updates
+    resumed = subprocess.run(command, cwd=ROOT, env={**HEADLESS, "MPLBACKEND": "Agg"}, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads((killed / "out" / "results.json").read_text())
+    assert report["learners"]["maml"]["K=10"]["source"] == "resumed"
+    never_stopped = run_python(SCRIPT, *arguments(straight, updates=updates))
+    assert never_stopped.returncode == 0, never_stopped.stderr
+    for name in TRAINED:
+        file = f"assignment-{name}-K10-{updates}-seeds0-0.pt"
+        reference = load(straight / "checkpoints" / file, record_of(name, updates, lane_seeds(1)))
+        learners = load(killed / "checkpoints" / file, record_of(name, updates, lane_seeds(1)))
+        for field in ("params", "exp_avgs", "exp_avg_sqs"):
+            mine, theirs = getattr(learners.state, field), getattr(reference.state, field)
+            assert all(torch.equal(mine[key], theirs[key]) for key in theirs), (name, field)
+        assert torch.equal(learners.state.step, reference.state.step)
+        np.testing.assert_array_equal(learners.histories, reference.histories)
+        np.testing.assert_array_equal(learners.gradient_norm_histories, reference.gradient_norm_histories)
+    assert report["mse"] == json.loads((straight / "out" / "results.json").read_text())["mse"]
 
 
 def test_a_learner_added_to_the_registry_alone_is_trained_evaluated_and_reported(evaluate, monkeypatch, tmp_path):

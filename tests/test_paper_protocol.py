@@ -411,10 +411,15 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(tmp_path):
     arguments += ["--out-dir", str(out), "--checkpoint-dir", str(checkpoints)]
     assert interrupt_after_progress(SCRIPT, arguments, updates, log) == 130
     errors = log.read_text()
-    assert re.search(
-        r"\ninterrupted while training; "
-        rf"no learner had finished, so no checkpoint was written; nothing was written to {re.escape(str(out))}\n",
+    stopped = re.search(
+        r"\ninterrupted while training; checkpoints of maml, K=5 \(part-trained: the next run resumes it\) are "
+        rf"kept in {re.escape(str(checkpoints))}: run again to go on from them; nothing was written to "
+        rf"{re.escape(str(out))}\n",
         errors,
-    ), errors
+    )
+    assert stopped, errors
     assert "Traceback" not in errors
-    assert not any(checkpoints.iterdir()) and not any(out.iterdir())
+    (partial,) = checkpoints.iterdir()
+    assert partial.name == "paper-maml-K5-1000-seeds0-1.pt" and not any(out.iterdir())
+    content = torch.load(partial, weights_only=True)
+    assert 0 < content["updates"] < 1_000, "the updates done, saved to resume from"
