@@ -4,12 +4,14 @@
 assignment's own files and stand alone; this package is what the project adds on top of them,
 and depends on them, never the reverse:
 
-    core         one meta-update, written once: pure functions of a learner's state (inner loop,
-                 meta-gradient, Adam as arithmetic, the finite guard), vmapped over learners, compiled
+    core         one meta-update, written once: pure functions of a learner's state (named tensors) and
+                 its Algorithm (start, adapt): meta-gradient, Adam as arithmetic, the finite guard; vmapped
+                 over learners, compiled
+    meta_sgd     Meta-SGD: MAML that also learns a step size per parameter (one Algorithm subclass)
     batched      N learners trained in lockstep on that core: many seeds for the price of a few
     streams      task streams, one per seed: the assignment's, the paper's, and one task per regressor
     learners     learners, protocols and studies as frozen records (the registry)
-    training     the one training loop (progress bar, Ctrl-C), seeds, and the checkpoint cache
+    training     LockstepRun (one compile rule, the one training loop, saves to resume from), seeds, the cache
     multitask    the paper's multi-task baselines: many one-task regressors, averaged
     checkpoints  lockstep learners saved to one file with the record of what they are and digests; mismatches
                  and damage refused; one run at a time writes in a checkpoint folder
