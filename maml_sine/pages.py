@@ -22,7 +22,7 @@ A `report` is one results file as JSON reads it back (NaN and infinities null): 
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache, partial
 from itertools import pairwise
 from pathlib import Path
@@ -79,6 +79,14 @@ def _final_mse(value: float | None) -> str:
     return "diverged" if value is None else f"{value:.3f}"
 
 
+def _margin_rows(report: Report) -> Iterator[tuple[str, float, str, dict]]:
+    """Each grader run and order of MAML of the margin study: the run's label, its threshold, the order, and the
+    summary of its final MSE over seeds."""
+    for name, run in report["runs"].items():
+        for order, result in report["results"][name].items():
+            yield run_label(name), run["threshold"], order, result["summary"]
+
+
 def margin_table(report: Report) -> str:
     """The graders' final MSE over seeds, for each grader run and order of MAML: min, median and max over the
     seeds, how many diverged, and the share under the run's threshold. Both the script's results.md and
@@ -87,14 +95,11 @@ def margin_table(report: Report) -> str:
         "| grader run | MAML | min | median | max | diverged | share under the threshold |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, run in report["runs"].items():
-        for order, result in report["results"][name].items():
-            summary = result["summary"]
-            lines.append(
-                f"| {run_label(name)} (threshold {run['threshold']}) | {order} | {summary['min']:.3f} | "
-                f"{summary['median']:.3f} | {_final_mse(summary['max'])} | {summary['diverged']} | "
-                f"{summary['share_under_threshold']:.0%} |"
-            )
+    for label, threshold, order, summary in _margin_rows(report):
+        lines.append(
+            f"| {label} (threshold {threshold}) | {order} | {summary['min']:.3f} | {summary['median']:.3f} | "
+            f"{_final_mse(summary['max'])} | {summary['diverged']} | {summary['share_under_threshold']:.0%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -105,14 +110,9 @@ def margin_spread_table(report: Report) -> str:
         "| grader run (threshold) | MAML | final MSE: median (min to max) | seeds under the threshold |",
         "| --- | --- | ---: | ---: |",
     ]
-    for name, run in report["runs"].items():
-        for order, result in report["results"][name].items():
-            summary = result["summary"]
-            spread = f"{summary['median']:.3f} ({summary['min']:.3f} to {_final_mse(summary['max'])})"
-            lines.append(
-                f"| {run_label(name)} ({run['threshold']}) | {order} | {spread} | "
-                f"{summary['share_under_threshold']:.0%} |"
-            )
+    for label, threshold, order, summary in _margin_rows(report):
+        spread = f"{summary['median']:.3f} ({summary['min']:.3f} to {_final_mse(summary['max'])})"
+        lines.append(f"| {label} ({threshold}) | {order} | {spread} | {summary['share_under_threshold']:.0%} |")
     return "\n".join(lines) + "\n"
 
 
