@@ -174,7 +174,8 @@ class BatchedMAML(_Lockstep):
     (`diverged_at` says where each one stopped). `stop(learners)` stops learners on purpose.
 
     `anchors` (one list of 6 tensors per learner) is where `algorithm.weight_decay` pulls each
-    learner's weights; zero if not given, and for whatever else the algorithm learns.
+    learner's weights; zero if not given, and for whatever else the algorithm learns. `updates`, how many
+    updates the run will take, is what an algorithm that anneals over training (Reptile, MAML++) anneals over.
     """
 
     def __init__(
@@ -185,6 +186,7 @@ class BatchedMAML(_Lockstep):
         compile: bool = False,
         stop_diverged: bool = False,
         anchors: Sequence[Sequence[torch.Tensor]] | None = None,
+        updates: int | None = None,
     ) -> None:
         super().__init__(initializations, algorithm.start)
         self.anchors = {name: torch.zeros_like(tensor) for name, tensor in self.state.params.items()}
@@ -198,7 +200,7 @@ class BatchedMAML(_Lockstep):
         self.stop_diverged = stop_diverged
         self.active = torch.ones(len(self), dtype=torch.bool)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
-        step = many(partial(meta_step, algorithm=algorithm))
+        step = many(partial(meta_step, algorithm=algorithm, updates=updates))
         self._step = compiled(step) if compile else step
 
     @property

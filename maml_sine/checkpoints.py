@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import torch
 
 from maml_sine.batched import BatchedMAML
-from maml_sine.core import Algorithm, LearnerState, network
+from maml_sine.core import Algorithm, LearnerState
 from utils import LAYER_SIZES, write_atomically
 
 FORMAT = "maml-sine-checkpoint"
@@ -139,7 +139,7 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, algorithm = len(record["seeds"]), Algorithm.from_record(record["learner"]["algorithm"])
-    network_shapes = weight_shapes(record["learner"]["inputs"])
+    network_shapes = weight_shapes(algorithm.network_inputs(record["learner"]["inputs"]))
     learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in network_shapes]).items()}
     _check_shapes(path, checkpoint, {field: learned for field in STATE}, count)
     _check_content(path, checkpoint, fields, PROGRESS)
@@ -152,7 +152,7 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
         raise CheckpointError(path, f"{problem}: they do not agree")
     if updates < planned and not isinstance(streams, dict):
         raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
-    learners = BatchedMAML(list(zip(*network(checkpoint["params"]))), algorithm)
+    learners = BatchedMAML([[torch.zeros(shape) for shape in network_shapes]] * count, algorithm)
     learners.state = LearnerState(*(checkpoint[field] for field in STATE), step=checkpoint["step"].float())
     for field, dtype in RECORDS.items():
         for row in checkpoint[field].T.to(dtype):

@@ -5,6 +5,7 @@ of one learner's state and its tasks, so that `torch.func` can differentiate it,
 run N learners as one (their tensors stacked along a leading dimension), and `torch.compile`
 can fuse it into a few kernels:
 
+    Algorithm        a learner of the MAML family as pure functions: MAML itself, and the base of the others
     meta_step        inner SGD steps on each task's support set, the query loss, its gradient
                      with respect to the initialization, Adam written as arithmetic, and the
                      finite guard: a learner whose loss or meta-gradient is not finite keeps its state
@@ -20,7 +21,7 @@ and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n p
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ SCRATCH_LR = 1e-3  # TrainFromScratch's Adam: torch's default lr
 # A C++ wrapper calls the generated kernels without Python in between: about 1.5x
 # faster per update than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
+T = TypeVar("T")
 RECOMPILE_LIMIT = 64  # compiled configurations of one function per process (dynamo's default: 8)
 
 
@@ -55,12 +57,22 @@ def named(weights: Sequence[torch.Tensor]) -> Params:
 
 @dataclass(frozen=True)
 class Algorithm:
-    """A learner's algorithm: what it learns and how it adapts to a task, as pure functions, and how it is
-    meta-trained. This class is MAML (`MAML`'s arguments mean the same); another learner of the family is
-    a subclass with a `kind` of its own, its own fields, and its own `start` and `adapt`.
+    """A learner's algorithm: what it learns, how it adapts to a task and how it is meta-trained, as pure
+    functions of its params. This class is MAML (`MAML`'s arguments mean the same); another learner of the
+    family is a subclass with a `kind` of its own and its own fields, overriding what it does differently:
+
+        start(weights)                            the params it learns, from the network it starts from
+        inner_step(params, x, y, index)           one adaptation step on a support set (only the network moves)
+        query_loss(params, task, progress)        what its meta-update lowers on one task
+        meta_gradient(params, tasks, progress)    the direction of its meta-update over B tasks, and their losses
+        meta_update(state, gradients, progress)   its outer optimizer: Adam at `meta_lr`
+        network_inputs(inputs)                    the inputs of the network it starts from
+
+    `progress` is the share of its training already done (0 at the first update, towards 1 at the last; 0 when
+    the length of the run is not given), for algorithms that anneal over training.
 
     `num_steps` 0 is the pretrained network (fitted to the tasks' points directly).
-    `max_meta_gradient_norm` scales a longer meta-gradient down to that L2 norm before Adam
+    `max_meta_gradient_norm` scales a longer meta-gradient down to that L2 norm before the meta-update
     (an experiment against rare spikes; None, the default, as in `MAML.train`).
     `weight_decay` adds an L2 pull towards the learner's anchor (zero unless given) to the
     gradient, as `torch.optim.Adam(weight_decay=...)` adds it towards zero; 0, the default, as in `MAML.train`.
@@ -92,12 +104,43 @@ class Algorithm:
         """What a learner of this algorithm learns, starting from the network `weights`: MAML, the network alone."""
         return named(weights)
 
+    def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, index: int) -> Params:
+        """`params` after inner step number `index` (0 first) on the support set (x, y): MAML's, one SGD step of
+        the network at `inner_lr`."""
+        return {**params, **named(sgd_step(network(params), x, y, [self.inner_lr] * len(NETWORK), self.first_order))}
+
     def adapt(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, num_steps: int | None = None
     ) -> list[torch.Tensor]:
         """The network's fast weights after `num_steps` (default: S) inner steps on the support set (x, y)."""
-        steps = self.num_steps if num_steps is None else num_steps
-        return adapted(network(params), x, y, num_steps=steps, inner_lr=self.inner_lr, first_order=self.first_order)
+        for index in range(self.num_steps if num_steps is None else num_steps):
+            params = self.inner_step(params, x, y, index)
+        return network(params)
+
+    def query_loss(self, params: Params, task: Sequence[torch.Tensor], progress: torch.Tensor) -> torch.Tensor:
+        """MAML's: the query MSE of the fast weights `adapt` gives on the task's support set."""
+        support_x, support_y, query_x, query_y = task
+        return mse(self.adapt(params, support_x, support_y), query_x, query_y)
+
+    def meta_gradient(
+        self, params: Params, tasks: Sequence[torch.Tensor], progress: torch.Tensor | float = 0.0
+    ) -> tuple[Params, torch.Tensor]:
+        """The gradient of the mean `query_loss` over B tasks (each part (B, n, d)) with respect to `params`
+        (through every inner step, or first-order), and the B losses."""
+
+        def mean_query_loss(params):
+            losses = vmap(lambda *task: self.query_loss(params, task, progress))(*tasks)
+            return losses.mean(), losses
+
+        return grad(mean_query_loss, has_aux=True)(dict(params))
+
+    def meta_update(self, state: "LearnerState", gradients: Params, progress: torch.Tensor) -> "LearnerState":
+        """The state after one step of the outer optimizer on `gradients`: torch's Adam at `meta_lr`."""
+        return adam(state, gradients, self.meta_lr)
+
+    def network_inputs(self, inputs: int) -> int:
+        """The inputs of the network a learner starts from, for tasks whose x has `inputs` columns: as many."""
+        return inputs
 
 
 class LearnerState(NamedTuple):
@@ -123,23 +166,24 @@ def mse(weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> to
     return F.mse_loss(BaseLearner.forward(x, weights), y)
 
 
-def adapted(
-    weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, num_steps: int,
-    inner_lr: float | Sequence[torch.Tensor], first_order: bool = False,
+def inner_gradient(loss: Callable[[T], torch.Tensor], at: T, first_order: bool = False) -> T:
+    """The gradient of an inner step's `loss` at `at` (a tensor, or a list or dict of them), shaped as `at`."""
+    # Without grad tracking around it, the inner gradient is a constant to the outer
+    # transform: first-order MAML. With tracking, the meta-gradient sees its Hessian terms.
+    with torch.no_grad() if first_order else torch.enable_grad():
+        return grad(loss)(at)
+
+
+def sgd_step(
+    weights: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, step_sizes: Sequence[float | torch.Tensor],
+    first_order: bool = False,
 ) -> list[torch.Tensor]:  # fmt: skip
-    """`MAML.adapt`: the fast weights after `num_steps` SGD steps w <- w - inner_lr * grad mse(w) on (x, y).
-    `inner_lr` is one step size, or one tensor per weight (a step size per parameter, as Meta-SGD learns)."""
-    weights = list(weights)
-    step_sizes = [inner_lr] * len(weights) if isinstance(inner_lr, int | float) else list(inner_lr)
-    for _ in range(num_steps):
-        # Without grad tracking around it, the inner gradient is a constant to the outer
-        # transform: first-order MAML. With tracking, the meta-gradient sees its Hessian terms.
-        with torch.no_grad() if first_order else torch.enable_grad():
-            gradients = grad(mse)(weights, x, y)
-        # `w - lr * g`, as in MAML.adapt. The one-op torch.add(w, g, alpha=-lr), under torch.func
-        # inside torch.compile (torch 2.13, inductor, CPU), gave wrong fast weights (loss 21.3, eager 4.33).
-        weights = [w - lr * g for w, g, lr in zip(weights, gradients, step_sizes)]
-    return weights
+    """One step of `MAML.adapt`: w <- w - lr * grad mse(w) on (x, y), with one step size per weight (a number,
+    or a tensor: a step size per parameter, as Meta-SGD learns)."""
+    gradients = inner_gradient(lambda weights: mse(weights, x, y), list(weights), first_order)
+    # `w - lr * g`, as in MAML.adapt. The one-op torch.add(w, g, alpha=-lr), under torch.func
+    # inside torch.compile (torch 2.13, inductor, CPU), gave wrong fast weights (loss 21.3, eager 4.33).
+    return [w - lr * g for w, g, lr in zip(weights, gradients, step_sizes, strict=True)]
 
 
 def adam(state: LearnerState, gradients: Params, lr: float) -> LearnerState:
@@ -159,32 +203,21 @@ def adam(state: LearnerState, gradients: Params, lr: float) -> LearnerState:
     return LearnerState(params, exp_avgs, exp_avg_sqs, step)
 
 
-def meta_gradient(
-    params: Params, tasks: Sequence[torch.Tensor], *, algorithm: Algorithm
-) -> tuple[Params, torch.Tensor]:
-    """The gradient of the mean query loss over B tasks with respect to `params` (through every inner step of
-    `algorithm.adapt`, or first-order), and the B query losses."""
-
-    def query_losses(params):
-        losses = vmap(lambda *task: mse(algorithm.adapt(params, *task[:2]), *task[2:]))(*tasks)
-        return losses.mean(), losses
-
-    return grad(query_losses, has_aux=True)(dict(params))
-
-
 def meta_step(
     state: LearnerState, tasks: Sequence[torch.Tensor], active: torch.Tensor, anchor: Params, *,
-    algorithm: Algorithm,
+    algorithm: Algorithm, updates: int | None = None,
 ) -> tuple[LearnerState, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses.
+    """One learner's meta-update on its B tasks: `MAML.train`'s, with the mean of the B query losses (or
+    whatever else `algorithm` does: its meta-gradient and its meta-update).
 
     Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
     any clipping or weight decay), both NaN unless the update was applied, and whether the tasks, the
     losses and the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
     where `MAML.train` raises, it stays. `anchor` (named as the params) is where `algorithm.weight_decay`
-    pulls them.
+    pulls them. `updates`, the length of the run, is what the algorithm's `progress` counts towards.
     """
-    meta_gradients, losses = meta_gradient(state.params, tasks, algorithm=algorithm)
+    progress = (state.step / updates).clamp(max=1.0) if updates else torch.zeros(())
+    meta_gradients, losses = algorithm.meta_gradient(state.params, tasks, progress)
     finite = all_finite([*tasks, losses, *meta_gradients.values()])
     # In float64: a finite float32 gradient can have a norm beyond float32's range.
     norm = sum(gradient.double().square().sum() for gradient in meta_gradients.values()).sqrt()
@@ -194,7 +227,7 @@ def meta_step(
     if algorithm.weight_decay:  # the gradient of weight_decay / 2 * |params - anchor|^2
         meta_gradients = {name: gradient + algorithm.weight_decay * (state.params[name] - anchor[name])
                           for name, gradient in meta_gradients.items()}  # fmt: skip
-    stepped = adam(state, meta_gradients, algorithm.meta_lr)
+    stepped = algorithm.meta_update(state, meta_gradients, progress)
     apply = active & finite
     new_state = LearnerState(
         *({name: torch.where(apply, new[name], old[name]) for name in old} for new, old in zip(stepped[:3], state[:3])),

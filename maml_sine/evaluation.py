@@ -15,6 +15,7 @@ W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -142,10 +143,9 @@ def sgd_steps(
     params, algorithm = _as_params(initialization), _as_algorithm(lr)
     if params["w1"].ndim == 2:  # W1 is (40, d) alone, (n, 40, d) batched
         params = {name: tensor.detach().expand(len(support_x), *tensor.shape) for name, tensor in params.items()}
-    one_step = vmap(lambda params, x, y: named(algorithm.adapt(params, x, y, num_steps=1)))
     yield network(params)
-    for _ in range(steps):
-        params = {**params, **one_step(params, support_x, support_y)}
+    for index in range(steps):
+        params = vmap(partial(algorithm.inner_step, index=index))(params, support_x, support_y)
         yield network(params)
 
 

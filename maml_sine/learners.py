@@ -9,8 +9,12 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from assignment import INNER_LR
+from maml_sine.anil import ANIL
+from maml_sine.cavia import CAVIA
 from maml_sine.core import Algorithm
+from maml_sine.maml_plus_plus import MAMLPlusPlus
 from maml_sine.meta_sgd import MetaSGD
+from maml_sine.reptile import Reptile
 from utils import EPISODES, QUERY_POINTS, SUPPORT_POINTS
 
 REGULARIZERS = ("none", "l2", "running_mean")
@@ -62,6 +66,11 @@ class Learner:
     inputs: int = 1
     test_lr: float | str | None = INNER_LR
 
+    @property
+    def network_inputs(self) -> int:
+        """The inputs of the network it starts from: its tasks' `inputs`, and whatever its algorithm adds."""
+        return self.algorithm.network_inputs(self.inputs) if isinstance(self.algorithm, Algorithm) else self.inputs
+
     def test_step(self, lr: float | str) -> float | Algorithm:
         """What adapts it at test time, given its chosen `lr`: SGD at that step size, or its own algorithm."""
         return self.algorithm if lr == LEARNED else lr
@@ -88,6 +97,10 @@ LEARNERS = {
     "pretrained_alpha0.001": Learner(Algorithm(num_steps=0), test_lr=ALPHA_OF_THE_CODE),
     "pretrained_tuned": Learner(Algorithm(num_steps=0), test_lr=None),
     "meta_sgd": Learner(MetaSGD(num_steps=1), test_lr=LEARNED),
+    "anil": Learner(ANIL(num_steps=1), test_lr=LEARNED),
+    "cavia": Learner(CAVIA(num_steps=1), test_lr=LEARNED),
+    "maml_plus_plus": Learner(MAMLPlusPlus(num_steps=5), test_lr=LEARNED),
+    "reptile": Learner(Reptile(num_steps=5, inner_lr=0.02, meta_lr=0.1), test_lr=LEARNED),
     "scratch": Learner(None),
     "oracle": Learner(Algorithm(num_steps=0), inputs=3),
     "multitask": Learner(MultiTask(), test_lr=None),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from maml_sine.core import NETWORK, Algorithm, Params, adapted, named, network
+from maml_sine.core import NETWORK, Algorithm, Params, named, network, sgd_step
 
 STEP_SIZE = "lr_"  # alpha of the network's tensor `w1` is the learner's tensor `lr_w1`
 
@@ -32,10 +32,7 @@ class MetaSGD(Algorithm):
         params = named(weights)
         return {**params, **{STEP_SIZE + name: torch.full_like(params[name], self.inner_lr) for name in NETWORK}}
 
-    def adapt(
-        self, params: Params, x: torch.Tensor, y: torch.Tensor, num_steps: int | None = None
-    ) -> list[torch.Tensor]:
-        """The network's weights after `num_steps` (default: S) steps w <- w - alpha * grad mse(w) on (x, y)."""
-        steps = self.num_steps if num_steps is None else num_steps
+    def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, index: int) -> Params:
+        """One step w <- w - alpha * grad mse(w) on (x, y), with the step sizes alpha it learns."""
         step_sizes = [params[STEP_SIZE + name] for name in NETWORK]
-        return adapted(network(params), x, y, num_steps=steps, inner_lr=step_sizes, first_order=self.first_order)
+        return {**params, **named(sgd_step(network(params), x, y, step_sizes, self.first_order))}

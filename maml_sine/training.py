@@ -71,8 +71,10 @@ class LockstepRun:
 
     def maml(self, name: str, initializations: Sequence[Sequence[torch.Tensor]], algorithm: Algorithm,
              **options) -> BatchedMAML:  # fmt: skip
-        """A `BatchedMAML` of `algorithm` (with `options`: stop_diverged, anchors) trained in this run as `name`."""
-        self.learners[name] = BatchedMAML(initializations, algorithm, compile=self.compile, **options)
+        """A `BatchedMAML` of `algorithm` (with `options`: stop_diverged, anchors) trained in this run as `name`,
+        annealing (where its algorithm anneals) over the run's `updates`."""
+        self.learners[name] = BatchedMAML(initializations, algorithm, compile=self.compile, updates=self.updates,
+                                          **options)  # fmt: skip
         return self.learners[name]
 
     def from_scratch(
@@ -142,7 +144,7 @@ def meta_trained(
     `keep(learners, the streams' state)` saves progress where `LockstepRun.train` calls its `keep`."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
     run = LockstepRun(protocol.streams(seeds, learner.inputs), protocol.updates, description)
-    learners = run.maml("query", initializations_from_seeds(seeds, inputs=learner.inputs), learner.algorithm)
+    learners = run.maml("query", initializations_from_seeds(seeds, inputs=learner.network_inputs), learner.algorithm)
     if saved is not None:
         run.resume({"query": saved.learners}, saved.streams)
     run.train(keep=None if keep is None else lambda: keep(learners, run.streams.state()))

@@ -16,7 +16,7 @@ import maml_sine.core
 from assignment import MAML, all_finite
 from helpers import sine_task, weights_of
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.core import Algorithm, compiled, meta_gradient, named, network
+from maml_sine.core import Algorithm, compiled, named, network
 from maml_sine.learners import assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
@@ -207,7 +207,7 @@ def test_meta_gradient_of_several_tasks_is_the_mean_of_their_meta_gradients(floa
     tasks = [torch.cat([part] * 4, dim=1) + 0.01 * torch.arange(4.0).reshape(1, 4, 1, 1) for part in tasks]
     stacked = [torch.stack(layer) for layer in zip(*initializations)]
     algorithm = Algorithm(num_steps, first_order=first_order)
-    meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(named(stacked), tasks)
+    meta_gradients, _ = vmap(lambda w, t: algorithm.meta_gradient(w, t))(named(stacked), tasks)
     for lane, initialization in enumerate(initializations):
         maml = maml_from(initialization, num_steps, first_order)
         per_task = []
@@ -387,7 +387,7 @@ def test_clipped_meta_gradients_are_scaled_to_the_norm_before_adam():
     streams = assignment_protocol().streams(seeds)
     for _ in range(3):
         tasks = streams.next_batch()
-        meta_gradients, _ = vmap(lambda w, t: meta_gradient(w, t, algorithm=algorithm))(learners.state.params, tasks)
+        meta_gradients, _ = vmap(lambda w, t: algorithm.meta_gradient(w, t))(learners.state.params, tasks)
         for lane, (weights, optimizer) in enumerate(zip(copies, optimizers, strict=True)):
             gradient = [g[lane] for g in network(meta_gradients)]
             norm = torch.sqrt(sum((g * g).sum() for g in gradient))

@@ -11,7 +11,7 @@ import torch
 from helpers import ROOT, import_script, reference_forward, sine_task
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import CheckpointError, load, save
-from maml_sine.core import NETWORK, meta_gradient, network
+from maml_sine.core import NETWORK, network
 from maml_sine.evaluation import sgd_steps
 from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study
 from maml_sine.meta_sgd import STEP_SIZE, MetaSGD
@@ -67,7 +67,7 @@ def test_the_meta_gradient_matches_float64_finite_differences(float64):
     algorithm = MetaSGD(num_steps=2)
     params = {name: tensor * (1 + torch.rand_like(tensor)) for name, tensor in algorithm.start(weights).items()}
     tasks = [torch.stack([part, part + 0.1]) for part in sine_task(seed=4)]  # B = 2 tasks
-    gradient, _ = meta_gradient(params, tasks, algorithm=algorithm)
+    gradient, _ = algorithm.meta_gradient(params, tasks)
     direction = {name: torch.randn_like(tensor) for name, tensor in params.items()}
 
     def loss(shifted):
