@@ -42,10 +42,12 @@ DIVERGED = 100.0
 
 @dataclass(frozen=True)
 class HeldOutTasks:
-    """n sine tasks y = a * sin(x + p), each with `max_support` support x, as many query x of its own
+    """n sine tasks y = a * sin(w * x + p), each with `max_support` support x, as many query x of its own
     (new random points to score on, as Finn et al.'s code scores), and a shared grid of x to score on.
+    The frequency w is 1 (Finn et al.'s sines) unless `frequencies` are given (Meta-SGD's).
 
-    amplitudes, phases: (n,) float64; support_x, query_x: (n, max_support, 1) float32; grid_x: (m, 1) float32.
+    amplitudes, phases, frequencies: (n,) float64; support_x, query_x: (n, max_support, 1) float32; grid_x: (m, 1)
+    float32.
     """
 
     amplitudes: np.ndarray
@@ -53,6 +55,7 @@ class HeldOutTasks:
     support_x: torch.Tensor
     query_x: torch.Tensor
     grid_x: torch.Tensor
+    frequencies: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.amplitudes)
@@ -60,7 +63,8 @@ class HeldOutTasks:
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """Each task's y at x, float32: x of shape (n, m, 1), or (m, 1) shared by all tasks, gives (n, m, 1)."""
         x = x.double().numpy()
-        y = self.amplitudes[:, None, None] * np.sin(x + self.phases[:, None, None])
+        frequencies = np.ones_like(self.amplitudes) if self.frequencies is None else self.frequencies
+        y = self.amplitudes[:, None, None] * np.sin(frequencies[:, None, None] * x + self.phases[:, None, None])
         return torch.from_numpy(y.astype(np.float32))
 
     def support(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +91,14 @@ def _scale(unit: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
 
 
 def draw_held_out_tasks(
-    num_tasks: int = HELD_OUT_TASKS, max_support: int = max(SUPPORT_SIZES), seed: int = HELD_OUT_SEED, grid=GRID_X
+    num_tasks: int = HELD_OUT_TASKS,
+    max_support: int = max(SUPPORT_SIZES),
+    seed: int = HELD_OUT_SEED,
+    grid=GRID_X,
+    frequency_range: tuple[float, float] | None = None,
 ) -> HeldOutTasks:
-    """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support and query x ~ U[-5, 5).
+    """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support and query x ~ U[-5, 5),
+    and, with a `frequency_range`, a frequency w from it (from a stream of its own: the rest stays as without).
 
     Task i uses row i of one (num_tasks, 2 + 10) block of uniform draws (a, p and 10 support x),
     and row i of a block of 10 query x from a second stream of the same seed; support and query
@@ -110,7 +119,9 @@ def draw_held_out_tasks(
         support_x=torch.from_numpy(_scale(support_unit, X_RANGE).astype(np.float32)),
         query_x=torch.from_numpy(_scale(query_unit, X_RANGE).astype(np.float32)),
         grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)),
-    )
+        frequencies=None if frequency_range is None else _scale(np.random.default_rng([seed, 4]).random(num_tasks),
+                                                                  frequency_range),
+    )  # fmt: skip
 
 
 _mse_per_task = vmap(mse)

@@ -175,7 +175,8 @@ class Study:
     section scored by each of `scores` ("grid": the 100-point grid; "query": K new points per task), with the
     median beside the mean if `medians`; `curvature` names the learners whose support-loss curvature is
     measured on every held-out task (`evaluation.top_hessian_eigenvalues`); `seeds`, how many seeds each
-    learner is trained with unless told."""
+    learner is trained with unless told; `frequency_range`, where the held-out tasks' frequencies are drawn from
+    (Meta-SGD's sines), if they vary."""
 
     name: str
     learners: tuple[str, ...]
@@ -186,6 +187,7 @@ class Study:
     figures: tuple[Plot, ...]
     curvature: tuple[str, ...] = ()
     seeds: int = 10
+    frequency_range: tuple[float, float] | None = None  # the held-out sines' frequencies; None: all 1, as Finn's
 
     def record(self) -> dict:
         return asdict(self)
@@ -262,4 +264,42 @@ def meta_sgd_study(updates: int = 70_000) -> Study:
                  figures=figures, seeds=5)  # fmt: skip
 
 
-STUDIES = {"assignment": assignment_study, "paper": paper_study, "meta_sgd": meta_sgd_study}
+FAMILY = ("maml", "first_order_maml", "meta_sgd", "anil", "cavia", "maml_plus_plus", "reptile")
+
+
+def family_study(updates: int = 70_000) -> Study:
+    """The MAML family under Finn et al.'s protocol, every learner with the same network, tasks and number of
+    updates (the paper study's training), 5 seeds, each adapting at test time as it learned to; fine-tuned on 5,
+    10 and 20 points of the paper study's held-out tasks (the K = 10 models) and on 5 (the K = 5 models)."""
+    paper = paper_study(updates)
+    sections = paper.sections[:4]
+    one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
+    figures = (
+        Plot("mse_vs_steps", "mse", one_model),
+        Plot("mse_vs_steps_per_k", "mse", ("5", "10")),
+        Plot("fits", "fits", (K10_MODEL_AT_K5, "10")),
+    )
+    return Study("family", FAMILY, paper.training, sections, scores=paper.scores, medians=True, figures=figures,
+                 seeds=5)  # fmt: skip
+
+
+def meta_sgd_protocol(k: int = 5, updates: int = 60_000) -> Protocol:
+    """Li et al.'s (Meta-SGD's) sine protocol: y = a sin(w x + b), w ~ U[0.8, 1.2), 4 tasks per update, 60,000
+    updates; K support points, and K query points (which the paper leaves open: Finn et al.'s choice)."""
+    return Protocol("frequency", k, k, tasks_per_update=4, updates=updates)
+
+
+def family_meta_sgd_study(updates: int = 60_000) -> Study:
+    """The MAML family under Meta-SGD's protocol: trained at K = 5, tested at 5, 10 and 20 points, scored on the
+    100-point grid of each held-out sine (Li et al. score on 100 points per curve), 5 seeds: the row of their
+    Table 1 trained at 5 shots."""
+    from maml_sine.streams import FREQUENCY_RANGE
+
+    sections = (Section("5", 5, 5), Section("10, trained at K=5", 5, 10), Section("20, trained at K=5", 5, 20))
+    figures = (Plot("mse_vs_steps", "mse"), Plot("fits", "fits", ("5",)))
+    return Study("family_meta_sgd", FAMILY, (meta_sgd_protocol(5, updates),), sections, scores=("grid",),
+                 medians=True, figures=figures, seeds=5, frequency_range=FREQUENCY_RANGE)  # fmt: skip
+
+
+STUDIES = {"assignment": assignment_study, "paper": paper_study, "meta_sgd": meta_sgd_study, "family": family_study,
+           "family_meta_sgd": family_meta_sgd_study}  # fmt: skip

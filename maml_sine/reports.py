@@ -25,6 +25,10 @@ STYLES = {  # each learner's label and colour, in every figure and table
     "pretrained_alpha0.001": ("pretrained, fine-tuned at 0.001", "darkgoldenrod"),
     "pretrained_tuned": ("pretrained, tuned step size", "tab:red"),
     "meta_sgd": ("Meta-SGD, S=1 (learned step sizes)", "black"),
+    "anil": ("ANIL, S=1 (head only)", "tab:orange"),
+    "cavia": ("CAVIA, S=1 (context, step 1.0)", "tab:red"),
+    "maml_plus_plus": ("MAML++, S=5 (learned step sizes per step)", "tab:purple"),
+    "reptile": ("Reptile, k=5, SGD 0.02", "tab:brown"),
     "scratch": ("from scratch (random init)", "tab:gray"),
     "oracle": ("oracle (given a and p)", "tab:purple"),
     "multitask": ("multi-task average, no reg.", "tab:olive"),
@@ -247,9 +251,9 @@ def plot_fits(
     ]
     figure.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False)
     amplitude, phase = tasks.amplitudes[task], tasks.phases[task]
-    title = (
-        f"Held-out task {task}, y = {amplitude:.2f} sin(x + {phase:.2f}): each learner's fit from K points as it adapts"
-    )
+    frequency = "" if tasks.frequencies is None else f"{tasks.frequencies[task]:.2f} "
+    function = f"y = {amplitude:.2f} sin({frequency}x + {phase:.2f})"
+    title = f"Held-out task {task}, {function}: each learner's fit from K points as it adapts"
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(figure, out)

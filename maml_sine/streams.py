@@ -19,6 +19,7 @@ import torch
 
 from utils import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, SineGenerator
 
+FREQUENCY_RANGE = (0.8, 1.2)  # Meta-SGD's sines: y = a sin(w x + b), w ~ U[0.8, 1.2)
 DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy by PaperTaskStreams; the tasks depend on it
 
 
@@ -111,12 +112,29 @@ class PaperTaskStreams:
         shape = (DRAWN_AT_ONCE, self.tasks_per_update)
         per_learner = [
             (rng.uniform(*AMPLITUDE_RANGE, shape), rng.uniform(*PHASE_RANGE, shape),
-             rng.uniform(*X_RANGE, (*shape, 2 * self.k, 1)))
+             rng.uniform(*X_RANGE, (*shape, 2 * self.k, 1)), self._frequencies(rng, shape))
             for rng in self.generators
         ]  # fmt: skip
-        amplitudes, phases, x = (np.stack(part, axis=1) for part in zip(*per_learner))
-        y = amplitudes[..., None, None] * np.sin(x + phases[..., None, None])
+        amplitudes, phases, x, frequencies = (np.stack(part, axis=1) for part in zip(*per_learner))
+        y = amplitudes[..., None, None] * np.sin(frequencies[..., None, None] * x + phases[..., None, None])
         return [torch.from_numpy(part.astype(np.float32)) for part in (x, y, amplitudes, phases)]
+
+    def _frequencies(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Finn et al.'s sines all have frequency 1 (and draw nothing for it)."""
+        return np.ones(shape)
+
+
+class FrequencyTaskStreams(PaperTaskStreams):
+    """Li et al.'s (Meta-SGD's) stream: y = a sin(w x + b), as Finn et al.'s, with a frequency w ~ U[0.8, 1.2) per task
+    too, drawn after the task's x (so the amplitudes, phases and x are those of the paper's stream)."""
+
+    def __init__(self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1) -> None:
+        if inputs != 1:
+            raise ValueError("Meta-SGD's stream gives x alone")
+        super().__init__(seeds, protocol, inputs)
+
+    def _frequencies(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.uniform(*FREQUENCY_RANGE, shape)
 
 
 class OneTaskStreams:
@@ -152,4 +170,5 @@ def _states_of(state: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
     return generators
 
 
-STREAMS = {"assignment": TaskStreams, "paper": PaperTaskStreams, "one_task": OneTaskStreams}
+STREAMS = {"assignment": TaskStreams, "paper": PaperTaskStreams, "frequency": FrequencyTaskStreams,
+           "one_task": OneTaskStreams}  # fmt: skip

@@ -91,7 +91,8 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
                   "share_fitted": float((errors < spec.target_mse).float().mean())}  # fmt: skip
         return models, {**record, "seconds": round(time.perf_counter() - start, 2)}
     k = protocol.support_points
-    path = folder / f"{stem}-{name}-K{k}-{protocol.updates}-{run.seed_range()}.pt"
+    # Named by the stream, not the study: studies that train a learner under one protocol share its checkpoint.
+    path = folder / f"{protocol.stream}-{name}-K{k}-{protocol.updates}-{run.seed_range()}.pt"
     try:
         learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain)
     except KeyboardInterrupt:

@@ -18,6 +18,10 @@ The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. The studies (ma
                         authors' code scores) and on the grid.
   meta_sgd              Meta-SGD (maml_sine/meta_sgd.py) beside MAML under the paper's protocol, 5 seeds:
                         writes docs/meta_sgd/.
+  family                the MAML family (MAML, first-order MAML, Meta-SGD, ANIL, CAVIA, MAML++, Reptile) under
+                        the paper's protocol, 5 seeds: writes docs/family/.
+  family_meta_sgd       the same learners under Li et al.'s (Meta-SGD's) protocol: sines of frequency 0.8 to 1.2,
+                        4 tasks per update, 60,000 updates, trained at K = 5: writes docs/family_meta_sgd/.
 
 Each learner is trained with --seeds seeds at once (seed i: tasks from numpy seed 1337 + i, initialization
 from torch seed 42 + i; seed 0 is `python test.py`'s), and saved in --checkpoint-dir, from where the next
@@ -74,7 +78,12 @@ DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--protocol", choices=sorted(STUDIES), default="assignment", help="the study (default assignment)"
+        "--study",
+        "--protocol",
+        dest="protocol",
+        choices=sorted(STUDIES),
+        default="assignment",
+        help="the study (default assignment)",
     )
     parser.add_argument("--updates", type=whole_number(1), help="meta-updates per learner (default: the protocol's)")
     parser.add_argument(
@@ -113,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         training_seconds = time.perf_counter() - start
         stage = "evaluating"
         max_k = max(section.k for section in study.sections)
-        tasks = draw_held_out_tasks(args.tasks, max_k)
-        validation = draw_held_out_tasks(min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED)
+        tasks = draw_held_out_tasks(args.tasks, max_k, frequency_range=study.frequency_range)
+        validation = draw_held_out_tasks(
+            min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED, frequency_range=study.frequency_range
+        )
         lrs, tuning = test_lrs(study, initializations, validation)
         results, fits, curvature = evaluated(study, initializations, tasks, lrs)
         evaluation_seconds = time.perf_counter() - start - training_seconds
