@@ -159,9 +159,9 @@ class Section(NamedTuple):
 
 class Plot(NamedTuple):
     """A figure of a study: `kind` "mse" (the paper's Figure 3: MSE against SGD steps, a column per section),
-    "fits" (its Figure 2: one task's fits, a row per section), or "curvature" (the top Hessian eigenvalue of
-    every seed-task pair of the first section against its amplitude), of `learners` in `sections` (keys;
-    None: all of the study's)."""
+    "fits" (its Figure 2: one task's fits, a row per section), "curvature" (the top Hessian eigenvalue of
+    every seed-task pair of the first section against its amplitude), or "learned" (what the learners learned
+    beside an initialization: `maml_sine.learned`), of `learners` in `sections` (keys; None: all of the study's)."""
 
     name: str
     kind: str
@@ -278,6 +278,7 @@ def family_study(updates: int = 70_000) -> Study:
         Plot("mse_vs_steps", "mse", one_model),
         Plot("mse_vs_steps_per_k", "mse", ("5", "10")),
         Plot("fits", "fits", (K10_MODEL_AT_K5, "10")),
+        Plot("learned", "learned"),
     )
     return Study("family", FAMILY, paper.training, sections, scores=paper.scores, medians=True, figures=figures,
                  seeds=5)  # fmt: skip
@@ -296,7 +297,7 @@ def family_meta_sgd_study(updates: int = 60_000) -> Study:
     from maml_sine.streams import FREQUENCY_RANGE
 
     sections = (Section("5", 5, 5), Section("10, trained at K=5", 5, 10), Section("20, trained at K=5", 5, 20))
-    figures = (Plot("mse_vs_steps", "mse"), Plot("fits", "fits", ("5",)))
+    figures = (Plot("mse_vs_steps", "mse"), Plot("fits", "fits", ("5",)), Plot("learned", "learned"))
     return Study("family_meta_sgd", FAMILY, (meta_sgd_protocol(5, updates),), sections, scores=("grid",),
                  medians=True, figures=figures, seeds=5, frequency_range=FREQUENCY_RANGE)  # fmt: skip
 

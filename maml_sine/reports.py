@@ -212,6 +212,57 @@ def plot_curvature(report: Mapping, section: str, out: str | os.PathLike) -> Non
     save_figure(figure, out)
 
 
+def plot_learned(report: Mapping, out: str | os.PathLike) -> None:
+    """What the family's learners learned beside an initialization (results.json's "learned"), a panel each:
+    Meta-SGD's mean step size per tensor, MAML++'s step sizes per inner step, CAVIA's adapted context against
+    the task's amplitude (seed 0, the first principal component of the context)."""
+    learned = report["learned"]
+    panels = [name for name in ("meta_sgd", "maml_plus_plus", "cavia") if name in learned]
+    figure = Figure(figsize=(5.6 * len(panels), 4.6))
+    for axes, name in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        label, _ = style(name)
+        runs = learned[name]
+        if name == "meta_sgd":
+            width = 0.8 / len(runs)
+            for offset, (run, record) in enumerate(runs.items()):
+                per_seed = np.array(list(record["mean_step_size"].values()))  # (tensors, seeds)
+                positions = np.arange(len(per_seed)) + offset * width
+                axes.bar(positions, per_seed.mean(axis=1), width, label=f"trained at {run}")
+                axes.errorbar(positions, per_seed.mean(axis=1), yerr=np.ptp(per_seed, axis=1) / 2, fmt="none",
+                              color="black", capsize=2)  # fmt: skip
+            axes.set_xticks(np.arange(len(per_seed)) + width * (len(runs) - 1) / 2, list(record["mean_step_size"]))
+            axes.set_xlabel("network tensor")
+            axes.set_ylabel("mean learned step size α (mean of seeds; bar: their range)")
+        elif name == "maml_plus_plus":
+            run, record = list(runs.items())[-1]
+            for tensor, per_seed in record["step_sizes_per_step"].items():
+                values = np.array(per_seed)  # (seeds, S)
+                axes.plot(np.arange(1, values.shape[1] + 1), values.mean(axis=0), marker="o", label=tensor)
+            axes.set_xlabel("inner step")
+            axes.set_ylabel(f"learned step size (mean of seeds, trained at {run})")
+        else:
+            run, record = list(runs.items())[-1]
+            contexts = np.array(record["context"]["seed_0_contexts"])
+            centred = contexts - contexts.mean(axis=0)
+            first_component = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+            amplitudes, phases = (np.array(report["evaluation"][key]) for key in ("amplitudes", "phases"))
+            points = axes.scatter(amplitudes, first_component, c=phases, s=8, cmap="viridis")
+            figure.colorbar(points, ax=axes, label="task phase p (rad)")
+            r2 = record["context"]["r_squared"]
+            axes.set_xlabel("task amplitude a")
+            axes.set_ylabel(f"adapted context, 1st principal component (K = {record['context']['k']})")
+            read_out = ", ".join(f"{what} {np.mean(r2[key]):.2f}" for what, key in
+                                 (("a", "amplitude"), ("a·cos p", "a_cos_p"), ("a·sin p", "a_sin_p")))  # fmt: skip
+            label += f"\nR² of a linear read-out of the context (mean of seeds): {read_out}"
+        axes.set_title(label, fontsize=9)
+        axes.grid(True, alpha=0.3)
+        if name != "cavia":
+            axes.legend(fontsize=8)
+    figure.suptitle("What the MAML family learns beside an initialization")
+    figure.tight_layout()
+    save_figure(figure, out)
+
+
 def plot_fits(
     fits: Mapping[str, Mapping[str, np.ndarray]], plot: Plot, study: Study, tasks: HeldOutTasks,
     task: int, out: str | os.PathLike,

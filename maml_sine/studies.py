@@ -26,6 +26,7 @@ from maml_sine.evaluation import (
     tuned_test_lr,
 )
 from maml_sine.interrupts import stop_requested
+from maml_sine.learned import learned
 from maml_sine.learners import LEARNERS, Learner, MultiTask, Protocol, Study
 from maml_sine.training import final_mse_per_seed, trained_or_loaded
 from utils import NUMPY_SEED
@@ -164,3 +165,16 @@ def curvature_record(models: list, sets: dict, lr: float | Algorithm, errors: li
         "lambda_max_along_sgd": [np.round(seed, 4).tolist() for seed in largest],
         "diverged": [flags.tolist() for flags in diverged],
     }
+
+
+def what_was_learned(study: Study, initializations: dict, tasks: HeldOutTasks) -> dict:
+    """What each learner of the study learned beside its initialization (`maml_sine.learned`), per training protocol:
+    {name: {"K=k": record}}, for the learners that learn more."""
+    found = {}
+    for name in study.learners:
+        for protocol in study.training:
+            k = protocol.support_points
+            record = learned(name, initializations[name, k], tasks, k)
+            if record is not None:
+                found.setdefault(name, {})[f"K={k}"] = record
+    return found

@@ -65,8 +65,8 @@ from maml_sine.evaluation import (
 )
 from maml_sine.files import as_written, write_json_atomically, write_text_atomically
 from maml_sine.learners import LEARNERS, STUDIES
-from maml_sine.reports import SCORES, markdown_table, plot_curvature, plot_fits, plot_mse_against_steps
-from maml_sine.studies import Run, evaluated, test_lrs, trained_learners
+from maml_sine.reports import SCORES, markdown_table, plot_curvature, plot_fits, plot_learned, plot_mse_against_steps
+from maml_sine.studies import Run, evaluated, test_lrs, trained_learners, what_was_learned
 from maml_sine.training import lane_seeds
 from utils import WriteError, whole_number
 
@@ -128,11 +128,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
         lrs, tuning = test_lrs(study, initializations, validation)
         results, fits, curvature = evaluated(study, initializations, tasks, lrs)
+        learned_beside = what_was_learned(study, initializations, tasks)
         evaluation_seconds = time.perf_counter() - start - training_seconds
         stage = "writing the results and figures"
         seconds = {"train_or_load": training_seconds, "evaluate": evaluation_seconds}
         command = " ".join(["python scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)])
-        measured = {"mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature}
+        measured = {"mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature, "learned": learned_beside}
         report = write_results(args, measured, fits, tasks, records, seconds, command, written)
     except KeyboardInterrupt as interrupt:
         message = str(interrupt) or f"interrupted while {stage}"
@@ -163,6 +164,8 @@ def write_results(
         "seeds": lane_seeds(args.seeds, args.first_seed),
         "task_in_fits_png": fit_task,
         "amplitudes": np.round(tasks.amplitudes, 6).tolist(),
+        "phases": np.round(tasks.phases, 6).tolist(),
+        "frequencies": None if tasks.frequencies is None else np.round(tasks.frequencies, 6).tolist(),
     }
     report = {
         "study": study.record(),
@@ -171,6 +174,7 @@ def write_results(
         "wall_seconds": {what: round(value, 2) for what, value in seconds.items()},
         "mse": results,
         "curvature": measured["curvature"],
+        "learned": measured["learned"],
     }
     table = markdown_table(results, study, len(tasks), command)
     write_json_atomically(args.out_dir / "results.json", report)
@@ -181,6 +185,9 @@ def write_results(
     for figure in study.figures:
         if figure.kind == "fits":
             plot_fits(fits, figure, study, tasks, fit_task, args.out_dir / f"{figure.name}.png")
+            written.append(f"{figure.name}.png")
+        elif figure.kind == "learned":
+            plot_learned(as_written(report), args.out_dir / f"{figure.name}.png")
             written.append(f"{figure.name}.png")
         elif figure.kind == "curvature":
             plot_curvature(as_written(report), figure.sections[0], args.out_dir / f"{figure.name}.png")

@@ -319,7 +319,7 @@ def test_the_arguments_choose_the_study_its_updates_and_the_seeds(evaluate, tmp_
         (["--updates", "0"], "argument --updates: must be at least 1, got 0"),
         (["--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
         (["--first-seed", "-1"], "argument --first-seed: must be at least 0, got -1"),
-        (["--protocol", "papers"], "argument --protocol: invalid choice: 'papers'"),
+        (["--protocol", "papers"], "argument --study/--protocol: invalid choice: 'papers'"),
         (["--episodes", "10"], "unrecognized arguments: --episodes 10"),  # --updates replaced it
         (["--fast"], "unrecognized arguments: --fast"),  # every run trains in lockstep now
         (["--out-dir", "README.md"], "--out-dir: 'README.md' is a file, not a folder"),

@@ -277,7 +277,7 @@ def test_the_paper_study_trains_one_model_per_k_for_70000_updates_unless_told(ev
     [
         (["--protocol", "paper", "--episodes", "10"], "unrecognized arguments: --episodes 10"),
         (["--protocol", "paper", "--fast"], "unrecognized arguments: --fast"),
-        (["--protocol", "papers"], "argument --protocol: invalid choice: 'papers'"),
+        (["--protocol", "papers"], "argument --study/--protocol: invalid choice: 'papers'"),
     ],
 )
 def test_arguments_of_no_protocol_are_refused_before_anything_is_made(evaluate, tmp_path, capsys, bad, message):
