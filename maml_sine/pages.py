@@ -32,7 +32,7 @@ import numpy as np
 
 from maml_sine.evaluation import MAX_STEPS
 from maml_sine.learners import K10_MODEL_AT_K5, STUDIES, Study
-from maml_sine.reports import TABLE_STEPS, learner_cells, section_title, steps_label, style
+from maml_sine.reports import TABLE_STEPS, cell, learner_cells, section_title, steps_label, style
 
 Report = Mapping[str, Any]
 
@@ -197,6 +197,46 @@ def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, step
     return "\n".join(lines) + "\n"
 
 
+# Li et al. (2017), Table 1, the row trained at 5 shots, one step, tested at 5 / 10 / 20 shots: mean MSE and its
+# 95% interval over their test tasks (as the paper gives them).
+LI_TABLE_1 = {"maml": ((1.13, 0.85, 0.71), (0.18, 0.14, 0.12)), "meta_sgd": ((0.90, 0.63, 0.50), (0.16, 0.12, 0.10))}
+Z_95 = 1.96
+
+
+def one_run_difference(result: Mapping, step: int, published: float, published_ci95: float) -> tuple[float, float]:
+    """Our mean minus a published one-run number, and the 95% half-width of that difference: our mean over seeds
+    (between-seed spread / sqrt(seeds), and the task sampling of our tasks), against one run of theirs (one seed,
+    so the whole between-seed spread, and the task sampling their interval gives)."""
+    per_seed = np.array(result["per_seed"], dtype=float)[:, step]
+    between_seeds = per_seed.var(ddof=1)
+    variance = between_seeds / len(per_seed) + between_seeds + (result["ci95"][step] / Z_95) ** 2
+    return float(per_seed.mean() - published), float(Z_95 * np.sqrt(variance + (published_ci95 / Z_95) ** 2))
+
+
+def table_1(report: Report, sections: Sequence[str], step: int = 1) -> str:
+    """Li et al.'s Table 1 row beside every learner of a study under their protocol (`report`): the grid MSE after
+    `step` step at each of `sections` (mean of the seeds ± between-seed interval), their number where they give
+    one, and whether the two agree within the spread of one run of the protocol (`one_run_difference`)."""
+    study = study_of(report)
+    by_key = {section.key: section for section in study.sections}
+    shots = " | ".join(f"{by_key[key].k} shots" for key in sections)
+    lines = [f"| learner | {shots} | Li et al. | ours minus theirs ± one run's 95% spread |",
+             "| --- |" + " ---: |" * len(sections) + " ---: | --- |"]  # fmt: skip
+    for name in study.learners:
+        results = [report["mse"]["grid"][name][key] for key in sections]
+        cells = [cell(result, step, median=False) for result in results]
+        theirs, verdicts = "—", "—"
+        if name in LI_TABLE_1:
+            means, intervals = LI_TABLE_1[name]
+            theirs = " / ".join(f"{mean:.2f} ± {interval:.2f}" for mean, interval in zip(means, intervals))
+            differences = [one_run_difference(result, step, *published)
+                           for result, published in zip(results, zip(means, intervals))]  # fmt: skip
+            verdicts = " / ".join(f"{gap:+.2f} ± {spread:.2f} ({'agree' if abs(gap) <= spread else 'differ'})"
+                                  for gap, spread in differences)  # fmt: skip
+        lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + f" | {theirs} | {verdicts} |")
+    return "\n".join(lines) + "\n"
+
+
 REGRESSOR_BASELINES = {  # the multi-task baselines, as the table of their regressors names them
     "multitask": "no regularization",
     "multitask_l2": "ℓ2 weight decay",
@@ -324,6 +364,8 @@ class Block(NamedTuple):
 
 EVALUATION, MARGIN, PAPER = "evaluation/results.json", "grader_margin/results.json", "paper_protocol/results.json"
 META_SGD = "meta_sgd/results.json"
+FAMILY_FINN, FAMILY_LI = "family/results.json", "family_meta_sgd/results.json"
+LI_SECTIONS = ("5", "10, trained at K=5", "20, trained at K=5")
 DRAWN = ("maml", "maml_alpha0.001", "pretrained_tuned")  # the learners the paper study draws, less the oracle
 ONE_MODEL_SECTIONS = (K10_MODEL_AT_K5, "10", "20, trained at K=10")  # the K = 10 models at 5, 10 and 20 points
 ONE_MODEL_ROWS = tuple((name, key) for name in DRAWN for key in ONE_MODEL_SECTIONS)

@@ -29,6 +29,8 @@ STYLES = {  # each learner's label and colour, in every figure and table
     "cavia": ("CAVIA, S=1 (context, step 1.0)", "tab:red"),
     "maml_plus_plus": ("MAML++, S=5 (learned step sizes per step)", "tab:purple"),
     "reptile": ("Reptile, k=5, SGD 0.02", "tab:brown"),
+    "cavia_recipe": ("CAVIA, its code's 50,000 updates", "lightcoral"),
+    "reptile_recipe": ("Reptile, its demo's 30,000 one-task updates", "rosybrown"),
     "scratch": ("from scratch (random init)", "tab:gray"),
     "oracle": ("oracle (given a and p)", "tab:purple"),
     "multitask": ("multi-task average, no reg.", "tab:olive"),

@@ -55,10 +55,11 @@ def trained_learners(run: Run, saved: list[str]) -> tuple[dict, dict]:
     Learners that differ only in how they are tested share one training. `saved` gains each learner as its
     checkpoint is written or found."""
     initializations, records, shared = {}, {name: {} for name in run.study.learners}, {}
-    for protocol in run.study.training:
-        k = protocol.support_points
+    for study_protocol in run.study.training:
+        k = study_protocol.support_points
         for name in run.study.learners:
             learner = _for_this_run(LEARNERS[name], run)
+            protocol = learner.trained_under(study_protocol)
             depends_on_k = isinstance(learner.algorithm, Algorithm)
             key = json.dumps([learner.training(), protocol.record() if depends_on_k else None])
             if key not in shared:
