@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --quick    # fewer repeats, no 40,000-episode memory run
     python benchmarks/bench_train.py --batched  # only the batched learner against MAML.train (about 2 min)
     python benchmarks/bench_train.py --peer     # only the compiled learners against the JAX peer, if jax is installed
+    python benchmarks/bench_train.py --family   # only the MAML family's learners, time per update (about 5 min)
 
 Everything runs in this one process, on the same pre-drawn tasks and from the same
 initialization. For each thread count and setting, every contender first runs
@@ -26,6 +27,9 @@ Batched: tasks per second of `maml_sine.batched.BatchedMAML` (compiled) against
 blocks, for N=10 learners with B=1 task per update and for N=1 learner with B=25; then
 the resident set along 40,000 updates of the N=10 learners.
 
+The family: each learner of the MAML family (`maml_sine.learners.FAMILY`) as the family study trains it, its
+time per update against MAML's, measured in a rotating order of blocks, and its compile time.
+
 The peer: where `jax` is installed, the same second-order update in JAX (`jax_peer.py`), run as a
 user of JAX would run it, many updates per jitted call, against the compiled lockstep learner, in
 alternating blocks on the same tasks; per learner-update times, their ratio, and compile times.
@@ -45,7 +49,7 @@ import torch.nn.functional as F
 from assignment import MAML
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
 from maml_sine.core import Algorithm, LearnerState, named
-from maml_sine.learners import assignment_protocol
+from maml_sine.learners import FAMILY, LEARNERS, assignment_protocol, paper_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
@@ -369,13 +373,52 @@ def peer_comparison(repeats: int) -> None:
     print(" relative difference of their first 20 query losses, equal up to rounding before the runs drift apart)")
 
 
+FAMILY_LANES, FAMILY_K, FAMILY_BLOCK = 5, 10, 100  # the family study's seeds, its K = 10 models, updates a block
+
+
+def family_speed(repeats: int) -> None:
+    """Each learner of the MAML family as the family study trains it (compiled lockstep lanes, one per seed, 25 tasks
+    of K support and K query points per update): time per update, against MAML's in the same rotation of blocks,
+    and its compile time (the first update)."""
+    torch.set_num_threads(1)
+    seeds = lane_seeds(FAMILY_LANES)
+    streams = paper_protocol(FAMILY_K).streams(seeds)
+    batches = [streams.next_batch() for _ in range(FAMILY_BLOCK)]
+    learners, compile_seconds = {}, {}
+    for name in FAMILY:
+        learner = LEARNERS[name]
+        initializations = initializations_from_seeds(seeds, inputs=learner.network_inputs)
+        learners[name] = BatchedMAML(initializations, learner.algorithm, compile=True, updates=70_000)
+        start = time.perf_counter()
+        learners[name].train(batches[0])
+        compile_seconds[name] = time.perf_counter() - start
+    seconds = {name: [] for name in FAMILY}
+    for repeat in range(repeats):
+        for name in FAMILY[repeat % len(FAMILY) :] + FAMILY[: repeat % len(FAMILY)]:  # a rotating order
+            start = time.perf_counter()
+            for batch in batches:
+                learners[name].train(batch)
+            seconds[name].append(time.perf_counter() - start)
+    print(f"\nthe MAML family, {FAMILY_LANES} lanes, 25 tasks of K={FAMILY_K} + {FAMILY_K} points per update,")
+    print(f"1 thread, compiled; medians of {repeats} blocks of {FAMILY_BLOCK} updates")
+    print(f"{'learner':16} {'ms/update':>10} {'vs MAML':>8} {'compile':>8}")
+    per_update = {name: statistics.median(times) / FAMILY_BLOCK * 1e3 for name, times in seconds.items()}
+    for name in FAMILY:
+        ratio = per_update[name] / per_update["maml"]
+        print(f"{name:16} {per_update[name]:10.2f} {ratio:7.2f}x {compile_seconds[name]:7.1f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
     parser.add_argument("--batched", action="store_true", help="only the batched learner against MAML.train")
     parser.add_argument("--peer", action="store_true", help="only the compiled learners against the JAX peer")
+    parser.add_argument("--family", action="store_true", help="only the MAML family's learners, time per update")
     args = parser.parse_args()
     repeats = 3 if args.quick else REPEATS
+    if args.family:
+        family_speed(repeats)
+        return
     if args.batched:
         batched_throughput(repeats)
         batched_memory_run()
