@@ -214,12 +214,15 @@ class BatchedMAML(_Lockstep):
         return self.gradient_norms.array()
 
     def go_on_from(self, saved: "BatchedMAML") -> None:
-        """Take over the state and records of `saved` (as many learners of this algorithm, all still training, e.g.
-        loaded from a checkpoint of part of a run), shared, not copied: the next update is the one `saved` would
+        """Take over the state, records and stops of `saved` (as many learners of this algorithm, e.g. loaded from a
+        checkpoint of part of a run), shared, not copied: the next update is the one `saved` would
         have taken next, run by these learners' own update (compiled or not)."""
-        if saved.algorithm != self.algorithm or len(saved) != len(self) or not saved.active.all():
-            raise ValueError(f"{len(self)} learners go on only from as many of their algorithm, all still training")
+        if saved.algorithm != self.algorithm or len(saved) != len(self) or (not saved.active.all() and
+                                                                             not self.stop_diverged):  # fmt: skip
+            raise ValueError(f"{len(self)} learners go on only from as many of their algorithm (stopped ones only "
+                             "if these stop the diverged)")  # fmt: skip
         self.state, self.losses, self.gradient_norms = saved.state, saved.losses, saved.gradient_norms
+        self.active, self.diverged_at = saved.active.clone(), dict(saved.diverged_at)
 
     def train(self, tasks: TaskBatch) -> None:
         """One meta-update of every learner on its B tasks: four tensors, each (N, B, n, d or 1).

@@ -99,14 +99,11 @@ def save(
     learners: BatchedMAML, record: Mapping[str, Any], path: str | os.PathLike, streams: dict[str, Any] | None = None
 ) -> None:  # fmt: skip
     """Write `learners` and the `record` of what they are to `path`, atomically: an interrupted save leaves
-    any previous checkpoint whole. Only learners that all still train are saved (see `stop_diverged`).
+    any previous checkpoint whole. A learner that stopped (`stop_diverged`) is saved as it stopped: its state before
+    the update that diverged, its step count that of the updates it took, and NaN records from there on.
 
     Learners that have taken fewer updates than `record["protocol"]["updates"]` are part of a run: `streams`,
     the state of their task streams after the last update they took, must come with them."""
-    if not learners.active.all():
-        raise ValueError(
-            f"learner(s) {sorted(learners.diverged_at)} stopped; a checkpoint holds training learners only"
-        )
     updates, planned = len(learners.losses), record["protocol"]["updates"]
     if updates > planned or (updates < planned and streams is None):
         raise ValueError(f"{updates} of {planned} updates: part of a run is saved with its streams' state, no more")
@@ -116,7 +113,7 @@ def save(
         "losses": torch.from_numpy(learners.histories),
         "gradient_norms": torch.from_numpy(learners.gradient_norm_histories),
     }
-    _write(Path(path), record, tensors, {"updates": updates, "streams": streams})
+    _write(Path(path), record, tensors, {"updates": updates, "streams": streams}, stopped=RECORDS)
 
 
 def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
@@ -142,14 +139,15 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     network_shapes = weight_shapes(algorithm.network_inputs(record["learner"]["inputs"]))
     learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in network_shapes]).items()}
     _check_shapes(path, checkpoint, {field: learned for field in STATE}, count)
-    _check_content(path, checkpoint, fields, PROGRESS)
+    _check_content(path, checkpoint, fields, PROGRESS, stopped=RECORDS)
     updates, planned, streams = checkpoint["updates"], record["protocol"]["updates"], checkpoint["streams"]
     held = [checkpoint[field].shape[1] for field in RECORDS]
     steps = checkpoint["step"].tolist()
-    if type(updates) is not int or not 0 <= updates <= planned or held != [updates] * 2 or steps != [updates] * count:
+    if type(updates) is not int or not 0 <= updates <= planned or held != [updates] * 2 or max(steps) != updates:
         losses, norms = held
         problem = f"holds {updates!r} of {planned} updates, {losses} losses, {norms} gradient norms, Adam steps {steps}"
         raise CheckpointError(path, f"{problem}: they do not agree")
+    stopped = _stopped_learners(path, checkpoint, steps)
     if updates < planned and not isinstance(streams, dict):
         raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
     learners = BatchedMAML([[torch.zeros(shape) for shape in network_shapes]] * count, algorithm)
@@ -157,7 +155,31 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     for field, dtype in RECORDS.items():
         for row in checkpoint[field].T.to(dtype):
             getattr(learners, field).append(row)
+    learners.stop_diverged = bool(stopped)
+    learners.diverged_at = stopped
+    learners.active = torch.tensor([learner not in stopped for learner in range(count)])
     return learners if updates == planned else Progress(learners, streams)
+
+
+def _stopped_learners(path: Path, checkpoint: dict[str, Any], steps: list[float]) -> dict[int, int]:
+    """The learners that stopped, each with the update it stopped at (its step count, below the others'), if their
+    records are finite before it and NaN from it on, as a stopped learner's are; a `CheckpointError` otherwise."""
+    updates, stopped = max(steps), {}
+    for learner, step in enumerate(steps):
+        if step != int(step):
+            raise CheckpointError(path, f"learner {learner} took {step:g} updates: a count of updates is whole")
+        for field in RECORDS:
+            taken = checkpoint[field][learner, : int(step)]
+            if not torch.isfinite(taken).all():
+                index = int((~torch.isfinite(taken)).nonzero()[0])
+                value = f"{taken[index].item():g}"
+                raise CheckpointError(path, f"its {field} holds {value} at ({learner}, {index}): learner {learner} "
+                                            f"took {step:g} updates, and records a finite value for each")  # fmt: skip
+            if step < updates and not torch.isnan(checkpoint[field][learner, int(step) :]).all():
+                raise CheckpointError(path, f"learner {learner} stopped at update {step:g} but records values after it")
+        if step < updates:
+            stopped[learner] = int(step)
+    return stopped
 
 
 def save_networks(
@@ -212,14 +234,15 @@ def data_digest(value: Any) -> str:
 
 def _write(
     path: Path, record: Mapping[str, Any], tensors: Mapping[str, torch.Tensor | list | dict],
-    data: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None, stopped: Sequence[str] = (),
 ) -> None:  # fmt: skip
     """Write `tensors` (by field: a tensor, or a list or mapping of them) and `data` (by field: plain data) with
     the format, the `record` and the digest of every tensor and field of data to `path`, atomically. Values that
     loading would refuse raise a `CheckpointError` here, before anything is written, so the error comes where the
-    values were made and no training is saved to be refused."""
+    values were made and no training is saved to be refused. `stopped` names the records that may hold NaN for a
+    stopped learner."""
     named, data = _named_tensors(tensors), data or {}
-    _check_values(path, named)
+    _check_values(path, named, stopped)
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,
@@ -293,9 +316,11 @@ def _check_shapes(
             raise CheckpointError(path, f"its {name} is not a float tensor of shape {shape} (None: any length)")
 
 
-def _check_content(path: Path, checkpoint: dict[str, Any], fields: Sequence[str], data: Sequence[str] = ()) -> None:
+def _check_content(
+    path: Path, checkpoint: dict[str, Any], fields: Sequence[str], data: Sequence[str] = (), stopped: Sequence[str] = ()
+) -> None:  # fmt: skip
     """Every tensor of `fields` (shapes already checked) and every field of plain `data` must match the digest
-    written with it, and the tensors' values must be legal (`_check_values`)."""
+    written with it, and the tensors' values must be legal (`_check_values`, NaN allowed in the `stopped` fields)."""
     digests = checkpoint["digests"]
     if not isinstance(digests, dict):
         raise CheckpointError(path, f"its digests are a {type(digests).__name__}, not a dict")
@@ -307,15 +332,16 @@ def _check_content(path: Path, checkpoint: dict[str, Any], fields: Sequence[str]
             raise CheckpointError(path, f"has no digest of its {name}")
         if digests[name] != computed:
             raise CheckpointError(path, f"its {name} does not match its SHA-256 digest: the file is damaged")
-    _check_values(path, named)
+    _check_values(path, named, stopped)
 
 
-def _check_values(path: Path, named: Mapping[str, torch.Tensor]) -> None:
-    """Every value finite, and those of the fields in NON_NEGATIVE not negative; a `CheckpointError` naming the
-    tensor, the first value that is not, and where, otherwise."""
+def _check_values(path: Path, named: Mapping[str, torch.Tensor], stopped: Sequence[str] = ()) -> None:
+    """Every value finite (NaN allowed in the `stopped` fields: a stopped learner's records, which `_stopped_learners`
+    checks), and those of the fields in NON_NEGATIVE not negative; a `CheckpointError` naming the tensor, the first
+    value that is not, and where, otherwise."""
     for name, tensor in named.items():
         field = name.partition("[")[0]
-        if not torch.isfinite(tensor).all():
+        if not torch.isfinite(tensor if field not in stopped else tensor.nan_to_num(nan=0.0)).all():
             bad, rule = ~torch.isfinite(tensor), "a checkpoint holds finite values only"
         elif field in NON_NEGATIVE and (tensor < 0).any():
             bad, rule = tensor < 0, f"{NON_NEGATIVE[field]} cannot be negative"

@@ -108,6 +108,8 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
         "final_training_query_mse": final_mse_per_seed(learners.histories).tolist(),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if learners.diverged_at:  # a seed whose training diverged: it is evaluated as it was before that update
+        record["stopped_at_update"] = {str(seed): update for seed, update in sorted(learners.diverged_at.items())}
     return [learners.params(seed) for seed in range(len(seeds))], record
 
 

@@ -141,10 +141,12 @@ def meta_trained(
 ) -> BatchedMAML:  # fmt: skip
     """`learner` meta-trained under `protocol`, one lane per seed (its tasks from the numpy seed, its
     initialization from the torch seed): from the start, or from `saved`, part of this run saved earlier.
-    `keep(learners, the streams' state)` saves progress where `LockstepRun.train` calls its `keep`."""
+    `keep(learners, the streams' state)` saves progress where `LockstepRun.train` calls its `keep`. A lane whose
+    loss or meta-gradient stops being finite stops there (`BatchedMAML.stop_diverged`), and the others go on."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
     run = LockstepRun(protocol.streams(seeds, learner.inputs), protocol.updates, description)
-    learners = run.maml("query", initializations_from_seeds(seeds, inputs=learner.network_inputs), learner.algorithm)
+    initializations = initializations_from_seeds(seeds, inputs=learner.network_inputs)
+    learners = run.maml("query", initializations, learner.algorithm, stop_diverged=True)
     if saved is not None:
         run.resume({"query": saved.learners}, saved.streams)
     run.train(keep=None if keep is None else lambda: keep(learners, run.streams.state()))

@@ -232,16 +232,50 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert load(path, two_updates).histories.shape == (3, 2)
 
 
-def test_stopped_learners_are_not_saved(tmp_path):
-    learners, streams = trained_learners()
-    learners.stop_diverged = True
-    tasks = streams.next_batch()
-    tasks[3][2] *= 1e30  # learner 2's query y: its loss overflows
-    tasks[1][2] *= 1e30
-    learners.train(tasks)
-    with pytest.raises(ValueError, match=r"learner\(s\) \[2\] stopped"):
-        save(learners, record_of(), tmp_path / "learners.pt")
-    assert not (tmp_path / "learners.pt").exists()
+def stopped_learners():
+    """`trained_learners`' three learners, stopping the diverged, whose learner 2 overflows at update 2 of 4."""
+    seeds = lane_seeds(3)
+    learners = BatchedMAML(initializations_from_seeds(seeds), LEARNERS["maml"].algorithm, stop_diverged=True)
+    streams = ASSIGNMENT.streams(seeds)
+    for update in range(4):
+        tasks = streams.next_batch()
+        if update == 2:
+            tasks[1][2] *= 1e30  # learner 2's support and query y: its loss overflows
+            tasks[3][2] *= 1e30
+        learners.train(tasks)
+    return learners
+
+
+def test_a_stopped_learner_is_saved_as_it_stopped_and_loads_stopped(tmp_path):
+    learners = stopped_learners()
+    assert learners.diverged_at == {2: 2}
+    save(learners, record_of(), tmp_path / "learners.pt")
+    loaded = load(tmp_path / "learners.pt", record_of())
+    assert loaded.diverged_at == {2: 2} and loaded.active.tolist() == [True, True, False] and loaded.stop_diverged
+    assert_same_state(loaded, learners)
+    assert loaded.state.step.tolist() == [4.0, 4.0, 2.0]
+    np.testing.assert_array_equal(loaded.histories, learners.histories)  # NaN where learner 2 stopped
+    assert np.isnan(loaded.histories[2, 2:]).all() and np.isfinite(loaded.histories[2, :2]).all()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["losses"][2, 3].fill_(1.0), r"learner 2 stopped at update 2 but records values after it"),
+        (lambda c: c["losses"][0, 1].fill_(float("nan")), r"its losses holds nan at \(0, 1\): learner 0 took 4"),
+        (lambda c: c["step"][2].fill_(2.5), r"learner 2 took 2.5 updates: a count of updates is whole"),
+    ],
+    ids=["values-after-the-stop", "nan-before-the-stop", "part-of-an-update"],
+)
+def test_records_that_are_not_a_stop_are_refused(tmp_path, change, message):
+    """NaN is allowed in a checkpoint's records only as a stopped learner leaves it: from its stop on."""
+    save(stopped_learners(), record_of(), tmp_path / "learners.pt")
+    content = torch.load(tmp_path / "learners.pt", weights_only=True)
+    change(content)
+    content["digests"] = digests_of(content)
+    torch.save(content, tmp_path / "learners.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load(tmp_path / "learners.pt", record_of())
 
 
 # --- Checkpoints that prove their content -------------------------------------------------------------------------

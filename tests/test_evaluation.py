@@ -20,6 +20,7 @@ from helpers import (
     HEADLESS,
     ROOT,
     held_by_another_process,
+    import_script,
     interrupt_after_progress,
     is_png,
     reference_forward,
@@ -45,6 +46,7 @@ from maml_sine.evaluation import (
 )
 from maml_sine.learners import LEARNERS, STUDIES, Learner, Study, assignment_protocol, assignment_study
 from maml_sine.reports import STYLES, markdown_table
+from maml_sine.streams import TaskStreams
 from maml_sine.training import lane_seeds, meta_trained
 from utils import NUMPY_SEED, TORCH_SEED, BaseLearner
 
@@ -717,3 +719,31 @@ def test_a_learner_added_to_the_registry_alone_is_trained_evaluated_and_reported
     assert report["learners"]["maml_s2"]["learner"]["algorithm"]["num_steps"] == 2
     assert "| maml_s2 | " in (tmp_path / "out" / "results.md").read_text()
     assert is_png(tmp_path / "out" / "mse_vs_steps.png")
+
+
+def test_a_seed_whose_training_diverges_stops_there_and_is_evaluated_as_it_was(tmp_path, monkeypatch):
+    """A lane whose meta-update overflows stops before it (the others go on), is saved stopped, is named in
+    results.json with the update it stopped at, and is scored as it was; a second run loads it as it was saved."""
+    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
+    study = dataclasses.replace(assignment_study(updates=4), learners=("maml",))
+    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
+    drawn = TaskStreams.next_batch
+    batches = []
+
+    def seed_1_overflows_at_update_1(self):
+        tasks = drawn(self)
+        batches.append(tasks)
+        if len(batches) == 2:
+            for part in (1, 3):  # support and query y of seed 1: its losses overflow
+                tasks[part][1] *= 1e30
+        return tasks
+
+    monkeypatch.setattr(TaskStreams, "next_batch", seed_1_overflows_at_update_1)
+    arguments = ["--updates", "4", "--tasks", "4", "--seeds", "2", "--out-dir", str(tmp_path / "out"),
+                 "--checkpoint-dir", str(tmp_path / "checkpoints")]  # fmt: skip
+    first, again = evaluate.main(arguments), evaluate.main(arguments)
+    trained, loaded = (report["learners"]["maml"]["K=10"] for report in (first, again))
+    assert trained["stopped_at_update"] == loaded["stopped_at_update"] == {"1": 1}
+    assert (trained["source"], loaded["source"]) == ("trained", "checkpoint")
+    assert np.isnan(trained["final_training_query_mse"][1]) and np.isfinite(trained["final_training_query_mse"][0])
+    assert first["mse"] == again["mse"] and all(np.isfinite(first["mse"]["grid"]["maml"]["10"]["mean"]))
