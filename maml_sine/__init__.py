@@ -5,9 +5,14 @@ assignment's own files and stand alone; this package is what the project adds on
 and depends on them, never the reverse:
 
     core         one meta-update, written once: pure functions of a learner's state (named tensors) and
-                 its Algorithm (start, adapt): meta-gradient, Adam as arithmetic, the finite guard; vmapped
-                 over learners, compiled
-    meta_sgd     Meta-SGD: MAML that also learns a step size per parameter (one Algorithm subclass)
+                 its Algorithm (start, inner_step, query_loss, meta_gradient, meta_update): MAML's, Adam as
+                 arithmetic, the finite guard; vmapped over learners, compiled
+    meta_sgd     Meta-SGD: MAML that also learns a step size per parameter        } the MAML family: one
+    anil         ANIL: MAML whose inner loop moves the last layer alone           } Algorithm subclass
+    cavia        CAVIA: a context vector as extra inputs, adapted alone           } each, and one entry
+    maml_plus_plus  MAML++: step sizes per layer and step, the multi-step loss    } of the registry
+    reptile      Reptile: move towards where SGD on a task lands, no second order }
+    learned      what the family learns beside an initialization: step sizes, contexts
     batched      N learners trained in lockstep on that core: many seeds for the price of a few
     streams      task streams, one per seed: the assignment's, the paper's, and one task per regressor
     learners     learners, protocols and studies as frozen records (the registry)
