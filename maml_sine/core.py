@@ -212,9 +212,10 @@ def meta_step(
 
     Returns the new state, the mean query loss and the meta-gradient's L2 norm (float64, before
     any clipping or weight decay), both NaN unless the update was applied, and whether the tasks, the
-    losses and the meta-gradient are all finite. The state changes only if `active` (a 0-d bool) and finite:
-    where `MAML.train` raises, it stays. `anchor` (named as the params) is where `algorithm.weight_decay`
-    pulls them. `updates`, the length of the run, is what the algorithm's `progress` counts towards.
+    losses, the meta-gradient and the state after the update are all finite. The state changes only if
+    `active` (a 0-d bool) and finite: where `MAML.train` raises, it stays. `anchor` (named as the params) is
+    where `algorithm.weight_decay` pulls them. `updates`, the length of the run, is what the algorithm's
+    `progress` counts towards.
     """
     progress = (state.step / updates).clamp(max=1.0) if updates else torch.zeros(())
     meta_gradients, losses = algorithm.meta_gradient(state.params, tasks, progress)
@@ -228,6 +229,9 @@ def meta_step(
         meta_gradients = {name: gradient + algorithm.weight_decay * (state.params[name] - anchor[name])
                           for name, gradient in meta_gradients.items()}  # fmt: skip
     stepped = algorithm.meta_update(state, meta_gradients, progress)
+    # A finite meta-gradient beyond about 1e19 overflows Adam's second moment (g * g) in float32: torch's Adam
+    # would carry the infinity and freeze those weights silently; here that update is refused like a non-finite one.
+    finite = finite & all_finite([*stepped.params.values(), *stepped.exp_avg_sqs.values()])
     apply = active & finite
     new_state = LearnerState(
         *({name: torch.where(apply, new[name], old[name]) for name in old} for new, old in zip(stepped[:3], state[:3])),

@@ -27,7 +27,7 @@ STYLES = {  # each learner's label and colour, in every figure and table
     "meta_sgd": ("Meta-SGD, S=1 (learned step sizes)", "black"),
     "anil": ("ANIL, S=1 (head only)", "tab:orange"),
     "cavia": ("CAVIA, S=1 (context, step 1.0)", "tab:red"),
-    "maml_plus_plus": ("MAML++, S=5 (learned step sizes per step)", "tab:purple"),
+    "maml_plus_plus": ("MAML++, S=5 (learned step sizes per step, clipped)", "tab:purple"),
     "reptile": ("Reptile, k=5, SGD 0.02", "tab:brown"),
     "cavia_recipe": ("CAVIA, its code's 50,000 updates", "lightcoral"),
     "reptile_recipe": ("Reptile, its demo's 30,000 one-task updates", "rosybrown"),

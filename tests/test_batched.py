@@ -5,6 +5,7 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from assignment import MAML, all_finite
 from helpers import sine_task, weights_of
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
 from maml_sine.core import Algorithm, compiled, named, network
-from maml_sine.learners import assignment_protocol
+from maml_sine.learners import ASSIGNMENT, assignment_protocol
 from maml_sine.training import lane_seeds
 from utils import BaseLearner, SineGenerator, TrainFromScratch
 
@@ -438,3 +439,29 @@ def test_a_task_of_one_learner_is_a_task_of_maml_train():
     learners = BatchedMAML([BaseLearner.random_initial_weights()], Algorithm(1))
     learners.train([part[None, None] for part in task])
     assert learners.histories.shape == (1, 1)
+
+
+@dataclass(frozen=True)
+class FiniteButHuge(Algorithm):
+    """MAML whose meta-gradient is 1e30 everywhere: finite in float32, but its square is not."""
+
+    kind: str = field(default="finite_but_huge_meta_gradient", init=False)
+
+    def meta_gradient(self, params, tasks, progress=0.0):
+        gradients, losses = super().meta_gradient(params, tasks, progress)
+        return {name: torch.full_like(gradient, 1e30) for name, gradient in gradients.items()}, losses
+
+
+def test_an_update_that_would_overflow_adams_second_moment_is_refused_like_a_non_finite_one():
+    """torch's Adam would square 1e30 to infinity and freeze those weights silently; the lockstep learner refuses
+    the update (nothing changes), or, stopping the diverged, stops the learner before it."""
+    seeds = lane_seeds(2)
+    tasks = ASSIGNMENT.streams(seeds).next_batch()
+    refusing = BatchedMAML(initializations_from_seeds(seeds), FiniteButHuge(1))
+    before = {name: tensor.clone() for name, tensor in refusing.state.params.items()}
+    with pytest.raises(FloatingPointError, match=r"learner\(s\) \[0, 1\]"):
+        refusing.train(tasks)
+    assert all(torch.equal(refusing.state.params[name], tensor) for name, tensor in before.items())
+    stopping = BatchedMAML(initializations_from_seeds(seeds), FiniteButHuge(1), stop_diverged=True)
+    stopping.train(tasks)
+    assert stopping.diverged_at == {0: 0, 1: 0} and torch.isfinite(stopping.state.exp_avg_sqs["w2"]).all()

@@ -74,7 +74,9 @@ def test_it_starts_every_step_size_at_inner_lr_and_the_registry_holds_five_steps
     assert set(params) == {*NETWORK, *map(step_size_name, NETWORK)}
     for name in NETWORK:
         assert torch.equal(params[step_size_name(name)], torch.full((3,), 0.02))
-    assert LEARNERS["maml_plus_plus"] == Learner(MAMLPlusPlus(num_steps=5), test_lr=LEARNED)
+    assert LEARNERS["maml_plus_plus"] == Learner(
+        MAMLPlusPlus(num_steps=5, max_meta_gradient_norm=100.0), test_lr=LEARNED
+    )
     assert MAMLPlusPlus(num_steps=5).multi_step_loss_until == 0.1 and MAMLPlusPlus(num_steps=5).inner_lr == ALPHA
     for bad in [{"num_steps": 0}, {"num_steps": 1, "multi_step_loss_until": 0.0}]:
         with pytest.raises(ValueError, match="MAML\\+\\+"):
