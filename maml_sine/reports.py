@@ -217,52 +217,71 @@ def plot_curvature(report: Mapping, section: str, out: str | os.PathLike) -> Non
 def plot_learned(report: Mapping, out: str | os.PathLike) -> None:
     """What the family's learners learned beside an initialization (results.json's "learned"), a panel each:
     Meta-SGD's mean step size per tensor, MAML++'s step sizes per inner step, CAVIA's adapted context against
-    the task's amplitude (seed 0, the first principal component of the context)."""
+    the task's amplitude and phase (seed 0, the first principal component of the context)."""
     learned = report["learned"]
     panels = [name for name in ("meta_sgd", "maml_plus_plus", "cavia") if name in learned]
-    figure = Figure(figsize=(5.6 * len(panels), 4.6))
+    figure = Figure(figsize=(5.6 * len(panels), 4.8))
     for axes, name in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         label, _ = style(name)
         runs = learned[name]
-        if name == "meta_sgd":
-            width = 0.8 / len(runs)
-            for offset, (run, record) in enumerate(runs.items()):
-                per_seed = np.array(list(record["mean_step_size"].values()))  # (tensors, seeds)
-                positions = np.arange(len(per_seed)) + offset * width
-                axes.bar(positions, per_seed.mean(axis=1), width, label=f"trained at {run}")
-                axes.errorbar(positions, per_seed.mean(axis=1), yerr=np.ptp(per_seed, axis=1) / 2, fmt="none",
-                              color="black", capsize=2)  # fmt: skip
-            axes.set_xticks(np.arange(len(per_seed)) + width * (len(runs) - 1) / 2, list(record["mean_step_size"]))
-            axes.set_xlabel("network tensor")
-            axes.set_ylabel("mean learned step size α (mean of seeds; bar: their range)")
-        elif name == "maml_plus_plus":
-            run, record = list(runs.items())[-1]
-            for tensor, per_seed in record["step_sizes_per_step"].items():
-                values = np.array(per_seed)  # (seeds, S)
-                axes.plot(np.arange(1, values.shape[1] + 1), values.mean(axis=0), marker="o", label=tensor)
-            axes.set_xlabel("inner step")
-            axes.set_ylabel(f"learned step size (mean of seeds, trained at {run})")
+        if name == "cavia":
+            _draw_contexts(axes, figure, report, *list(runs.items())[-1])
         else:
-            run, record = list(runs.items())[-1]
-            contexts = np.array(record["context"]["seed_0_contexts"])
-            centred = contexts - contexts.mean(axis=0)
-            first_component = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-            amplitudes, phases = (np.array(report["evaluation"][key]) for key in ("amplitudes", "phases"))
-            points = axes.scatter(amplitudes, first_component, c=phases, s=8, cmap="viridis")
-            figure.colorbar(points, ax=axes, label="task phase p (rad)")
-            r2 = record["context"]["r_squared"]
-            axes.set_xlabel("task amplitude a")
-            axes.set_ylabel(f"adapted context, 1st principal component (K = {record['context']['k']})")
-            read_out = ", ".join(f"{what} {np.mean(r2[key]):.2f}" for what, key in
-                                 (("a", "amplitude"), ("a·cos p", "a_cos_p"), ("a·sin p", "a_sin_p")))  # fmt: skip
-            label += f"\nR² of a linear read-out of the context (mean of seeds): {read_out}"
-        axes.set_title(label, fontsize=9)
-        axes.grid(True, alpha=0.3)
-        if name != "cavia":
+            if name == "meta_sgd":
+                _draw_mean_step_sizes(axes, runs)
+            else:
+                _draw_step_sizes_per_step(axes, *list(runs.items())[-1])
+            start = LEARNERS[name].algorithm.inner_lr
+            axes.axhline(start, color="gray", linestyle=":", label=f"where every step size starts ({start:g})")
             axes.legend(fontsize=8)
+        axes.set_title(label, fontsize=10)
+        axes.grid(True, alpha=0.3)
     figure.suptitle("What the MAML family learns beside an initialization")
     figure.tight_layout()
     save_figure(figure, out)
+
+
+def _draw_mean_step_sizes(axes, runs: Mapping) -> None:
+    """Meta-SGD: each tensor's mean step size, a bar per model (K), the mean of the seeds, their range as error bars."""
+    width = 0.8 / len(runs)
+    for offset, (run, record) in enumerate(runs.items()):
+        per_seed = np.array(list(record["mean_step_size"].values()))  # (tensors, seeds)
+        positions = np.arange(len(per_seed)) + offset * width
+        low, high = per_seed.mean(axis=1) - per_seed.min(axis=1), per_seed.max(axis=1) - per_seed.mean(axis=1)
+        axes.bar(positions, per_seed.mean(axis=1), width, label=f"trained at {run} (error bars: range of seeds)")
+        axes.errorbar(positions, per_seed.mean(axis=1), yerr=[low, high], fmt="none", color="black", capsize=2)
+    axes.set_xticks(np.arange(len(per_seed)) + width * (len(runs) - 1) / 2, list(record["mean_step_size"]))
+    axes.set_xlabel("network tensor")
+    axes.set_ylabel("mean learned step size α (mean of seeds)")
+
+
+def _draw_step_sizes_per_step(axes, run: str, record: Mapping) -> None:
+    """MAML++: each tensor's step size at each inner step, the mean of the seeds."""
+    for tensor, per_seed in record["step_sizes_per_step"].items():
+        values = np.array(per_seed)  # (seeds, S)
+        axes.plot(np.arange(1, values.shape[1] + 1), values.mean(axis=0), marker="o", label=tensor)
+    axes.set_xticks(np.arange(1, values.shape[1] + 1))
+    axes.set_xlabel("inner step")
+    axes.set_ylabel(f"learned step size (mean of seeds, trained at {run})")
+
+
+def _draw_contexts(axes, figure: Figure, report: Mapping, run: str, record: Mapping) -> None:
+    """CAVIA: seed 0's adapted context of every held-out task (its first principal component) against the task's
+    amplitude, coloured by phase, and how much of the task a linear read-out of the whole context explains."""
+    context = record["context"]
+    contexts = np.array(context["seed_0_contexts"])
+    centred = contexts - contexts.mean(axis=0)
+    first_component = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    amplitudes, phases = (np.array(report["evaluation"][key]) for key in ("amplitudes", "phases"))
+    points = axes.scatter(amplitudes, first_component, c=phases, s=8, cmap="viridis")
+    figure.colorbar(points, ax=axes, label="task phase p (rad)")
+    r2 = context["r_squared"]
+    read_out = "\n".join(f"{what}: {np.mean(r2[key]):.2f}" for what, key in
+                         (("a", "amplitude"), ("a·cos p", "a_cos_p"), ("a·sin p", "a_sin_p")))  # fmt: skip
+    axes.text(0.03, 0.97, f"R² of a linear read-out\nof the context (mean of seeds)\n{read_out}",
+              transform=axes.transAxes, va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8})  # fmt: skip
+    axes.set_xlabel("task amplitude a")
+    axes.set_ylabel(f"adapted context, 1st principal component (K = {context['k']})")
 
 
 def plot_fits(
