@@ -225,7 +225,7 @@ def plot_learned(report: Mapping, out: str | os.PathLike) -> None:
         label, _ = style(name)
         runs = learned[name]
         if name == "cavia":
-            _draw_contexts(axes, figure, report, *list(runs.items())[-1])
+            _draw_contexts(axes, figure, report, list(runs.values())[-1])
         else:
             if name == "meta_sgd":
                 _draw_mean_step_sizes(axes, runs)
@@ -265,7 +265,7 @@ def _draw_step_sizes_per_step(axes, run: str, record: Mapping) -> None:
     axes.set_ylabel(f"learned step size (mean of seeds, trained at {run})")
 
 
-def _draw_contexts(axes, figure: Figure, report: Mapping, run: str, record: Mapping) -> None:
+def _draw_contexts(axes, figure: Figure, report: Mapping, record: Mapping) -> None:
     """CAVIA: seed 0's adapted context of every held-out task (its first principal component) against the task's
     amplitude, coloured by phase, and how much of the task a linear read-out of the whole context explains."""
     context = record["context"]
