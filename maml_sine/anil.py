@@ -24,6 +24,11 @@ class ANIL(Algorithm):
 
     kind: str = field(default="anil", init=False)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_steps < 1:
+            raise ValueError(f"ANIL adapts its head in at least one inner step: {self}")
+
     def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, index: int) -> Params:
         """One SGD step of the head on (x, y); the body stays."""
         head = {name: params[name] for name in HEAD}

@@ -169,7 +169,8 @@ class BatchedMAML(_Lockstep):
     runs each update as one compiled function (eager, said in one line, if compiling fails).
 
     A learner whose loss or meta-gradient is not finite raises, as in `MAML.train`, and no
-    learner changes. With `stop_diverged=True` that learner stops instead: it keeps the
+    learner changes; so does one whose update would overflow Adam's second moment (where torch's Adam would
+    go on with an infinity). With `stop_diverged=True` that learner stops instead: it keeps the
     state it had before that update, records NaN from then on, and the others go on
     (`diverged_at` says where each one stopped). `stop(learners)` stops learners on purpose.
 
@@ -231,6 +232,11 @@ class BatchedMAML(_Lockstep):
         is named in the error, and no learner changes (unless `stop_diverged`: see the class).
         """
         tasks = self.shaped(tasks)  # their finiteness is part of the step's
+        if not self.active.any():  # every learner has stopped: nothing to compute
+            nan = torch.full((len(self),), float("nan"))
+            self.losses.append(nan)
+            self.gradient_norms.append(nan.double())
+            return
         with torch.no_grad():  # torch.func tracks its own gradients
             state, losses, norms, finite = self._step(self.state, tasks, self.active, self.anchors)
         if not finite.all():  # rare, so sorted out only here, before anything changes

@@ -34,6 +34,8 @@ class CAVIA(Algorithm):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.num_steps < 1:
+            raise ValueError(f"CAVIA adapts its context in at least one inner step: {self}")
         if not isinstance(self.context_size, int) or self.context_size < 1:
             raise ValueError(f"context_size must be a whole number of at least 1, got {self.context_size!r}")
 

@@ -20,9 +20,9 @@ tensor's dtype, shape and bytes, checked on load: one flipped bit (a weight of 0
 2e38, finite, so no check of values sees it) is refused, not evaluated as a learner that
 diverges. The fields of plain data (the updates held, the streams' state) have the digest of
 their JSON text. Values are checked too, on save and on load: every value finite, and Adam's
-second moments, the losses (mean squared errors) and the meta-gradient norms non-negative. No
-loss may be NaN: a checkpoint holds learners that all still train (`save`), whose every loss is finite, and
-networks' scores are their final MSEs, finite as their weights are. A file that fails is
+second moments, the losses (mean squared errors) and the meta-gradient norms non-negative. A loss or
+gradient norm may be NaN only where a learner stopped (`stop_diverged`): from the update it stopped at on,
+and nowhere else; networks' scores are their final MSEs, finite as their weights are. A file that fails is
 refused with a `CheckpointError` naming it and the tensor.
 
 One run at a time writes in a checkpoint folder (`one_writer`): two runs on one folder
@@ -143,11 +143,11 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     updates, planned, streams = checkpoint["updates"], record["protocol"]["updates"], checkpoint["streams"]
     held = [checkpoint[field].shape[1] for field in RECORDS]
     steps = checkpoint["step"].tolist()
-    if type(updates) is not int or not 0 <= updates <= planned or held != [updates] * 2 or max(steps) != updates:
+    if type(updates) is not int or not 0 <= updates <= planned or held != [updates] * 2 or max(steps) > updates:
         losses, norms = held
         problem = f"holds {updates!r} of {planned} updates, {losses} losses, {norms} gradient norms, Adam steps {steps}"
         raise CheckpointError(path, f"{problem}: they do not agree")
-    stopped = _stopped_learners(path, checkpoint, steps)
+    stopped = _stopped_learners(path, checkpoint, steps, updates)
     if updates < planned and not isinstance(streams, dict):
         raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
     learners = BatchedMAML([[torch.zeros(shape) for shape in network_shapes]] * count, algorithm)
@@ -161,10 +161,11 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     return learners if updates == planned else Progress(learners, streams)
 
 
-def _stopped_learners(path: Path, checkpoint: dict[str, Any], steps: list[float]) -> dict[int, int]:
-    """The learners that stopped, each with the update it stopped at (its step count, below the others'), if their
-    records are finite before it and NaN from it on, as a stopped learner's are; a `CheckpointError` otherwise."""
-    updates, stopped = max(steps), {}
+def _stopped_learners(path: Path, checkpoint: dict[str, Any], steps: list[float], updates: int) -> dict[int, int]:
+    """The learners that stopped, each with the update it stopped at (its step count, below the `updates` held), if
+    their records are finite before it and NaN from it on, as a stopped learner's are; a `CheckpointError`
+    otherwise. Every learner may have stopped."""
+    stopped = {}
     for learner, step in enumerate(steps):
         if step != int(step):
             raise CheckpointError(path, f"learner {learner} took {step:g} updates: a count of updates is whole")
@@ -341,7 +342,7 @@ def _check_values(path: Path, named: Mapping[str, torch.Tensor], stopped: Sequen
     value that is not, and where, otherwise."""
     for name, tensor in named.items():
         field = name.partition("[")[0]
-        if not torch.isfinite(tensor if field not in stopped else tensor.nan_to_num(nan=0.0)).all():
+        if not (torch.isfinite(tensor) | (torch.isnan(tensor) if field in stopped else False)).all():
             bad, rule = ~torch.isfinite(tensor), "a checkpoint holds finite values only"
         elif field in NON_NEGATIVE and (tensor < 0).any():
             bad, rule = tensor < 0, f"{NON_NEGATIVE[field]} cannot be negative"

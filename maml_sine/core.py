@@ -8,7 +8,8 @@ can fuse it into a few kernels:
     Algorithm        a learner of the MAML family as pure functions: MAML itself, and the base of the others
     meta_step        inner SGD steps on each task's support set, the query loss, its gradient
                      with respect to the initialization, Adam written as arithmetic, and the
-                     finite guard: a learner whose loss or meta-gradient is not finite keeps its state
+                     finite guard: a learner whose loss or meta-gradient is not finite, or whose update
+                     would overflow Adam's state, keeps its state
     scratch_losses   the from-scratch learner beside it: Adam from a fresh copy on every task
     many             either of them for N learners at once (vmap over the leading dimension)
     compiled         a function compiled on its first call, eager if compiling fails there
@@ -96,8 +97,11 @@ class Algorithm:
     @staticmethod
     def from_record(record: Mapping) -> "Algorithm":
         """The algorithm `dataclasses.asdict` wrote as `record` (its class found by its `kind`)."""
-        fields = dict(record)
-        kinds = {kind.kind: kind for kind in (Algorithm, *Algorithm.__subclasses__())}
+        fields, classes, kinds = dict(record), [Algorithm], {}
+        while classes:  # the family, subclasses of subclasses included
+            kind = classes.pop()
+            kinds[kind.kind] = kind
+            classes += kind.__subclasses__()
         return kinds[fields.pop("kind")](**fields)
 
     def start(self, weights: Sequence[torch.Tensor]) -> Params:

@@ -129,7 +129,7 @@ _predict_per_task = vmap(BaseLearner.forward, in_dims=(0, 0))
 
 
 Model = Sequence[torch.Tensor] | Params  # a network's 6 tensors, or a learner's params (its network and its own)
-Step = float | Algorithm  # an SGD step size, or the algorithm whose `adapt` takes each step (a learner's own)
+Step = float | Algorithm  # an SGD step size, or the algorithm whose `inner_step` takes each step (a learner's own)
 
 
 def _as_params(model: Model) -> Params:

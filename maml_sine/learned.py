@@ -14,29 +14,29 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from maml_sine.cavia import CONTEXT
+from maml_sine.cavia import CAVIA, CONTEXT
 from maml_sine.core import NETWORK, Params
 from maml_sine.evaluation import HeldOutTasks
 from maml_sine.learners import LEARNERS
-
-STEP_SIZES = "lr_"  # Meta-SGD's and MAML++'s prefix of a network tensor's step sizes
+from maml_sine.meta_sgd import STEP_SIZE  # MAML++ names its step sizes as Meta-SGD does
 
 
 def mean_step_sizes(models: Sequence[Params]) -> dict[str, list[float]]:
     """Meta-SGD: each network tensor's mean learned step size, one per seed."""
-    return {name: [round(float(model[STEP_SIZES + name].mean()), 6) for model in models] for name in NETWORK}
+    return {name: [round(float(model[STEP_SIZE + name].mean()), 6) for model in models] for name in NETWORK}
 
 
 def step_sizes_per_step(models: Sequence[Params]) -> dict[str, list[list[float]]]:
     """MAML++: each network tensor's S learned step sizes, one list per seed."""
-    return {name: [np.round(model[STEP_SIZES + name].tolist(), 6).tolist() for model in models] for name in NETWORK}
+    return {name: [np.round(model[STEP_SIZE + name].tolist(), 6).tolist() for model in models] for name in NETWORK}
 
 
-def adapted_contexts(model: Params, support_x: torch.Tensor, support_y: torch.Tensor) -> torch.Tensor:
+def adapted_contexts(
+    algorithm: CAVIA, model: Params, support_x: torch.Tensor, support_y: torch.Tensor
+) -> torch.Tensor:  # fmt: skip
     """CAVIA: each task's context after the learner's inner steps on its support set (n, k, 1): (n, context_size).
     The inner step folds W_c c into the first layer's bias, so c is recovered from the bias's move by least squares
     (exact while W_c, 40 x context_size, has full column rank)."""
-    algorithm = LEARNERS["cavia"].algorithm
     moved = vmap(lambda x, y: algorithm.adapt(model, x, y)[1])(support_x, support_y) - model["b1"]
     return torch.linalg.lstsq(model[CONTEXT], moved.T).solution.T
 
@@ -48,12 +48,12 @@ def r_squared(features: np.ndarray, target: np.ndarray) -> float:
     return float(1 - ((target - fitted) ** 2).sum() / ((target - target.mean()) ** 2).sum())
 
 
-def contexts(models: Sequence[Params], tasks: HeldOutTasks, k: int) -> dict:
+def contexts(algorithm: CAVIA, models: Sequence[Params], tasks: HeldOutTasks, k: int) -> dict:
     """CAVIA: per seed, how much of each held-out task's coordinates a linear read-out of its adapted context explains
     (R^2): its amplitude a, and a cos p and a sin p, in which the task is linear (a sin(x + p) = a cos p sin x +
     a sin p cos x); and seed 0's contexts, task by task (the tasks' amplitudes and phases are the evaluation's)."""
     support = tasks.support(k)
-    every = [adapted_contexts(model, *support).double().numpy() for model in models]
+    every = [adapted_contexts(algorithm, model, *support).double().numpy() for model in models]
     coordinates = {
         "amplitude": tasks.amplitudes,
         "a_cos_p": tasks.amplitudes * np.cos(tasks.phases),
@@ -66,10 +66,10 @@ def contexts(models: Sequence[Params], tasks: HeldOutTasks, k: int) -> dict:
     }
 
 
-READ_OUTS = {  # a learner's kind -> what it learned beside an initialization, from its models, the tasks and K
-    "meta_sgd": lambda models, tasks, k: {"mean_step_size": mean_step_sizes(models)},
-    "maml_plus_plus": lambda models, tasks, k: {"step_sizes_per_step": step_sizes_per_step(models)},
-    "cavia": lambda models, tasks, k: {"context": contexts(models, tasks, k)},
+READ_OUTS = {  # a learner's kind -> what it learned beside an initialization, from its algorithm, models, tasks, K
+    "meta_sgd": lambda algorithm, models, tasks, k: {"mean_step_size": mean_step_sizes(models)},
+    "maml_plus_plus": lambda algorithm, models, tasks, k: {"step_sizes_per_step": step_sizes_per_step(models)},
+    "cavia": lambda algorithm, models, tasks, k: {"context": contexts(algorithm, models, tasks, k)},
 }
 
 
@@ -77,4 +77,4 @@ def learned(name: str, models: Sequence[Params], tasks: HeldOutTasks, k: int) ->
     """What learner `name` learned beside its initialization (its models, one per seed, trained at K = k), or None."""
     algorithm = LEARNERS[name].algorithm
     read_out = READ_OUTS.get(getattr(algorithm, "kind", None))
-    return None if read_out is None else read_out(models, tasks, k)
+    return None if read_out is None else read_out(algorithm, models, tasks, k)

@@ -51,7 +51,7 @@ class MultiTask:
         return Protocol("one_task", 1, self.points, tasks_per_update=1, updates=self.max_updates)
 
 
-LEARNED = "learned"  # a learner's test_lr when it adapts at test time as it learned to, with its own `adapt`
+LEARNED = "learned"  # a learner's test_lr when it adapts at test time as it learned to, by its own `inner_step`
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Learner:
     baseline's regressors, or None for the random initialization, never trained), the network's number of
     inputs (3 for the oracle: x, and the task's amplitude and phase), and the step size of the SGD that
     adapts it to a new task at test time (None: tuned on tasks of their own, `evaluation.tuned_test_lr`;
-    LEARNED: no SGD of ours, the algorithm's own `adapt`, e.g. with the step sizes it learned)."""
+    LEARNED: no SGD of ours, the algorithm's own `inner_step`, e.g. with the step sizes it learned)."""
 
     algorithm: Algorithm | MultiTask | None
     inputs: int = 1

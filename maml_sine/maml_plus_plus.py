@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from maml_sine.core import NETWORK, Algorithm, Params, mse, named, network, sgd_step
+from maml_sine.meta_sgd import STEP_SIZE  # named as Meta-SGD names its step sizes: the S of `w1` are `lr_w1`
 
-STEP_SIZES = "lr_"  # the S step sizes of the network's tensor `w1` are the learner's tensor `lr_w1`
 NON_FINAL_FLOOR = 0.03  # times 1/S: the weight of an earlier step's loss at the end of the annealing
 
 
@@ -38,12 +38,12 @@ class MAMLPlusPlus(Algorithm):
         """The network, and S step sizes per tensor, all `inner_lr`."""
         params = named(weights)
         shape = (*params["b1"].shape[:-1], self.num_steps)  # N learners in front where there are
-        return {**params, **{STEP_SIZES + name: params["b1"].new_full(shape, self.inner_lr) for name in NETWORK}}
+        return {**params, **{STEP_SIZE + name: params["b1"].new_full(shape, self.inner_lr) for name in NETWORK}}
 
     def inner_step(self, params: Params, x: torch.Tensor, y: torch.Tensor, index: int) -> Params:
         """One SGD step on (x, y) with step `index`'s step sizes (the last step's beyond S)."""
         step = min(index, self.num_steps - 1)
-        step_sizes = [params[STEP_SIZES + name][step] for name in NETWORK]
+        step_sizes = [params[STEP_SIZE + name][step] for name in NETWORK]
         return {**params, **named(sgd_step(network(params), x, y, step_sizes, self.first_order))}
 
     def loss_weights(self, progress: torch.Tensor | float) -> torch.Tensor:

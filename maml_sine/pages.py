@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from maml_sine.evaluation import MAX_STEPS
+from maml_sine.evaluation import MAX_STEPS, t_quantile_975
 from maml_sine.learners import K10_MODEL_AT_K5, STUDIES, Study
 from maml_sine.reports import TABLE_STEPS, cell, learner_cells, section_title, steps_label, style
 
@@ -200,17 +200,19 @@ def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, step
 # Li et al. (2017), Table 1, the row trained at 5 shots, one step, tested at 5 / 10 / 20 shots: mean MSE and its
 # 95% interval over their test tasks (as the paper gives them).
 LI_TABLE_1 = {"maml": ((1.13, 0.85, 0.71), (0.18, 0.14, 0.12)), "meta_sgd": ((0.90, 0.63, 0.50), (0.16, 0.12, 0.10))}
-Z_95 = 1.96
 
 
 def one_run_difference(result: Mapping, step: int, published: float, published_ci95: float) -> tuple[float, float]:
-    """Our mean minus a published one-run number, and the 95% half-width of that difference: our mean over seeds
-    (between-seed spread / sqrt(seeds), and the task sampling of our tasks), against one run of theirs (one seed,
-    so the whole between-seed spread, and the task sampling their interval gives)."""
+    """Our mean minus a published one-run number, and the 95% half-width of that difference, the three sources of
+    spread combined in quadrature, each as its own 95% half-width: the seeds (our mean of n seeds against their one
+    seed: the between-seed standard deviation times sqrt(1 + 1/n), Student t with n - 1 degrees of freedom), the
+    sampling of our tasks (our interval) and of theirs (their interval). NaN where our seeds give no spread."""
     per_seed = np.array(result["per_seed"], dtype=float)[:, step]
-    between_seeds = per_seed.var(ddof=1)
-    variance = between_seeds / len(per_seed) + between_seeds + (result["ci95"][step] / Z_95) ** 2
-    return float(per_seed.mean() - published), float(Z_95 * np.sqrt(variance + (published_ci95 / Z_95) ** 2))
+    if len(per_seed) < 2 or not np.isfinite(per_seed).all():
+        return float(np.mean(per_seed) - published), float("nan")
+    seeds = t_quantile_975(len(per_seed) - 1) * per_seed.std(ddof=1) * np.sqrt(1 + 1 / len(per_seed))
+    spread = np.sqrt(seeds**2 + result["ci95"][step] ** 2 + published_ci95**2)
+    return float(per_seed.mean() - published), float(spread)
 
 
 def table_1(report: Report, sections: Sequence[str], step: int = 1) -> str:
@@ -231,7 +233,8 @@ def table_1(report: Report, sections: Sequence[str], step: int = 1) -> str:
             theirs = " / ".join(f"{mean:.2f} ± {interval:.2f}" for mean, interval in zip(means, intervals))
             differences = [one_run_difference(result, step, *published)
                            for result, published in zip(results, zip(means, intervals))]  # fmt: skip
-            verdicts = " / ".join(f"{gap:+.2f} ± {spread:.2f} ({'agree' if abs(gap) <= spread else 'differ'})"
+            verdicts = " / ".join("—" if not np.isfinite(spread) else
+                                  f"{gap:+.2f} ± {spread:.2f} ({'agree' if abs(gap) <= spread else 'differ'})"
                                   for gap, spread in differences)  # fmt: skip
         lines.append(f"| {style(name)[0]} | " + " | ".join(cells) + f" | {theirs} | {verdicts} |")
     return "\n".join(lines) + "\n"

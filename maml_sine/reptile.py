@@ -5,7 +5,8 @@ query points are all trained on.
     phi = k SGD steps (inner_lr) from theta on all the task's points
     theta <- theta + epsilon (phi - theta),  epsilon = meta_lr * (1 - progress)     (mean phi over B tasks)
 
-Its sine demo: inner SGD 0.02 for 5 steps, epsilon 0.1 annealed linearly to 0 over training. Here the
+Its sine demo: inner SGD 0.02 for 5 steps, epsilon 0.1 annealed linearly to 0 over training; the demo's 5 steps
+are minibatches of 10 of a task's 50 points, here they are full steps on the task's 2K points. Here the
 direction theta - phi is the learner's meta-gradient, so the project's clipping and weight decay act on it
 as on MAML's, and the outer optimizer is that plain annealed step, not Adam. A learner's recorded loss is
 the MSE of phi on the points it was trained on. At test time Reptile adapts with SGD at `inner_lr`.
@@ -28,8 +29,10 @@ class Reptile(Algorithm):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.first_order:
-            raise ValueError("Reptile differentiates nothing through its inner steps: leave first_order False")
+        if self.first_order or self.num_steps < 1:
+            raise ValueError(
+                f"Reptile takes at least one inner step and differentiates none (first_order False): {self}"
+            )
 
     def meta_gradient(
         self, params: Params, tasks: Sequence[torch.Tensor], progress: torch.Tensor | float = 0.0

@@ -126,7 +126,8 @@ class PaperTaskStreams:
 
 class FrequencyTaskStreams(PaperTaskStreams):
     """Li et al.'s (Meta-SGD's) stream: y = a sin(w x + b), as Finn et al.'s, with a frequency w ~ U[0.8, 1.2) per task
-    too, drawn after the task's x (so the amplitudes, phases and x are those of the paper's stream)."""
+    too, drawn after each block's x (so a block's amplitudes, phases and x are drawn as the paper's stream draws
+    them, the first block's equal to its)."""
 
     def __init__(self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1) -> None:
         if inputs != 1:

@@ -258,6 +258,24 @@ def test_a_stopped_learner_is_saved_as_it_stopped_and_loads_stopped(tmp_path):
     assert np.isnan(loaded.histories[2, 2:]).all() and np.isfinite(loaded.histories[2, :2]).all()
 
 
+def test_learners_that_all_stopped_are_saved_and_loaded_and_take_no_more_work(tmp_path):
+    """Every lane stopped (one seed that diverged, say): the checkpoint loads, and further updates only record NaN."""
+    seeds = lane_seeds(1)
+    learners = BatchedMAML(initializations_from_seeds(seeds), LEARNERS["maml"].algorithm, stop_diverged=True)
+    streams = ASSIGNMENT.streams(seeds)
+    learners.train(streams.next_batch())
+    tasks = streams.next_batch()
+    tasks[1] *= 1e30
+    tasks[3] *= 1e30
+    learners.train(tasks)
+    learners.train(streams.next_batch())
+    protocol = replace(ASSIGNMENT, updates=3)
+    save(learners, record_of(protocol=protocol, seeds=seeds), tmp_path / "learners.pt")
+    loaded = load(tmp_path / "learners.pt", record_of(protocol=protocol, seeds=seeds))
+    assert loaded.diverged_at == {0: 1} and not loaded.active.any() and loaded.state.step.tolist() == [1.0]
+    assert np.isnan(loaded.histories[0, 1:]).all() and np.isfinite(loaded.histories[0, 0])
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

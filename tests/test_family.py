@@ -71,7 +71,7 @@ def test_cavias_context_is_read_back_from_the_bias_it_moved():
     model = BatchedMAML(initializations_from_seeds(lane_seeds(1), inputs=6), learner.algorithm).params(0)
     tasks = draw_held_out_tasks(6, 10)
     support_x, support_y = tasks.support(10)
-    contexts = adapted_contexts(model, support_x, support_y)
+    contexts = adapted_contexts(learner.algorithm, model, support_x, support_y)
     first_layer = torch.cat([model["w1"], model["w_context"]], dim=1)
     for task in range(6):
         context = torch.zeros(5, requires_grad=True)
@@ -106,9 +106,10 @@ def test_what_is_learned_is_read_for_the_learners_that_learn_more():
 def test_the_one_run_spread_widens_the_between_seed_interval_by_the_task_sampling_of_both_runs():
     result = {"per_seed": [[0.0, 1.0], [0.0, 1.2], [0.0, 0.8], [0.0, 1.1], [0.0, 0.9]], "ci95": [0.0, 0.1]}
     difference, spread = one_run_difference(result, 1, published=0.9, published_ci95=0.2)
-    between = np.var([1.0, 1.2, 0.8, 1.1, 0.9], ddof=1)
+    seeds = 2.776 * np.std([1.0, 1.2, 0.8, 1.1, 0.9], ddof=1) * np.sqrt(1 + 1 / 5)  # t(4) = 2.776
     assert difference == pytest.approx(0.1)
-    assert spread == pytest.approx(1.96 * np.sqrt(between * (1 + 1 / 5) + (0.1 / 1.96) ** 2 + (0.2 / 1.96) ** 2))
+    assert spread == pytest.approx(np.sqrt(seeds**2 + 0.1**2 + 0.2**2), rel=1e-3)
+    assert np.isnan(one_run_difference({**result, "per_seed": [[0.0, 1.0]]}, 1, 0.9, 0.2)[1]), "one seed: no spread"
 
 
 @pytest.mark.slow
