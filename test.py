@@ -5,6 +5,7 @@
     python test.py --steps 5 --episodes 5000 --out curve.png --no-show
     python test.py --seeds 10           # ten seeds at once: the median curve and the spread between seeds
     python test.py --fast               # the compiled path: the same updates up to rounding
+    python test.py --seeds 100 --device cuda   # the seeds on a GPU (with --seeds or --fast only)
 
 Each episode is one new task: both learners adapt to its 10 support points and are
 scored on its 40 query points. The figure shows the query MSE, averaged over a
@@ -121,13 +122,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
     parser.add_argument("--seeds", type=whole_number(1), default=1, help="seeds trained at once (needs maml_sine)")
     parser.add_argument("--fast", action="store_true", help="compile the updates (needs maml_sine)")
+    parser.add_argument("--device", default="cpu", help="with --seeds or --fast: cpu (default) or cuda (cuda:N)")
     args = parser.parse_args(argv)
     check_png_path(parser, "--out", args.out)
     if args.seeds > 1 or args.fast:
         try:
-            import maml_sine  # noqa: F401
+            from maml_sine.cli import parse_device
         except ImportError:
             parser.error("--seeds and --fast need the project's package maml_sine (pip install -e .)")
+        try:
+            args.device = parse_device(args.device)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument --device: {error}")
+    elif args.device != "cpu":
+        parser.error("--device: without --seeds or --fast, MAML.train runs on the CPU alone")
     return args
 
 
@@ -161,7 +169,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             if argv is None:
                 stop_on_ctrl_c()
             summary = curves_over_seeds(
-                args.seeds, args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, fast=args.fast, kept=kept
+                args.seeds,
+                args.steps,
+                args.plot_tfs,
+                episodes=args.episodes,
+                out=args.out,
+                fast=args.fast,
+                kept=kept,
+                device=args.device,
             )
         else:
             maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)

@@ -5,6 +5,7 @@
     python benchmarks/bench_train.py --batched  # only the batched learner against MAML.train (about 2 min)
     python benchmarks/bench_train.py --peer     # only the compiled learners against the JAX peer, if jax is installed
     python benchmarks/bench_train.py --family   # only the MAML family's learners, time per update (about 5 min)
+    python benchmarks/bench_train.py --lanes 1 1000 100000 --device cuda   # learner-updates per second on a GPU
 
 Everything runs in this one process, on the same pre-drawn tasks and from the same
 initialization. For each thread count and setting, every contender first runs
@@ -30,6 +31,11 @@ the resident set along 40,000 updates of the N=10 learners.
 The family: each learner of the MAML family (`maml_sine.learners.FAMILY`) as the family study trains it, its
 time per update against MAML's, measured in a rotating order of blocks, and its compile time.
 
+Lanes: learner-updates per second of N compiled MAML learners alone (S = 1, K = 10, one task per update), for each
+N of `--lanes`; past LANES_DRAWN lanes, the tasks and initializations of LANES_DRAWN seeds are taken in turn (a
+throughput, not a study). `--device` puts the batched, family and lanes sections' learners and task streams on
+that device (`MAML.train` beside them stays on the CPU); the clock is read after the device has finished.
+
 The peer: where `jax` is installed, the same second-order update in JAX (`jax_peer.py`), run as a
 user of JAX would run it, many updates per jitted call, against the compiled lockstep learner, in
 alternating blocks on the same tasks; per learner-update times, their ratio, and compile times.
@@ -48,10 +54,11 @@ import torch.nn.functional as F
 
 from assignment import MAML
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.cli import add_device_option
 from maml_sine.core import Algorithm, LearnerState, named
 from maml_sine.learners import FAMILY, LEARNERS, assignment_protocol, paper_protocol
 from maml_sine.training import lane_seeds
-from utils import BaseLearner, SineGenerator, TrainFromScratch
+from utils import BaseLearner, SineGenerator, TrainFromScratch, whole_number
 
 SEED = 0
 QUERY_POINTS = 40
@@ -278,21 +285,28 @@ BATCHED_SETTINGS = ((10, 1), (1, 25))  # (learners N, tasks per update B), S=1, 
 BATCHED_UPDATES = 300
 
 
-def batched_throughput(repeats: int) -> None:
-    """Tasks per second: the compiled batched learner against MAML.train, one learner after another."""
+def finished(device: torch.device) -> float:
+    """`time.perf_counter()` once everything queued on `device` has run (a GPU runs behind the Python that queues)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def batched_throughput(repeats: int, device: torch.device) -> None:
+    """Tasks per second: the compiled batched learner (on `device`) against MAML.train, one learner after another."""
     torch.set_num_threads(1)
-    print(f"\nbatched learner, S=1, K=10, 1 thread: tasks per second, medians of {repeats} blocks")
+    print(f"\nbatched learner on {device}, S=1, K=10, 1 thread: tasks per second, medians of {repeats} blocks")
     print(f"{'setting':22} {'MAML.train':>11} {'batched':>9} {'speed-up':>9} {'compile':>8}")
     for num_learners, per_update in BATCHED_SETTINGS:
         seeds = lane_seeds(num_learners)
-        batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True)
-        streams = replace(assignment_protocol(10), tasks_per_update=per_update).streams(seeds)
+        batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True, device=device)
+        streams = replace(assignment_protocol(10), tasks_per_update=per_update).streams(seeds, device=device)
         batches = [streams.next_batch() for _ in range(BATCHED_UPDATES)]
-        start = time.perf_counter()
+        start = finished(device)
         batched.train(batches[0])
-        compile_seconds = time.perf_counter() - start
+        compile_seconds = finished(device) - start
         readable = [MAML(1) for _ in range(num_learners)]
-        readable_tasks = [[part[lane, b] for part in tasks] for tasks in batches for lane in range(num_learners)
+        readable_tasks = [[part[lane, b].cpu() for part in tasks] for tasks in batches for lane in range(num_learners)
                           for b in range(per_update)]  # fmt: skip
         rates = {"MAML.train": [], "batched": []}
         for _ in range(repeats):
@@ -300,22 +314,22 @@ def batched_throughput(repeats: int) -> None:
             for index, task in enumerate(readable_tasks):
                 readable[index % num_learners].train(task)
             rates["MAML.train"].append(len(readable_tasks) / (time.perf_counter() - start))
-            start = time.perf_counter()
+            start = finished(device)
             for tasks in batches:
                 batched.train(tasks)
-            rates["batched"].append(len(readable_tasks) / (time.perf_counter() - start))
+            rates["batched"].append(len(readable_tasks) / (finished(device) - start))
         readable_rate, batched_rate = (statistics.median(rates[name]) for name in ("MAML.train", "batched"))
         setting = f"N={num_learners}, B={per_update}"
         speed_up = batched_rate / readable_rate
         print(f"{setting:22} {readable_rate:11.0f} {batched_rate:9.0f} {speed_up:8.1f}x {compile_seconds:7.1f}s")
 
 
-def batched_memory_run() -> None:
+def batched_memory_run(device: torch.device) -> None:
     """Resident set along MEMORY_EPISODES updates of the N=10 compiled batched learner (tasks reused cyclically)."""
     torch.set_num_threads(1)
     seeds = lane_seeds(10)
-    batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True)
-    streams = assignment_protocol(10).streams(seeds)
+    batched = BatchedMAML(initializations_from_seeds(seeds), Algorithm(1), compile=True, device=device)
+    streams = assignment_protocol(10).streams(seeds, device=device)
     batches = [streams.next_batch() for _ in range(500)]
     readings = []
     for update in range(1, MEMORY_EPISODES + 1):
@@ -376,30 +390,32 @@ def peer_comparison(repeats: int) -> None:
 FAMILY_LANES, FAMILY_K, FAMILY_BLOCK = 5, 10, 100  # the family study's seeds, its K = 10 models, updates a block
 
 
-def family_speed(repeats: int) -> None:
+def family_speed(repeats: int, device: torch.device) -> None:
     """Each learner of the MAML family as the family study trains it (compiled lockstep lanes, one per seed, 25 tasks
-    of K support and K query points per update): time per update, against MAML's in the same rotation of blocks,
-    and its compile time (the first update)."""
+    of K support and K query points per update) on `device`: time per update, against MAML's in the same rotation of
+    blocks, and its compile time (the first update)."""
     torch.set_num_threads(1)
     seeds = lane_seeds(FAMILY_LANES)
-    streams = paper_protocol(FAMILY_K).streams(seeds)
+    streams = paper_protocol(FAMILY_K).streams(seeds, device=device)
     batches = [streams.next_batch() for _ in range(FAMILY_BLOCK)]
     learners, compile_seconds = {}, {}
     for name in FAMILY:
         learner = LEARNERS[name]
         initializations = initializations_from_seeds(seeds, inputs=learner.network_inputs)
-        learners[name] = BatchedMAML(initializations, learner.algorithm, compile=True, updates=70_000)
-        start = time.perf_counter()
+        learners[name] = BatchedMAML(initializations, learner.algorithm, compile=True, updates=70_000, device=device)
+        start = finished(device)
         learners[name].train(batches[0])
-        compile_seconds[name] = time.perf_counter() - start
+        compile_seconds[name] = finished(device) - start
     seconds = {name: [] for name in FAMILY}
     for repeat in range(repeats):
         for name in FAMILY[repeat % len(FAMILY) :] + FAMILY[: repeat % len(FAMILY)]:  # a rotating order
-            start = time.perf_counter()
+            start = finished(device)
             for batch in batches:
                 learners[name].train(batch)
-            seconds[name].append(time.perf_counter() - start)
-    print(f"\nthe MAML family, {FAMILY_LANES} lanes, 25 tasks of K={FAMILY_K} + {FAMILY_K} points per update,")
+            seconds[name].append(finished(device) - start)
+    print(
+        f"\nthe MAML family on {device}, {FAMILY_LANES} lanes, 25 tasks of K={FAMILY_K} + {FAMILY_K} points per update,"
+    )
     print(f"1 thread, compiled; medians of {repeats} blocks of {FAMILY_BLOCK} updates")
     print(f"{'learner':16} {'ms/update':>10} {'vs MAML':>8} {'compile':>8}")
     per_update = {name: statistics.median(times) / FAMILY_BLOCK * 1e3 for name, times in seconds.items()}
@@ -408,20 +424,56 @@ def family_speed(repeats: int) -> None:
         print(f"{name:16} {per_update[name]:10.2f} {ratio:7.2f}x {compile_seconds[name]:7.1f}s")
 
 
+LANES_DRAWN = 1000  # seeds whose tasks and initializations are drawn for `--lanes`; more lanes take them in turn
+LANES_BATCHES, LANES_BLOCK = 20, 100  # distinct batches of tasks, taken in turn; updates per timed block
+
+
+def lanes_throughput(lanes: list[int], repeats: int, device: torch.device) -> None:
+    """Learner-updates per second of N compiled MAML learners (S = 1, K = 10, one task of the assignment's stream per
+    update) on `device`, for each N of `lanes`; medians of `repeats` blocks, and the compile time (the first update)."""
+    torch.set_num_threads(1)
+    print(f"\nlanes on {device}: N compiled MAML learners alone, S=1, K=10, one task per update, medians of {repeats}")
+    print(f"{'N':>8} {'updates/s':>11} {'learner-updates/s':>18} {'compile':>8}")
+    drawn = lane_seeds(min(max(lanes), LANES_DRAWN))
+    initializations = initializations_from_seeds(drawn)
+    streams = assignment_protocol(10).streams(drawn, device=device)
+    pool = [streams.next_batch() for _ in range(LANES_BATCHES)]
+    for count in lanes:
+        taken = [lane % len(drawn) for lane in range(count)]
+        batches = [[part[taken] for part in batch] for batch in pool]
+        learners = BatchedMAML([initializations[lane] for lane in taken], Algorithm(1), compile=True, device=device)
+        start = finished(device)
+        learners.train(batches[0])
+        compile_seconds = finished(device) - start
+        seconds = []
+        for _ in range(repeats):
+            start = finished(device)
+            for update in range(LANES_BLOCK):
+                learners.train(batches[update % LANES_BATCHES])
+            seconds.append(finished(device) - start)
+        per_second = LANES_BLOCK / statistics.median(seconds)
+        print(f"{count:8d} {per_second:11.0f} {per_second * count:18.0f} {compile_seconds:7.1f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
     parser.add_argument("--batched", action="store_true", help="only the batched learner against MAML.train")
     parser.add_argument("--peer", action="store_true", help="only the compiled learners against the JAX peer")
     parser.add_argument("--family", action="store_true", help="only the MAML family's learners, time per update")
+    parser.add_argument("--lanes", type=whole_number(1), nargs="+", help="only N compiled learners, for each N given")
+    add_device_option(parser)
     args = parser.parse_args()
     repeats = 3 if args.quick else REPEATS
+    if args.lanes:
+        lanes_throughput(args.lanes, repeats, args.device)
+        return
     if args.family:
-        family_speed(repeats)
+        family_speed(repeats, args.device)
         return
     if args.batched:
-        batched_throughput(repeats)
-        batched_memory_run()
+        batched_throughput(repeats, args.device)
+        batched_memory_run(args.device)
         return
     if args.peer:
         peer_comparison(repeats)
@@ -443,11 +495,11 @@ def main() -> None:
             torch.set_num_threads(1)
             error = one_step_deviation(maml_steps, deviation_tasks)
             print(f"one update from the same state, compiled vs MAML.train, max rel. deviation: {error:.1e}")
-    batched_throughput(repeats)
+    batched_throughput(repeats, args.device)
     peer_comparison(repeats)
     if not args.quick:
         memory_run()
-        batched_memory_run()
+        batched_memory_run(args.device)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,6 @@ and depends on them, never the reverse:
     pages        the docs pages' tables, written from the committed results into marked blocks of the pages
     curves       `python test.py --seeds N` and `--fast`
     files        text and strict JSON, written atomically
-    cli          the scripts' shared conventions: output folders, the Ctrl-C handler, exit status 130
+    cli          the scripts' shared conventions: output folders, the device, the Ctrl-C handler, exit status 130
     interrupts   Ctrl-C at the entry point: the first stops training after an update, a second ends the program
 """

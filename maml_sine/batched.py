@@ -11,6 +11,10 @@ Shapes: weights are `BaseLearner`'s 6 tensors with a leading learner dimension N
 W1 (N, 40, 1); a batch of tasks is (train_x, train_y, test_x, test_y), each (N, B, n, 1).
 A network with d inputs (W1 (N, 40, d), the paper protocol's oracle) takes x parts (N, B, n, d).
 
+The learners live on one `device` (default the CPU): their state, anchors and records are made there, and
+tasks are taken there. The records (each update's losses and meta-gradient norms) stay on the device
+while they train and are copied to the host when read (`histories`), so no update waits for a copy.
+
     learners = BatchedMAML(initializations, Algorithm(num_steps=1))   # one initialization per learner
     streams = ASSIGNMENT.streams(seeds)                                 # one task stream per learner
     for _ in range(episodes):
@@ -40,9 +44,12 @@ def initializations_from_seeds(
     `python test.py`'s MAML starts and `skip=1` is its from-scratch learner, which is built next.
 
     A network of more `inputs` (the oracle's 3: x, amplitude, phase) is drawn the same way:
-    `torch.nn.Linear` layers (inputs -> 40 -> 40 -> 1) with their biases set to zero."""
+    `torch.nn.Linear` layers (inputs -> 40 -> 40 -> 1) with their biases set to zero.
+
+    Drawn on the host by torch's CPU generator whatever the default device, so a seed's initialization is the
+    same for learners on any device (they copy it there)."""
     initializations = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         for _, torch_seed in seeds:
             torch.manual_seed(torch_seed)
             for _ in range(skip):
@@ -57,8 +64,8 @@ def _wider_network(inputs: int) -> list[torch.Tensor]:
 
 
 class _Record:
-    """One (N,) row per update, kept compactly: rows are stacked into blocks of BLOCK, so that
-    40,000 updates cost 40,000 x N numbers, not 40,000 tensor objects."""
+    """One (N,) row per update, kept compactly on the rows' device: rows are stacked into blocks of BLOCK, so
+    that 40,000 updates cost 40,000 x N numbers, not 40,000 tensor objects."""
 
     BLOCK = 1024
 
@@ -77,29 +84,36 @@ class _Record:
             self.rows = []
 
     def array(self) -> np.ndarray:
-        """(N, updates), float64."""
+        """(N, updates), float64, on the host: the one copy from the device."""
         parts = [*self.blocks, *([torch.stack(self.rows)] if self.rows else [])]
         if not parts:
             return np.zeros((self.num_learners, 0))
-        return torch.cat(parts).T.double().numpy()
+        return torch.cat(parts).T.to("cpu", torch.float64).numpy()
 
 
 class _Lockstep:
     """What N learners trained in lockstep share: their state, every tensor with a leading learner
-    dimension N (W1 (N, 40, 1), ...), the record of their query losses, and the check of their tasks."""
+    dimension N (W1 (N, 40, 1), ...) on their `device`, the record of their query losses, and the check of
+    their tasks."""
 
     def __init__(
         self,
         initializations: Sequence[Sequence[torch.Tensor]],
         start: Callable[[Sequence[torch.Tensor]], Params] = named,
+        device: torch.device | str = "cpu",
     ) -> None:
         if not initializations:
             raise ValueError(f"{type(self).__name__} needs at least one initialization")
-        self.state = fresh_state(start(_stacked(initializations)))
+        self.state = fresh_state(start(_stacked(initializations, device)))
         self.losses = _Record(len(self))  # each learner's query loss (mean over its tasks) of every update
 
     def __len__(self) -> int:
         return self.state.params["w1"].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the learners' state, records and tasks are."""
+        return self.state.params["w1"].device
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -126,7 +140,8 @@ class _Lockstep:
         return tasks
 
     def shaped(self, tasks: TaskBatch) -> list[torch.Tensor]:
-        """The four parts as tensors of the weights' dtype, each (N, B, n, d or 1), or a clear error naming
+        """The four parts as tensors of the weights' dtype on their device (copied there if they are elsewhere;
+        a stream of these learners' device gives them there), each (N, B, n, d or 1), or a clear error naming
         the part that does not fit."""
         if len(tasks) != len(TASK_PARTS):
             raise ValueError(f"tasks must have 4 parts {TASK_PARTS}, got {len(tasks)}")
@@ -145,7 +160,7 @@ class _Lockstep:
             if not part.is_floating_point() or 0 in part.shape:
                 got = f"{part.dtype} of shape {tuple(part.shape)}"
                 raise ValueError(f"{name} must hold floating-point numbers, at least one task and point, got {got}")
-            shaped.append(part if part.dtype == dtype else part.to(dtype))
+            shaped.append(part.to(self.device, dtype))
         for x_name, y_name, x, y in ((*TASK_PARTS[:2], *shaped[:2]), (*TASK_PARTS[2:], *shaped[2:])):
             if x.shape[:3] != y.shape[:3]:
                 raise ValueError(f"{x_name} {tuple(x.shape)} and {y_name} {tuple(y.shape)} differ: every x needs its y")
@@ -177,6 +192,10 @@ class BatchedMAML(_Lockstep):
     `anchors` (one list of 6 tensors per learner) is where `algorithm.weight_decay` pulls each
     learner's weights; zero if not given, and for whatever else the algorithm learns. `updates`, how many
     updates the run will take, is what an algorithm that anneals over training (Reptile, MAML++) anneals over.
+    `device`: where the learners are (initializations and anchors are copied there).
+
+    One host sync per update remains: whether every learner's update was finite (`train` must raise, or stop
+    the learners, before anything changes).
     """
 
     def __init__(
@@ -188,18 +207,19 @@ class BatchedMAML(_Lockstep):
         stop_diverged: bool = False,
         anchors: Sequence[Sequence[torch.Tensor]] | None = None,
         updates: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
-        super().__init__(initializations, algorithm.start)
+        super().__init__(initializations, algorithm.start, device)
         self.anchors = {name: torch.zeros_like(tensor) for name, tensor in self.state.params.items()}
         if anchors is not None:
-            stacked = _stacked(anchors)
+            stacked = _stacked(anchors, self.device)
             if [a.shape for a in stacked] != [w.shape for w in self.weights]:
                 raise ValueError("anchors must be shaped as the initializations: one list of 6 tensors per learner")
             self.anchors.update(named(stacked))
         self._algorithm = algorithm
         self.gradient_norms = _Record(len(self))  # each learner's meta-gradient norm of every update
         self.stop_diverged = stop_diverged
-        self.active = torch.ones(len(self), dtype=torch.bool)
+        self.active = torch.ones(len(self), dtype=torch.bool, device=self.device)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
         step = many(partial(meta_step, algorithm=algorithm, updates=updates))
         self._step = compiled(step) if compile else step
@@ -215,13 +235,13 @@ class BatchedMAML(_Lockstep):
         return self.gradient_norms.array()
 
     def go_on_from(self, saved: "BatchedMAML") -> None:
-        """Take over the state, records and stops of `saved` (as many learners of this algorithm, e.g. loaded from a
-        checkpoint of part of a run), shared, not copied: the next update is the one `saved` would
-        have taken next, run by these learners' own update (compiled or not)."""
-        if saved.algorithm != self.algorithm or len(saved) != len(self) or (not saved.active.all() and
-                                                                             not self.stop_diverged):  # fmt: skip
-            raise ValueError(f"{len(self)} learners go on only from as many of their algorithm (stopped ones only "
-                             "if these stop the diverged)")  # fmt: skip
+        """Take over the state, records and stops of `saved` (as many learners of this algorithm on this device,
+        e.g. loaded from a checkpoint of part of a run), shared, not copied: the next update is the one `saved`
+        would have taken next, run by these learners' own update (compiled or not)."""
+        if (saved.algorithm != self.algorithm or len(saved) != len(self) or saved.device != self.device
+                or (not saved.active.all() and not self.stop_diverged)):  # fmt: skip
+            raise ValueError(f"{len(self)} learners go on only from as many of their algorithm on their device "
+                             "(stopped ones only if these stop the diverged)")  # fmt: skip
         self.state, self.losses, self.gradient_norms = saved.state, saved.losses, saved.gradient_norms
         self.active, self.diverged_at = saved.active.clone(), dict(saved.diverged_at)
 
@@ -268,9 +288,10 @@ class BatchedTrainFromScratch(_Lockstep):
     fixed initialization and takes `num_steps` Adam steps (lr 0.001) on its support set."""
 
     def __init__(
-        self, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int, *, compile: bool = False
-    ) -> None:
-        super().__init__(initializations)
+        self, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int, *, compile: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:  # fmt: skip
+        super().__init__(initializations, device=device)
         self.num_steps = num_steps
         losses = many(partial(scratch_losses, num_steps=num_steps))
         self._losses = compiled(losses) if compile else losses
@@ -287,9 +308,9 @@ class BatchedTrainFromScratch(_Lockstep):
         self.losses.append(losses)
 
 
-def _stacked(networks: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    """N networks' 6 tensors as 6 tensors with N in front (detached)."""
-    return [torch.stack([w.detach() for w in layer]) for layer in zip(*networks)]
+def _stacked(networks: Sequence[Sequence[torch.Tensor]], device: torch.device | str) -> list[torch.Tensor]:
+    """N networks' 6 tensors as 6 tensors with N in front (detached), on `device`."""
+    return [torch.stack([w.detach() for w in layer]).to(device) for layer in zip(*networks)]
 
 
 def _indices(mask: torch.Tensor) -> list[int]:

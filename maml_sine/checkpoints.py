@@ -13,7 +13,8 @@ the rest of the run would have drawn and ends bitwise equal to a run that was ne
 `load` refuses such a file as "not one whole run"; `load_progress` gives it to resume from.
 
 Files are written atomically and read with `torch.load(weights_only=True)`, which unpickles
-tensors and plain containers only, never arbitrary objects.
+tensors and plain containers only, never arbitrary objects. They hold CPU tensors, whatever device the
+learners trained on, and load onto any device (`map_location`): a file is the same file from any device.
 
 A file also proves its content. Beside every tensor it holds the SHA-256 digest of the
 tensor's dtype, shape and bytes, checked on load: one flipped bit (a weight of 0.8 read as
@@ -108,31 +109,38 @@ def save(
     if updates > planned or (updates < planned and streams is None):
         raise ValueError(f"{updates} of {planned} updates: part of a run is saved with its streams' state, no more")
     tensors = {
-        **{field: {name: t.clone() for name, t in getattr(learners.state, field).items()} for field in STATE},
-        "step": learners.state.step.clone(),
+        **{field: {name: _on_host(t) for name, t in getattr(learners.state, field).items()} for field in STATE},
+        "step": _on_host(learners.state.step),
         "losses": torch.from_numpy(learners.histories),
         "gradient_norms": torch.from_numpy(learners.gradient_norm_histories),
     }
     _write(Path(path), record, tensors, {"updates": updates, "streams": streams}, stopped=RECORDS)
 
 
-def load(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML:
-    """The learners saved at `path`, if its record is `record` and they have taken every update of its protocol;
-    raises `CheckpointError` naming the file and the problem otherwise (a run saved part way is "not one whole
-    run"). `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]` one (numpy seed,
+def _on_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of `tensor` on the CPU, as a checkpoint holds it."""
+    return tensor.detach().to("cpu", copy=True)
+
+
+def load(path: str | os.PathLike, record: Mapping[str, Any], device: torch.device | str = "cpu") -> BatchedMAML:
+    """The learners saved at `path`, on `device`, if its record is `record` and they have taken every update of its
+    protocol; raises `CheckpointError` naming the file and the problem otherwise (a run saved part way is "not one
+    whole run"). `record["learner"]` holds the learner's algorithm and inputs, `record["seeds"]` one (numpy seed,
     torch seed) pair per learner."""
-    learners = load_progress(path, record)
+    learners = load_progress(path, record, device)
     if isinstance(learners, Progress):
         updates, planned = len(learners.learners.losses), record["protocol"]["updates"]
         raise CheckpointError(path, f"holds {updates} of its protocol's {planned} updates: not one whole run")
     return learners
 
 
-def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> BatchedMAML | Progress:
-    """The learners saved at `path`, if its record is `record`: whole (as `load` gives them) or, if they were
-    saved part way through their run, a `Progress` to resume from; a `CheckpointError` otherwise."""
+def load_progress(
+    path: str | os.PathLike, record: Mapping[str, Any], device: torch.device | str = "cpu"
+) -> BatchedMAML | Progress:
+    """The learners saved at `path`, on `device`, if its record is `record`: whole (as `load` gives them) or, if
+    they were saved part way through their run, a `Progress` to resume from; a `CheckpointError` otherwise."""
     path, fields = Path(path), (*STATE, "step", *RECORDS)
-    checkpoint = _read(path, record, (*fields, *PROGRESS))
+    checkpoint = _read(path, record, (*fields, *PROGRESS), device)
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, algorithm = len(record["seeds"]), Algorithm.from_record(record["learner"]["algorithm"])
@@ -150,14 +158,15 @@ def load_progress(path: str | os.PathLike, record: Mapping[str, Any]) -> Batched
     stopped = _stopped_learners(path, checkpoint, steps, updates)
     if updates < planned and not isinstance(streams, dict):
         raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
-    learners = BatchedMAML([[torch.zeros(shape) for shape in network_shapes]] * count, algorithm)
+    placeholder = [torch.zeros(shape, device=device) for shape in network_shapes]  # the state is the file's
+    learners = BatchedMAML([placeholder] * count, algorithm, device=device)
     learners.state = LearnerState(*(checkpoint[field] for field in STATE), step=checkpoint["step"].float())
     for field, dtype in RECORDS.items():
         for row in checkpoint[field].T.to(dtype):
             getattr(learners, field).append(row)
     learners.stop_diverged = bool(stopped)
     learners.diverged_at = stopped
-    learners.active = torch.tensor([learner not in stopped for learner in range(count)])
+    learners.active = torch.tensor([learner not in stopped for learner in range(count)], device=learners.device)
     return learners if updates == planned else Progress(learners, streams)
 
 
@@ -189,17 +198,19 @@ def save_networks(
     """Write networks that are not trained any further (one per seed, BaseLearner's 6 tensors each) with
     `scores` (float, (N, m): what they were measured at) and the `record` of what they are, atomically."""
     tensors = {
-        "weights": [torch.stack([w.detach() for w in layer]) for layer in zip(*networks)],
-        "losses": scores.detach().clone(),
+        "weights": [_on_host(torch.stack([w.detach() for w in layer])) for layer in zip(*networks)],
+        "losses": _on_host(scores),
     }
     _write(Path(path), record, tensors)
 
 
-def load_networks(path: str | os.PathLike, record: Mapping[str, Any]) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-    """The networks and scores `save_networks` wrote at `path`, if its record is `record` (with one entry of
-    `record["seeds"]` per network); a `CheckpointError` otherwise."""
+def load_networks(
+    path: str | os.PathLike, record: Mapping[str, Any], device: torch.device | str = "cpu"
+) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """The networks and scores `save_networks` wrote at `path`, on `device`, if its record is `record` (with one
+    entry of `record["seeds"]` per network); a `CheckpointError` otherwise."""
     path, fields = Path(path), ("weights", "losses")
-    checkpoint = _read(path, record, fields)
+    checkpoint = _read(path, record, fields, device)
     _check_shapes(path, checkpoint, {"weights": weight_shapes()}, len(record["seeds"]))
     _check_content(path, checkpoint, fields)
     return [list(network) for network in zip(*checkpoint["weights"])], checkpoint["losses"]
@@ -258,13 +269,15 @@ def _write(
     write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
-def _read(path: Path, record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    """Load the checkpoint at `path`, check its format, that it has `fields` and that its record is `record`,
-    field by field; every problem becomes a `CheckpointError`."""
+def _read(
+    path: Path, record: Mapping[str, Any], fields: Sequence[str], device: torch.device | str = "cpu"
+) -> dict[str, Any]:  # fmt: skip
+    """Load the checkpoint at `path` with its tensors on `device`, check its format, that it has `fields` and that
+    its record is `record`, field by field; every problem becomes a `CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(path, "no such file")
     try:
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, weights_only=True, map_location=device)
     except Exception as error:
         problem = (
             f"cannot be read as a torch checkpoint, it may be truncated or corrupt ({type(error).__name__}: {error})"

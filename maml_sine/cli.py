@@ -1,7 +1,7 @@
-"""The command-line conventions every script shares: counts, output paths, and Ctrl-C.
+"""The command-line conventions every script shares: counts, output paths, the device, and Ctrl-C.
 
-A bad argument ends the script with argparse's usage line and status 2 before any
-training starts; Ctrl-C ends it with one line saying what was kept and status 130; a file
+A bad argument (a device torch does not see among them) ends the script with argparse's usage line and status 2
+before any training starts; Ctrl-C ends it with one line saying what was kept and status 130; a file
 that cannot be written (a full disk) ends it with one line naming the file and status 1.
 """
 
@@ -10,8 +10,37 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from maml_sine.interrupts import exit_interrupted, stop_on_ctrl_c
 from utils import WriteError, check_writable
+
+DEVICE_HELP = "where the learners train and are evaluated: cpu (default) or cuda (cuda:N), where torch sees one"
+
+
+def parse_device(text: str) -> torch.device:
+    """The device `text` names, for `--device`: the CPU, or a CUDA device that torch sees here (`cuda` is the
+    current one); an `argparse.ArgumentTypeError` in one line otherwise."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu or cuda (cuda:N)") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(f"{text!r}: the learners run on cpu or cuda")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: torch sees no CUDA device here; use cpu")
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= count:
+        raise argparse.ArgumentTypeError(f"{text!r}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """`--device`, parsed by `parse_device` (default the CPU)."""
+    parser.add_argument("--device", type=parse_device, default="cpu", help=DEVICE_HELP)
 
 
 def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path]) -> None:

@@ -14,6 +14,9 @@ can fuse it into a few kernels:
     many             either of them for N learners at once (vmap over the leading dimension)
     compiled         a function compiled on its first call, eager if compiling fails there
 
+Every tensor these functions make is made beside their inputs (`new_zeros`, `zeros_like`), so a learner runs
+on whatever device its state is on.
+
 Shapes for one learner: weights are `BaseLearner`'s 6 tensors, W1 (40, d), b1 (40), W2 (40, 40),
 b2 (40), W3 (1, 40), b3 (1), with d inputs (1 for the sine's x; 3 for the oracle's x, amplitude
 and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n points, d or 1).
@@ -161,7 +164,7 @@ def fresh_state(params: Params) -> LearnerState:
     """The state of a learner that has not stepped yet: its params (copied) and zero moments."""
     params = {name: tensor.detach().clone() for name, tensor in params.items()}
     zeros = {name: torch.zeros_like(tensor) for name, tensor in params.items()}
-    step = torch.zeros(params["w1"].shape[:-2])
+    step = params["w1"].new_zeros(params["w1"].shape[:-2])
     return LearnerState(params, zeros, {name: zero.clone() for name, zero in zeros.items()}, step)
 
 
@@ -221,7 +224,7 @@ def meta_step(
     where `algorithm.weight_decay` pulls them. `updates`, the length of the run, is what the algorithm's
     `progress` counts towards.
     """
-    progress = (state.step / updates).clamp(max=1.0) if updates else torch.zeros(())
+    progress = (state.step / updates).clamp(max=1.0) if updates else state.step.new_zeros(())
     meta_gradients, losses = algorithm.meta_gradient(state.params, tasks, progress)
     finite = all_finite([*tasks, losses, *meta_gradients.values()])
     # In float64: a finite float32 gradient can have a norm beyond float32's range.
@@ -241,7 +244,7 @@ def meta_step(
         *({name: torch.where(apply, new[name], old[name]) for name in old} for new, old in zip(stepped[:3], state[:3])),
         torch.where(apply, stepped.step, state.step),
     )
-    nan = torch.full((), float("nan"))
+    nan = losses.new_full((), float("nan"))
     return new_state, torch.where(apply, losses.mean(), nan), torch.where(apply, norm, nan.double()), finite
 
 

@@ -8,6 +8,7 @@ the single run's; with more, the median curve over seeds and their spread.
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
@@ -22,17 +23,16 @@ NAMES = {"maml": "MAML (S={steps})", "scratch": f"from scratch ({TFS_STEPS} Adam
 
 def curves_over_seeds(
     num_seeds: int, maml_steps: int, plot_tfs: bool, *, episodes: int, out: Path, fast: bool = False,
-    kept: list[str] | None = None,
+    kept: list[str] | None = None, device: torch.device | str = "cpu",
 ) -> list[str]:  # fmt: skip
-    """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once; save each seed's
-    final MSE beside `out` (`out` with the suffix .json), then the figure at `out`. Returns one summary line per
+    """Train MAML (and the from-scratch learner, if `plot_tfs`) for `num_seeds` seeds at once on `device`; save each
+    seed's final MSE beside `out` (`out` with the suffix .json), then the figure at `out`. Returns one summary line per
     learner. Each update is compiled with `fast`, or when the run is long enough to pay for compiling
     (`training.worth_compiling`). When Ctrl-C stops the run, the curve so far is saved, a line saying so is
     appended to `kept`, and the KeyboardInterrupt goes on to the caller."""
     seeds = lane_seeds(num_seeds)
-    run = LockstepRun(
-        ASSIGNMENT.streams(seeds), episodes, f"{num_seeds} seed(s)", "episode", compile=True if fast else None
-    )
+    streams = ASSIGNMENT.streams(seeds, device=device)
+    run = LockstepRun(streams, episodes, f"{num_seeds} seed(s)", "episode", compile=True if fast else None)
     run.maml("maml", initializations_from_seeds(seeds), Algorithm(maml_steps))
     if plot_tfs:  # built after MAML, as in test.py
         run.from_scratch("scratch", initializations_from_seeds(seeds, skip=1), TFS_STEPS)

@@ -10,6 +10,9 @@ every run scores on the same tasks and evaluating changes nothing a later seeded
 draws. All tasks adapt at once: `torch.func.vmap` over `torch.func.grad`, with batched
 weights that are `BaseLearner`'s 6 tensors, each with a leading task dimension n:
 W1 (n, 40, 1), b1 (n, 40), W2 (n, 40, 40), b2 (n, 40), W3 (n, 1, 40), b3 (n, 1).
+
+The tasks are drawn with numpy and put on a `device` (`draw_held_out_tasks`), where the models to score must
+be: every tensor of the evaluation is made there, and what it measures comes back to the host as numpy.
 """
 
 import math
@@ -46,8 +49,8 @@ class HeldOutTasks:
     (new random points to score on, as Finn et al.'s code scores), and a shared grid of x to score on.
     The frequency w is 1 (Finn et al.'s sines) unless `frequencies` are given (Meta-SGD's).
 
-    amplitudes, phases, frequencies: (n,) float64; support_x, query_x: (n, max_support, 1) float32; grid_x: (m, 1)
-    float32.
+    amplitudes, phases, frequencies: (n,) float64 (numpy); support_x, query_x: (n, max_support, 1) float32; grid_x:
+    (m, 1) float32; the tensors on one device.
     """
 
     amplitudes: np.ndarray
@@ -61,11 +64,12 @@ class HeldOutTasks:
         return len(self.amplitudes)
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
-        """Each task's y at x, float32: x of shape (n, m, 1), or (m, 1) shared by all tasks, gives (n, m, 1)."""
-        x = x.double().numpy()
+        """Each task's y at x, float32, on x's device: x of shape (n, m, 1), or (m, 1) shared by all tasks, gives
+        (n, m, 1). Computed by numpy on the host, as the training streams compute theirs."""
+        host_x = x.cpu().double().numpy()
         frequencies = np.ones_like(self.amplitudes) if self.frequencies is None else self.frequencies
-        y = self.amplitudes[:, None, None] * np.sin(frequencies[:, None, None] * x + self.phases[:, None, None])
-        return torch.from_numpy(y.astype(np.float32))
+        y = self.amplitudes[:, None, None] * np.sin(frequencies[:, None, None] * host_x + self.phases[:, None, None])
+        return torch.from_numpy(y.astype(np.float32)).to(x.device)
 
     def support(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first k support points of every task: x and y, each of shape (n, k, 1).
@@ -96,9 +100,11 @@ def draw_held_out_tasks(
     seed: int = HELD_OUT_SEED,
     grid=GRID_X,
     frequency_range: tuple[float, float] | None = None,
+    device: torch.device | str = "cpu",
 ) -> HeldOutTasks:
     """Draw `num_tasks` tasks from utils' distributions: a ~ U[0.1, 5), p ~ U[0, pi), support and query x ~ U[-5, 5),
-    and, with a `frequency_range`, a frequency w from it (from a stream of its own: the rest stays as without).
+    and, with a `frequency_range`, a frequency w from it (from a stream of its own: the rest stays as without); their
+    points on `device` (drawn by numpy: the same tasks on every device).
 
     Task i uses row i of one (num_tasks, 2 + 10) block of uniform draws (a, p and 10 support x),
     and row i of a block of 10 query x from a second stream of the same seed; support and query
@@ -116,9 +122,9 @@ def draw_held_out_tasks(
     return HeldOutTasks(
         amplitudes=_scale(unit[:, 0], AMPLITUDE_RANGE),
         phases=_scale(unit[:, 1], PHASE_RANGE),
-        support_x=torch.from_numpy(_scale(support_unit, X_RANGE).astype(np.float32)),
-        query_x=torch.from_numpy(_scale(query_unit, X_RANGE).astype(np.float32)),
-        grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)),
+        support_x=torch.from_numpy(_scale(support_unit, X_RANGE).astype(np.float32)).to(device),
+        query_x=torch.from_numpy(_scale(query_unit, X_RANGE).astype(np.float32)).to(device),
+        grid_x=torch.from_numpy(np.asarray(grid, dtype=np.float32).reshape(-1, 1)).to(device),
         frequencies=None if frequency_range is None else _scale(np.random.default_rng([seed, 4]).random(num_tasks),
                                                                   frequency_range),
     )  # fmt: skip
@@ -185,7 +191,9 @@ def scored_sets(
         "grid": (grid_x.expand(len(tasks), -1, -1), grid_y),
     }
     if inputs == 3:
-        amplitudes, phases = (torch.from_numpy(values) for values in (tasks.amplitudes, tasks.phases))
+        amplitudes, phases = (
+            torch.from_numpy(values).to(support_x.device) for values in (tasks.amplitudes, tasks.phases)
+        )
         sets = {name: (with_amplitude_and_phase(x, amplitudes, phases), y) for name, (x, y) in sets.items()}
     return sets
 
@@ -212,7 +220,9 @@ def mse_after_each_step(
         for score, per_step in errors.items():
             per_step.append(_mse_per_task(stepped, *sets[score]))
     shape = (steps + 1, len(models), -1)
-    return {score: torch.stack(per_step).reshape(shape).transpose(0, 1).numpy() for score, per_step in errors.items()}
+    return {
+        score: torch.stack(per_step).reshape(shape).transpose(0, 1).cpu().numpy() for score, per_step in errors.items()
+    }
 
 
 def tuned_test_lr(
@@ -248,8 +258,8 @@ def top_hessian_eigenvalues(
         return grad(lambda point: sum((g * u).sum() for g, u in zip(grad(mse)(point, x, y), v)))(w)
 
     product = vmap(hessian_vector_product)
-    generator = torch.Generator().manual_seed(0)
-    vector = [torch.randn(w.shape, generator=generator, dtype=w.dtype) for w in weights]
+    generator = torch.Generator().manual_seed(0)  # on the host: the same start on every device
+    vector = [torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu").to(w.device) for w in weights]
     for _ in range(iterations):
         vector = _unit(product(list(weights), x, y, vector))
     return sum((h * v).flatten(1).sum(1) for h, v in zip(product(list(weights), x, y, vector), vector))
@@ -267,7 +277,7 @@ def curvature_along_sgd(models: Sequence[Model], sets: dict, lr: Step, steps: in
     weights, sets = for_every_model(models, sets)
     support = sets["support"]
     before_each_step = zip(range(steps), sgd_steps(weights, *support, steps, lr))
-    along = np.stack([top_hessian_eigenvalues(w, *support).double().numpy() for _, w in before_each_step])
+    along = np.stack([top_hessian_eigenvalues(w, *support).cpu().double().numpy() for _, w in before_each_step])
     return along.reshape(steps, len(models), -1).transpose(1, 0, 2)
 
 
@@ -278,7 +288,7 @@ def predictions_after_each_step(
     support_x, support_y = (tensor[task : task + 1] for tensor in sets["support"])
     grid_x = sets["grid"][0][task : task + 1]
     predictions = [_predict_per_task(grid_x, w) for w in sgd_steps(initialization, support_x, support_y, steps, lr)]
-    return torch.stack(predictions)[:, 0, :, 0].numpy()
+    return torch.stack(predictions)[:, 0, :, 0].cpu().numpy()
 
 
 def mean_and_ci95(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -323,20 +333,28 @@ def t_quantile_975(df: int) -> float:
     return (low + high) / 2
 
 
+def between_seeds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over seeds (the first axis of `values`, at least one seed) and the half-width of its between-seed
+    95% interval: Student t, seeds - 1 degrees of freedom; NaN for one seed, which has no spread to measure, and
+    where a seed's value is infinite."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) > 1:
+        with np.errstate(invalid="ignore"):  # a seed whose value is infinite has no spread to measure: NaN
+            ci95 = t_quantile_975(len(values) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(values))
+    else:
+        ci95 = np.full(values.shape[1:], np.nan)
+    return values.mean(axis=0), ci95
+
+
 def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
     """Many seeds' {"mean", "ci95"} (each over the tasks, one entry per step) as one: the mean over seeds,
-    the between-seed 95% interval (Student t, seeds - 1 degrees of freedom; NaN for one seed, which has
-    no spread to measure), the mean task-sampling interval, and every seed's means."""
+    the between-seed 95% interval (`between_seeds`), the mean task-sampling interval, and every seed's means."""
     if not per_seed:
         raise ValueError("no seed to summarize")
     means = np.array([seed["mean"] for seed in per_seed])  # (seeds, steps + 1)
-    if len(means) > 1:
-        with np.errstate(invalid="ignore"):  # a seed whose mean is infinite has no spread to measure: NaN
-            seed_ci95 = t_quantile_975(len(means) - 1) * means.std(axis=0, ddof=1) / np.sqrt(len(means))
-    else:
-        seed_ci95 = np.full(means.shape[1], np.nan)
+    mean, seed_ci95 = between_seeds(means)
     return {
-        "mean": means.mean(axis=0).tolist(),
+        "mean": mean.tolist(),
         "seed_ci95": seed_ci95.tolist(),
         "ci95": np.mean([seed["ci95"] for seed in per_seed], axis=0).tolist(),
         "per_seed": means.tolist(),

@@ -53,7 +53,7 @@ def contexts(algorithm: CAVIA, models: Sequence[Params], tasks: HeldOutTasks, k:
     (R^2): its amplitude a, and a cos p and a sin p, in which the task is linear (a sin(x + p) = a cos p sin x +
     a sin p cos x); and seed 0's contexts, task by task (the tasks' amplitudes and phases are the evaluation's)."""
     support = tasks.support(k)
-    every = [adapted_contexts(algorithm, model, *support).double().numpy() for model in models]
+    every = [adapted_contexts(algorithm, model, *support).cpu().double().numpy() for model in models]
     coordinates = {
         "amplitude": tasks.amplitudes,
         "a_cos_p": tasks.amplitudes * np.cos(tasks.phases),

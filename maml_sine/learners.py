@@ -8,6 +8,8 @@ tasks in a new way, one stream class in STREAMS.
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
+import torch
+
 from assignment import INNER_LR
 from maml_sine.anil import ANIL
 from maml_sine.cavia import CAVIA
@@ -144,11 +146,11 @@ class Protocol:
     def record(self) -> dict:
         return asdict(self)
 
-    def streams(self, seeds: list[tuple[int, int]], inputs: int = 1):
-        """One task stream per seed, as `next_batch()` gives them: four tensors (N, B, n, d or 1)."""
+    def streams(self, seeds: list[tuple[int, int]], inputs: int = 1, device: torch.device | str = "cpu"):
+        """One task stream per seed, as `next_batch()` gives them: four tensors (N, B, n, d or 1) on `device`."""
         from maml_sine.streams import STREAMS  # the streams draw tasks; this module only names them
 
-        return STREAMS[self.stream](seeds, self, inputs)
+        return STREAMS[self.stream](seeds, self, inputs, device)
 
 
 def assignment_protocol(k: int = SUPPORT_POINTS, updates: int = EPISODES) -> Protocol:

@@ -49,7 +49,9 @@ class MAMLPlusPlus(Algorithm):
     def loss_weights(self, progress: torch.Tensor | float) -> torch.Tensor:
         """The weights (S,) of the query losses after steps 1..S, summing to 1, at `progress` of training."""
         steps = self.num_steps
-        annealed = torch.as_tensor(progress) / self.multi_step_loss_until
+        # A tensor stays where it is (torch.as_tensor would move it to a default device set apart from the CPU).
+        progress = progress if isinstance(progress, torch.Tensor) else torch.tensor(progress)
+        annealed = progress / self.multi_step_loss_until
         non_final = torch.where(annealed < 1, ((1 - annealed) / steps).clamp(min=NON_FINAL_FLOOR / steps), 0.0)
         return torch.cat([non_final.expand(steps - 1), (1 - (steps - 1) * non_final)[None]])
 

@@ -46,9 +46,10 @@ def fit(learners: BatchedMAML, grid: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 
 def task_grid(streams) -> tuple[torch.Tensor, torch.Tensor]:
-    """GRID_X and each regressor's task's values there: (N, 100, 1) each."""
-    x = GRID_X.expand(len(streams.amplitudes), -1, -1)
-    amplitudes, phases = (torch.from_numpy(v).float()[:, None, None] for v in (streams.amplitudes, streams.phases))
+    """GRID_X and each regressor's task's values there: (N, 100, 1) each, on the streams' device."""
+    x = GRID_X.to(streams.device).expand(len(streams.amplitudes), -1, -1)
+    amplitudes, phases = (torch.from_numpy(v).float()[:, None, None].to(streams.device)
+                          for v in (streams.amplitudes, streams.phases))  # fmt: skip
     return x, amplitudes * torch.sin(x + phases)
 
 
@@ -69,26 +70,29 @@ def _fitted(
 
 
 def trained_or_loaded(
-    name: str, spec: MultiTask, seeds: Sequence[tuple[int, int]], path: str | os.PathLike, *, retrain: bool = False
+    name: str, spec: MultiTask, seeds: Sequence[tuple[int, int]], path: str | os.PathLike, *, retrain: bool = False,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[list[torch.Tensor]], torch.Tensor, str]:  # fmt: skip
-    """`averaged_regressors`, `cached` at `path` under the record of the spec and seeds. Returns the averages, the
-    regressors' final MSEs, and "checkpoint" or "trained"."""
+    """`averaged_regressors` on `device`, `cached` at `path` under the record of the spec and seeds. Returns the
+    averages, the regressors' final MSEs, and "checkpoint" or "trained"."""
     record = {"learner": {"algorithm": spec.record(), "inputs": 1}, "seeds": [list(seed) for seed in seeds]}
     (averages, errors), source = cached(
-        path, record, lambda: averaged_regressors(spec, seeds, name), load=load_networks, retrain=retrain,
+        path, record, lambda: averaged_regressors(spec, seeds, name, device), retrain=retrain,
+        load=lambda path, record: load_networks(path, record, device),
         save=lambda trained, record, path: save_networks(*trained, record, path),
     )  # fmt: skip
     return averages, errors, source
 
 
 def averaged_regressors(
-    spec: MultiTask, seeds: Sequence[tuple[int, int]], description: str
+    spec: MultiTask, seeds: Sequence[tuple[int, int]], description: str, device: torch.device | str = "cpu"
 ) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """Each seed's average of its `spec.regressors` regressors, and every regressor's final MSE on its task,
-    (seeds, regressors). Progress bar and Ctrl-C as every training run (`LockstepRun`)."""
+    (seeds, regressors), trained and kept on `device`. Progress bar and Ctrl-C as every training run
+    (`LockstepRun`)."""
     initializations = initializations_from_seeds(seeds)
     count = len(seeds)
-    sums = [torch.zeros(count, *w.shape) for w in initializations[0]]  # per seed, the sum of its trained regressors
+    sums = [torch.zeros(count, *w.shape, device=device) for w in initializations[0]]  # per seed, its regressors' sum
     errors = []
     compile = worth_compiling(spec.max_updates * math.ceil(spec.regressors / spec.at_once))  # one configuration
     for first in range(0, spec.regressors, spec.at_once):
@@ -100,7 +104,7 @@ def averaged_regressors(
             anchors = [list(lane) for lane in zip(*means)]
         pulled = spec.regularizer == "l2" or anchors is not None
         algorithm = Algorithm(num_steps=0, meta_lr=spec.adam_lr, weight_decay=spec.weight_decay if pulled else 0.0)
-        streams = spec.protocol().streams(regressor_seeds(seeds, group))
+        streams = spec.protocol().streams(regressor_seeds(seeds, group), device=device)
         run = LockstepRun(streams, spec.max_updates, f"{description}, regressors {group.start}-{group.stop - 1} "
                           f"of {spec.regressors}", compile=compile)  # fmt: skip
         regressors, final_errors = _fitted(run, spec, starts, algorithm, anchors)

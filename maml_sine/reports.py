@@ -291,13 +291,13 @@ def plot_fits(
     """The paper's Figure 2: one held-out task, its K support points, and each learner's fit after 0, 1, 10 steps,
     a row per section of `plot`. `fits`: {learner: {section: its predictions on the grid after each
     step, (steps + 1, m)}}."""
-    grid_x, grid_y = (tensor.numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
+    grid_x, grid_y = (tensor.cpu().numpy().ravel() for tensor in (tasks.grid_x, tasks.grid()[1][task]))
     sections, learners = study.drawn(plot)
     figure = Figure(figsize=(3.9 * len(learners), 3.7 * len(sections) + 0.7))
     panels = figure.subplots(len(sections), len(learners), sharex=True, sharey=True, squeeze=False)
     styles = {0: (":", 0.9), 1: ("--", 1.5), MAX_STEPS: ("-", 2.0)}
     for row, section in zip(panels, sections):
-        support_x, support_y = (tensor[task].numpy().ravel()
+        support_x, support_y = (tensor[task].cpu().numpy().ravel()
                                 for tensor in scored_sets(tasks, section.k, half=section.half)["support"])  # fmt: skip
         for axes, name in zip(row, learners):
             label, color = style(name)

@@ -4,6 +4,12 @@ Every stream is built as `Stream(seeds, protocol, inputs)` and gives, at each `n
 next update's tasks of every seed: (train_x, train_y, test_x, test_y), each (N seeds, B tasks,
 n points, d) with d = 1, or 3 for the oracle (x, amplitude, phase). `np.random` is never touched.
 
+Every stream draws its tasks with numpy on the host, as it always has, and gives them on its `device`
+(`Stream(seeds, protocol, inputs, device)`, default the CPU): each chunk of draws is copied there at once
+(`on_device`: one update's tasks for the assignment's stream, DRAWN_AT_ONCE updates' for the paper's). The
+numpy draws define every seeded result, so a seed's tasks are bitwise the same on every device, and so is
+a seeded run up to the device's rounding; a generator on the device would draw other tasks.
+
 The streams a long learner resumes on (the assignment's and the paper's) give their position as
 `state()`, plain data (lists, dicts, numbers) that a checkpoint stores and digests, and take it
 back with `restore(state)`: a stream restored to a state gives the batches it gave after it. The
@@ -23,21 +29,33 @@ FREQUENCY_RANGE = (0.8, 1.2)  # Meta-SGD's sines: y = a sin(w x + b), w ~ U[0.8,
 DRAWN_AT_ONCE = 500  # updates' worth of tasks drawn per call into numpy by PaperTaskStreams; the tasks depend on it
 
 
+def on_device(parts: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """`parts` (host tensors of one dtype) on `device`, in one copy: packed into one buffer, copied there, and viewed
+    back in their shapes. The same on every device (the CPU's packing costs little), so the CPU runs what a GPU
+    runs."""
+    copied = torch.cat([part.reshape(-1) for part in parts]).to(device)
+    return [chunk.view(part.shape) for chunk, part in zip(copied.split([part.numel() for part in parts]), parts)]
+
+
 class TaskStreams:
     """The assignment's stream: each seed's tasks from its own `numpy.random.RandomState(numpy seed)`, drawn
     one by one in `SineGenerator`'s order, so numpy seed 1337 gives the tasks of `python test.py` and
     of the graders' runs."""
 
-    def __init__(self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1) -> None:
+    def __init__(
+        self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1, device: torch.device | str = "cpu"
+    ) -> None:  # fmt: skip
         if inputs != 1:
             raise ValueError("the assignment's stream gives x alone; a network of more inputs needs another stream")
+        self.device = torch.device(device)
         self.tasks_per_update = protocol.tasks_per_update
         self.rngs = [np.random.RandomState(seed) for seed, _ in seeds]
         self.generators = [SineGenerator(protocol.support_points, protocol.query_points, rng=rng) for rng in self.rngs]
 
     def next_batch(self) -> list[torch.Tensor]:
         tasks = [[generator.generate_task()[1] for _ in range(self.tasks_per_update)] for generator in self.generators]
-        return [torch.stack([torch.stack([task[part] for task in lane]) for lane in tasks]) for part in range(4)]
+        parts = [torch.stack([torch.stack([task[part] for task in lane]) for lane in tasks]) for part in range(4)]
+        return on_device(parts, self.device)
 
     def state(self) -> dict[str, Any]:
         """Where the stream is, as plain data: each seed's Mersenne Twister state, its key as a list of ints."""
@@ -66,13 +84,16 @@ class PaperTaskStreams:
     2K points split into K support and K query points (as the authors' code splits them).
 
     Tasks are drawn DRAWN_AT_ONCE updates at a time, in whole arrays: 70,000 updates of 25
-    tasks are 1.75 million tasks per seed, too many to draw one by one. With 3 `inputs`, the
-    x parts carry each task's amplitude and phase as two more inputs (the oracle's).
+    tasks are 1.75 million tasks per seed, too many to draw one by one; each block goes to the device in one
+    copy. With 3 `inputs`, the x parts carry each task's amplitude and phase as two more inputs (the oracle's).
     """
 
-    def __init__(self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1) -> None:
+    def __init__(
+        self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1, device: torch.device | str = "cpu"
+    ) -> None:  # fmt: skip
         if protocol.support_points != protocol.query_points or inputs not in (1, 3):
             raise ValueError("the paper's stream has as many query as support points, and 1 or 3 inputs")
+        self.device = torch.device(device)
         self.generators = [np.random.default_rng(seed) for seed, _ in seeds]
         self.k, self.tasks_per_update, self.oracle = protocol.support_points, protocol.tasks_per_update, inputs == 3
         self.drawn: list[torch.Tensor] = []  # x, y, amplitudes, phases of the next updates, update first
@@ -108,7 +129,7 @@ class PaperTaskStreams:
         return [rng.bit_generator.state for rng in self.generators]
 
     def _draw(self) -> list[torch.Tensor]:
-        """x, y (DRAWN_AT_ONCE, N, B, 2k, 1) and amplitudes, phases (DRAWN_AT_ONCE, N, B), float32."""
+        """x, y (DRAWN_AT_ONCE, N, B, 2k, 1) and amplitudes, phases (DRAWN_AT_ONCE, N, B), float32, on the device."""
         shape = (DRAWN_AT_ONCE, self.tasks_per_update)
         per_learner = [
             (rng.uniform(*AMPLITUDE_RANGE, shape), rng.uniform(*PHASE_RANGE, shape),
@@ -117,7 +138,9 @@ class PaperTaskStreams:
         ]  # fmt: skip
         amplitudes, phases, x, frequencies = (np.stack(part, axis=1) for part in zip(*per_learner))
         y = amplitudes[..., None, None] * np.sin(frequencies[..., None, None] * x + phases[..., None, None])
-        return [torch.from_numpy(part.astype(np.float32)) for part in (x, y, amplitudes, phases)]
+        return on_device(
+            [torch.from_numpy(part.astype(np.float32)) for part in (x, y, amplitudes, phases)], self.device
+        )
 
     def _frequencies(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Finn et al.'s sines all have frequency 1 (and draw nothing for it)."""
@@ -129,10 +152,12 @@ class FrequencyTaskStreams(PaperTaskStreams):
     too, drawn after each block's x (so a block's amplitudes, phases and x are drawn as the paper's stream draws
     them, the first block's equal to its)."""
 
-    def __init__(self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1) -> None:
+    def __init__(
+        self, seeds: Sequence[tuple[int, int]], protocol, inputs: int = 1, device: torch.device | str = "cpu"
+    ) -> None:  # fmt: skip
         if inputs != 1:
             raise ValueError("Meta-SGD's stream gives x alone")
-        super().__init__(seeds, protocol, inputs)
+        super().__init__(seeds, protocol, inputs, device)
 
     def _frequencies(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.uniform(*FREQUENCY_RANGE, shape)
@@ -146,9 +171,12 @@ class OneTaskStreams:
     `support_points` + `query_points` new x per update; `amplitudes` and `phases` (N,) say which task each is.
     """
 
-    def __init__(self, seeds: Sequence[tuple[object, int]], protocol, inputs: int = 1) -> None:
+    def __init__(
+        self, seeds: Sequence[tuple[object, int]], protocol, inputs: int = 1, device: torch.device | str = "cpu"
+    ) -> None:  # fmt: skip
         if protocol.tasks_per_update != 1 or inputs != 1:
             raise ValueError("a one-task stream has one task per update and gives x alone")
+        self.device = torch.device(device)
         self.generators = [np.random.default_rng(entropy) for entropy, _ in seeds]
         tasks = np.array([(rng.uniform(*AMPLITUDE_RANGE), rng.uniform(*PHASE_RANGE)) for rng in self.generators])
         self.amplitudes, self.phases = tasks[:, 0], tasks[:, 1]
@@ -158,7 +186,7 @@ class OneTaskStreams:
     def next_batch(self) -> list[torch.Tensor]:
         x = np.stack([rng.uniform(*X_RANGE, (1, self.points, 1)) for rng in self.generators])  # (N, 1, n, 1)
         y = self.amplitudes[:, None, None, None] * np.sin(x + self.phases[:, None, None, None])
-        x, y = (torch.from_numpy(part.astype(np.float32)) for part in (x, y))
+        x, y = on_device([torch.from_numpy(part.astype(np.float32)) for part in (x, y)], self.device)
         k = self.support_points
         return [x[:, :, :k], y[:, :, :k], x[:, :, k:], y[:, :, k:]]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from maml_sine import multitask
 from maml_sine.batched import initializations_from_seeds
@@ -36,13 +37,14 @@ from utils import NUMPY_SEED
 class Run:
     """A run of `study`: its learners trained with `seeds` (explicit (numpy, torch) seed pairs), their checkpoints
     in `checkpoint_dir` (trained again if `retrain`), and the multi-task baselines with `regressors` regressors
-    (None: the registry's number)."""
+    (None: the registry's number); every model trained or loaded onto `device`."""
 
     study: Study
     seeds: list[tuple[int, int]]
     checkpoint_dir: Path
     retrain: bool = False
     regressors: int | None = None
+    device: torch.device | str = "cpu"
 
     def seed_range(self) -> str:
         first, last = (seed - NUMPY_SEED for seed in (self.seeds[0][0], self.seeds[-1][0]))
@@ -83,11 +85,14 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
     """One learner's models (one per seed) under `protocol`, trained or loaded, and the record of where from."""
     start, seeds, folder, stem = time.perf_counter(), run.seeds, run.checkpoint_dir, run.study.name
     if learner.algorithm is None:  # never trained: the random initialization of each seed
-        return initializations_from_seeds(seeds, inputs=learner.inputs), {"source": "random", "updates": 0}
+        models = [[weight.to(run.device) for weight in network]
+                  for network in initializations_from_seeds(seeds, inputs=learner.inputs)]  # fmt: skip
+        return models, {"source": "random", "updates": 0}
     if isinstance(learner.algorithm, MultiTask):
         spec = learner.algorithm
         path = folder / f"{stem}-{name}-{spec.regressors}x{spec.max_updates}-{run.seed_range()}.pt"
-        models, errors, source = multitask.trained_or_loaded(name, spec, seeds, path, retrain=run.retrain)
+        models, errors, source = multitask.trained_or_loaded(name, spec, seeds, path, retrain=run.retrain,
+                                                             device=run.device)  # fmt: skip
         saved.append(name)
         record = {"source": source, "regressors": spec.record(), "regressor_mse": errors.tolist(),
                   "share_fitted": float((errors < spec.target_mse).float().mean())}  # fmt: skip
@@ -96,7 +101,8 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
     # Named by the stream, not the study: studies that train a learner under one protocol share its checkpoint.
     path = folder / f"{protocol.stream}-{name}-K{k}-{protocol.updates}-{run.seed_range()}.pt"
     try:
-        learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain)
+        learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain,
+                                             device=run.device)  # fmt: skip
     except KeyboardInterrupt:
         if stop_requested():  # stopped between two updates by the project's handler, and saved there
             saved.append(f"{name}, K={k} (part-trained: the next run resumes it)")

@@ -52,8 +52,8 @@ def worth_compiling(updates: int) -> bool:
 
 
 class LockstepRun:
-    """Lockstep learners trained side by side on one task stream: each built here, compiled or eager by one
-    rule, and all trained by one loop (`train`).
+    """Lockstep learners trained side by side on one task stream: each built here, on the stream's device,
+    compiled or eager by one rule, and all trained by one loop (`train`).
 
         run = LockstepRun(protocol.streams(seeds), protocol.updates, "maml, K=10")
         maml = run.maml("maml", initializations, Algorithm(num_steps=1))
@@ -74,14 +74,15 @@ class LockstepRun:
         """A `BatchedMAML` of `algorithm` (with `options`: stop_diverged, anchors) trained in this run as `name`,
         annealing (where its algorithm anneals) over the run's `updates`."""
         self.learners[name] = BatchedMAML(initializations, algorithm, compile=self.compile, updates=self.updates,
-                                          **options)  # fmt: skip
+                                          device=self.streams.device, **options)  # fmt: skip
         return self.learners[name]
 
     def from_scratch(
         self, name: str, initializations: Sequence[Sequence[torch.Tensor]], num_steps: int
     ) -> BatchedTrainFromScratch:
         """A `BatchedTrainFromScratch` of `num_steps` Adam steps per task, trained in this run as `name`."""
-        self.learners[name] = BatchedTrainFromScratch(initializations, num_steps, compile=self.compile)
+        self.learners[name] = BatchedTrainFromScratch(initializations, num_steps, compile=self.compile,
+                                                      device=self.streams.device)  # fmt: skip
         return self.learners[name]
 
     @property
@@ -138,13 +139,14 @@ def _median_of_training(histories: np.ndarray) -> float:
 def meta_trained(
     name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]], *,
     saved: Progress | None = None, keep: Callable[[BatchedMAML, dict[str, Any]], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> BatchedMAML:  # fmt: skip
-    """`learner` meta-trained under `protocol`, one lane per seed (its tasks from the numpy seed, its
+    """`learner` meta-trained under `protocol` on `device`, one lane per seed (its tasks from the numpy seed, its
     initialization from the torch seed): from the start, or from `saved`, part of this run saved earlier.
     `keep(learners, the streams' state)` saves progress where `LockstepRun.train` calls its `keep`. A lane whose
     loss or meta-gradient stops being finite stops there (`BatchedMAML.stop_diverged`), and the others go on."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
-    run = LockstepRun(protocol.streams(seeds, learner.inputs), protocol.updates, description)
+    run = LockstepRun(protocol.streams(seeds, learner.inputs, device), protocol.updates, description)
     initializations = initializations_from_seeds(seeds, inputs=learner.network_inputs)
     learners = run.maml("query", initializations, learner.algorithm, stop_diverged=True)
     if saved is not None:
@@ -178,16 +180,20 @@ def cached(
 
 def trained_or_loaded(
     name: str, learner: Learner, protocol: Protocol, seeds: Sequence[tuple[int, int]], path: str | os.PathLike,
-    *, retrain: bool = False,
+    *, retrain: bool = False, device: torch.device | str = "cpu",
 ) -> tuple[BatchedMAML, str]:  # fmt: skip
-    """`meta_trained` learners, `cached` at `path` under the record of the learner, protocol and seeds. They save
-    their progress there as they train, and a checkpoint of part of their run is resumed from."""
+    """`meta_trained` learners on `device`, `cached` at `path` under the record of the learner, protocol and seeds
+    (loaded onto `device` from a checkpoint saved on any). They save their progress there as they train, and a
+    checkpoint of part of their run is resumed from."""
     record = {"learner": learner.training(), "protocol": protocol.record(), "seeds": [list(seed) for seed in seeds]}
 
     def keep(learners: BatchedMAML, streams: dict[str, Any]) -> None:
         save(learners, record, path, streams)
 
     def train(saved: Progress | None = None) -> BatchedMAML:
-        return meta_trained(name, learner, protocol, seeds, saved=saved, keep=keep)
+        return meta_trained(name, learner, protocol, seeds, saved=saved, keep=keep, device=device)
 
-    return cached(path, record, train, save=save, load=load_progress, retrain=retrain, resume=train)
+    def load(path: Path, record: Mapping[str, Any]) -> BatchedMAML | Progress:
+        return load_progress(path, record, device)
+
+    return cached(path, record, train, save=save, load=load, retrain=retrain, resume=train)

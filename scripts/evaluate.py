@@ -5,6 +5,7 @@
     python scripts/evaluate.py --updates 500 --tasks 50 --out-dir /tmp/eval --checkpoint-dir /tmp/checkpoints
     python scripts/evaluate.py --seeds 5 --first-seed 5   # seeds 5-9 only: a sweep split over machines
     python scripts/evaluate.py --protocol paper    # Finn et al.'s protocol: writes docs/paper_protocol/
+    python scripts/evaluate.py --device cuda       # train and evaluate on a GPU (checkpoints load on any device)
 
 The sine-wave experiment of Finn et al. (2017), Figures 2 and 3. The studies (maml_sine.learners):
 
@@ -52,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from maml_sine.checkpoints import CheckpointError, one_writer
-from maml_sine.cli import make_output_folders, run_command
+from maml_sine.cli import add_device_option, make_output_folders, run_command
 from maml_sine.evaluation import (
     HELD_OUT_SEED,
     HELD_OUT_TASKS,
@@ -100,6 +101,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--regressors", type=whole_number(1), help="regressors per multi-task baseline (default: theirs, 500)"
     )
+    add_device_option(parser)
     args = parser.parse_args(argv)
     args.study = STUDIES[args.protocol](**({"updates": args.updates} if args.updates else {}))
     args.out_dir = args.out_dir or OUT_DIRS.get(args.protocol, ROOT / "docs" / args.protocol)
@@ -116,16 +118,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     study, saved, written, stage = args.study, [], [], "training"
     start = time.perf_counter()
     try:
-        run = Run(study, lane_seeds(args.seeds, args.first_seed), args.checkpoint_dir, args.retrain, args.regressors)
+        seeds = lane_seeds(args.seeds, args.first_seed)
+        run = Run(study, seeds, args.checkpoint_dir, args.retrain, args.regressors, args.device)
         with one_writer(args.checkpoint_dir, wait=args.wait_for_lock):
             initializations, records = trained_learners(run, saved)
         training_seconds = time.perf_counter() - start
         stage = "evaluating"
         max_k = max(section.k for section in study.sections)
-        tasks = draw_held_out_tasks(args.tasks, max_k, frequency_range=study.frequency_range)
+        tasks = draw_held_out_tasks(args.tasks, max_k, frequency_range=study.frequency_range, device=args.device)
         validation = draw_held_out_tasks(
-            min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED, frequency_range=study.frequency_range
-        )
+            min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED, frequency_range=study.frequency_range,
+            device=args.device,
+        )  # fmt: skip
         lrs, tuning = test_lrs(study, initializations, validation)
         results, fits, curvature = evaluated(study, initializations, tasks, lrs)
         learned_beside = what_was_learned(study, initializations, tasks)

@@ -77,6 +77,13 @@ def test_headless_run_without_no_show_does_not_warn(tmp_path):
         (["--out", "no/such/folder/curve.png"], "does not exist"),
         (["--out", "tests"], "is a folder"),
         (["--out", "curve.jpg"], "must end in .png"),
+        (["--device", "cuda"], "--device: without --seeds or --fast, MAML.train runs on the CPU alone"),
+        (["--seeds", "2", "--device", "gpu"], "argument --device: 'gpu' is not a device"),
+        pytest.param(
+            ["--fast", "--device", "cuda"],
+            "argument --device: 'cuda': torch sees no CUDA device here; use cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device here"),
+        ),
         pytest.param(
             ["--out", "/proc/curve.png"],
             "cannot write in folder '/proc'",

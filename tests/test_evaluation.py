@@ -324,6 +324,12 @@ def test_the_arguments_choose_the_study_its_updates_and_the_seeds(evaluate, tmp_
         (["--protocol", "papers"], "argument --study/--protocol: invalid choice: 'papers'"),
         (["--episodes", "10"], "unrecognized arguments: --episodes 10"),  # --updates replaced it
         (["--fast"], "unrecognized arguments: --fast"),  # every run trains in lockstep now
+        (["--device", "gpu"], "argument --device: 'gpu' is not a device: give cpu or cuda (cuda:N)"),
+        pytest.param(
+            ["--device", "cuda"],
+            "argument --device: 'cuda': torch sees no CUDA device here; use cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA device here"),
+        ),
         (["--out-dir", "README.md"], "--out-dir: 'README.md' is a file, not a folder"),
         (["--checkpoint-dir", "README.md"], "--checkpoint-dir: 'README.md' is a file, not a folder"),
         (["--out-dir", "README.md/evaluation"], "--out-dir: cannot write in folder 'README.md/evaluation'"),
