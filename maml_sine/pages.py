@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from maml_sine.evaluation import MAX_STEPS, t_quantile_975
-from maml_sine.learners import K10_MODEL_AT_K5, STUDIES, Study
+from maml_sine.learners import FAMILY, K10_MODEL_AT_K5, RECIPES, STUDIES, Study
 from maml_sine.reports import TABLE_STEPS, cell, learner_cells, section_title, steps_label, style
 
 Report = Mapping[str, Any]
@@ -397,11 +397,15 @@ BLOCKS = {
         META_SGD,
         partial(rows_table, rows=[(n, s) for s in ONE_MODEL_SECTIONS for n in ("maml", "meta_sgd")], score="query"),
     ),
+    "family_k5": Block(FAMILY_FINN, partial(rows_table, rows=[(n, "5") for n in (*FAMILY, *RECIPES)], score="query")),
+    "family_k10": Block(FAMILY_FINN, partial(rows_table, rows=[(n, "10") for n in (*FAMILY, *RECIPES)], score="query")),
+    "family_table_1": Block(FAMILY_LI, partial(table_1, sections=LI_SECTIONS)),
 }
 PAGES = (
     "README.md",
     "docs/api.md",
     "docs/evaluation.md",
+    "docs/family.md",
     "docs/meta_sgd.md",
     "docs/paper_protocol.md",
     "docs/seeds.md",
