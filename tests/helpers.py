@@ -2,6 +2,7 @@
 learner snapshots, a PNG check, running the scripts as a user does, and another process holding a
 checkpoint folder."""
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,3 +160,117 @@ def held_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
         process.wait()
         process.stdin.close()
         process.stdout.close()
+
+
+def compiled_and_eager_lanes(algorithm, updates: int, inputs: int = 1, capfd=None):
+    """Two lanes of `algorithm` (annealing over `updates`), eager and compiled, trained on the same `updates` batches
+    of the assignment's stream; the compiled lanes' losses and params must be the eager ones' up to rounding (and,
+    given `capfd`, compiled for real: no fallback line). Returns (eager, compiled)."""
+    # Imported here: the assignment's tests import this module under Python 3.8, where the package is not installed.
+    from maml_sine.batched import BatchedMAML, initializations_from_seeds
+    from maml_sine.learners import ASSIGNMENT
+    from maml_sine.training import lane_seeds
+
+    seeds = lane_seeds(2)
+    streams = ASSIGNMENT.streams(seeds)
+    batches = [streams.next_batch() for _ in range(updates)]
+    initializations = initializations_from_seeds(seeds, inputs=inputs)
+    lanes = [BatchedMAML(initializations, algorithm, compile=compile, updates=updates) for compile in (False, True)]
+    for tasks in batches:
+        for learners in lanes:
+            learners.train(tasks)
+    eager, fast = lanes
+    if capfd is not None:
+        assert "compiling unavailable" not in capfd.readouterr().err, "the lanes ran compiled"
+    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
+    for name, tensor in eager.state.params.items():
+        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
+    return eager, fast
+
+
+def assert_directional_derivative(loss: Callable, params: dict, gradient: dict, direction: dict, h: float = 1e-6):
+    """`gradient` (named as `params`) along `direction` against central float64 finite differences of the scalar
+    `loss(params)`, each side evaluated at params +- h * direction."""
+    plus, minus = (loss({name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()})
+                   for sign in (1, -1))  # fmt: skip
+    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
+    torch.testing.assert_close((plus - minus) / (2 * h), analytic, rtol=1e-6, atol=1e-9)
+
+
+def eager_adam_losses(parameters: list, batches: list, loss_of: Callable) -> list[float]:
+    """The losses of a plain training loop: for each batch (e.g. one lane's task of each update), `loss_of(batch)`,
+    its gradient, one `torch.optim.Adam` (lr 0.001) step on `parameters` (leaves that require grad, changed in
+    place)."""
+    optimizer = torch.optim.Adam(parameters, lr=0.001)
+    losses = []
+    for batch in batches:
+        loss = loss_of(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def round_trip_checkpoint(name: str, folder: Path, updates: int = 2):
+    """Registry learner `name`, 2 lanes trained `updates` updates on the assignment's stream, saved to `folder` and
+    loaded back: the algorithm, every tensor of its state and its losses must come back equal, and the file must be
+    refused as MAML's, naming its kind. Returns (the learners, the loaded ones)."""
+    from maml_sine.batched import BatchedMAML, initializations_from_seeds  # the package, imported here as above
+    from maml_sine.checkpoints import CheckpointError, load, save
+    from maml_sine.learners import ASSIGNMENT, LEARNERS
+    from maml_sine.training import lane_seeds
+
+    learner, seeds = LEARNERS[name], lane_seeds(2)
+    learners = BatchedMAML(initializations_from_seeds(seeds, inputs=learner.network_inputs), learner.algorithm,
+                           updates=updates)  # fmt: skip
+    streams = ASSIGNMENT.streams(seeds)
+    for _ in range(updates):
+        learners.train(streams.next_batch())
+    protocol = dataclasses.replace(ASSIGNMENT, updates=updates).record()
+    record = {"learner": learner.training(), "protocol": protocol, "seeds": [list(seed) for seed in seeds]}
+    save(learners, record, folder / f"{name}.pt")
+    loaded = load(folder / f"{name}.pt", record)
+    assert loaded.algorithm == learners.algorithm
+    for field in ("params", "exp_avgs", "exp_avg_sqs"):
+        saved, restored = getattr(learners.state, field), getattr(loaded.state, field)
+        assert list(restored) == list(saved) and all(torch.equal(restored[key], saved[key]) for key in saved)
+    np.testing.assert_array_equal(loaded.histories, learners.histories)
+    with pytest.raises(CheckpointError, match=f"'kind': '{learner.algorithm.kind}'"):
+        load(folder / f"{name}.pt", {**record, "learner": LEARNERS["maml"].training()})
+    return learners, loaded
+
+
+def evaluated_by_the_script(folder: Path, monkeypatch, names: tuple[str, ...]) -> dict:
+    """scripts/evaluate.py's assignment study with learners `names` (3 updates, 4 tasks, 2 seeds, in `folder`): each
+    must adapt at test time as it learned to, be recorded with its kind, and score finite MSEs. Returns the report."""
+    from maml_sine.learners import LEARNED, LEARNERS, assignment_study  # the package, imported here as above
+
+    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
+    study = dataclasses.replace(assignment_study(updates=3), learners=names)
+    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
+    folders = ["--out-dir", str(folder / "out"), "--checkpoint-dir", str(folder / "checkpoints")]
+    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
+    for name in names:
+        if LEARNERS[name].test_lr == LEARNED:
+            assert report["evaluation"]["test_lr"][name] == {"5": LEARNED, "10": LEARNED}, name
+        assert report["learners"][name]["learner"]["algorithm"]["kind"] == LEARNERS[name].algorithm.kind
+        assert all(np.isfinite(report["mse"]["grid"][name][section]["mean"]).all() for section in ("5", "10")), name
+    return report
+
+
+def trained_lanes(algorithm, inputs: int = 1, dtype=torch.float32, lanes: int = 3, updates: int = 4):
+    """`lanes` learners of `algorithm` (networks of `inputs` inputs, in `dtype`) trained `updates` updates on the
+    assignment's stream, one task per update: (the learners, their initializations, the batches they took)."""
+    from maml_sine.batched import BatchedMAML, initializations_from_seeds  # the package, imported here as above
+    from maml_sine.learners import ASSIGNMENT
+    from maml_sine.training import lane_seeds
+
+    seeds = lane_seeds(lanes)
+    initializations = [[w.to(dtype) for w in init] for init in initializations_from_seeds(seeds, inputs=inputs)]
+    learners = BatchedMAML(initializations, algorithm)
+    streams = ASSIGNMENT.streams(seeds)
+    batches = [[part.to(dtype) for part in streams.next_batch()] for _ in range(updates)]
+    for tasks in batches:
+        learners.train(tasks)
+    return learners, initializations, batches

@@ -4,19 +4,25 @@ torch's own Adam over all six tensors for its updates, float64 finite difference
 meta-gradient, and the same loop without a graph for its test-time steps. It goes through the project's machinery
 like any learner: lockstep lanes, checkpoints, the evaluation."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, import_script, reference_forward, sine_task
+from helpers import (
+    assert_directional_derivative,
+    compiled_and_eager_lanes,
+    eager_adam_losses,
+    evaluated_by_the_script,
+    reference_forward,
+    round_trip_checkpoint,
+    sine_task,
+    trained_lanes,
+)
 from maml_sine.anil import ANIL
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import CheckpointError, load, save
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import NETWORK, network
 from maml_sine.evaluation import sgd_steps
-from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study
+from maml_sine.learners import LEARNED, LEARNERS, Learner
 from maml_sine.training import lane_seeds
 
 ALPHA = 0.01  # the inner step size (MAML's)
@@ -49,24 +55,13 @@ def test_lockstep_anil_takes_the_updates_of_an_eager_loop(steps, dtype):
     """Three learners, four updates, each against autograd through a matmul network (inner steps on the head alone)
     and torch.optim.Adam over all six tensors."""
     tolerance = TOLERANCES[dtype]
-    seeds = lane_seeds(3)
-    inputs = LEARNERS["anil"].network_inputs
-    initializations = [[w.to(dtype) for w in init] for init in initializations_from_seeds(seeds, inputs=inputs)]
-    learners = BatchedMAML(initializations, ANIL(num_steps=steps))
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [[part.to(dtype) for part in streams.next_batch()] for _ in range(4)]
-    for tasks in batches:
-        learners.train(tasks)
+    learners, initializations, batches = trained_lanes(ANIL(num_steps=steps), dtype=dtype)
     for lane, initialization in enumerate(initializations):
         weights = [w.detach().clone().requires_grad_() for w in initialization]
-        optimizer = torch.optim.Adam(weights, lr=0.001)
-        losses = []
-        for tasks in batches:
-            loss = reference_query_loss(weights, [part[lane, 0] for part in tasks], steps)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        lane_tasks = [[part[lane, 0] for part in tasks] for tasks in batches]
+        losses = eager_adam_losses(
+            weights, lane_tasks, lambda task, weights=weights: reference_query_loss(weights, task, steps)
+        )
         np.testing.assert_allclose(learners.histories[lane], losses, rtol=tolerance["losses"])
         params = learners.params(lane)
         assert set(params) == set(NETWORK), "ANIL learns the network and nothing else"
@@ -92,14 +87,7 @@ def test_the_meta_gradient_matches_float64_finite_differences(float64):
         return torch.stack(per_task)
 
     torch.testing.assert_close(losses, loss({name: p.clone().requires_grad_() for name, p in params.items()}))
-    h = 1e-6
-    shifted = [
-        {name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()} for sign in (1, -1)
-    ]
-    plus, minus = (loss(point).mean() for point in shifted)
-    numeric = (plus - minus) / (2 * h)
-    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
-    torch.testing.assert_close(numeric, analytic, rtol=1e-6, atol=1e-9)
+    assert_directional_derivative(lambda point: loss(point).mean(), params, gradient, direction)
     assert all((gradient[name] != 0).any() for name in NETWORK), "every tensor is meta-learned"
 
 
@@ -124,49 +112,15 @@ def test_at_test_time_it_steps_the_head_alone():
 
 
 def test_a_checkpoint_round_trips_it_and_is_not_taken_for_maml(tmp_path):
-    """ANIL's params have MAML's names and shapes: only the record's kind tells them apart."""
-    seeds = lane_seeds(2)
-    learners = BatchedMAML(initializations_from_seeds(seeds), ANIL(num_steps=1))
-    streams = ASSIGNMENT.streams(seeds)
-    for _ in range(2):
-        learners.train(streams.next_batch())
-    protocol = dataclasses.replace(ASSIGNMENT, updates=2).record()
-    record = {"learner": LEARNERS["anil"].training(), "protocol": protocol, "seeds": [list(s) for s in seeds]}
-    save(learners, record, tmp_path / "anil.pt")
-    loaded = load(tmp_path / "anil.pt", record)
-    assert loaded.algorithm == learners.algorithm and isinstance(loaded.algorithm, ANIL)
-    assert set(loaded.state.params) == set(learners.state.params) == set(NETWORK)
-    for field in ("params", "exp_avgs", "exp_avg_sqs"):
-        saved, restored = getattr(learners.state, field), getattr(loaded.state, field)
-        assert all(torch.equal(restored[name], saved[name]) for name in saved)
-    np.testing.assert_array_equal(loaded.histories, learners.histories)
-    with pytest.raises(CheckpointError, match="'kind': 'anil'"):
-        load(tmp_path / "anil.pt", {**record, "learner": LEARNERS["maml"].training()})
+    _, loaded = round_trip_checkpoint("anil", tmp_path)
+    assert isinstance(loaded.algorithm, ANIL) and set(loaded.state.params) == set(NETWORK)
 
 
 def test_the_evaluation_trains_and_scores_it_adapting_its_head(tmp_path, monkeypatch):
-    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
-    study = dataclasses.replace(assignment_study(updates=3), learners=("maml", "anil"))
-    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
-    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
-    assert report["evaluation"]["test_lr"]["anil"] == {"5": LEARNED, "10": LEARNED}
-    assert report["learners"]["anil"]["learner"]["algorithm"]["kind"] == "anil"
-    assert all(np.isfinite(report["mse"]["grid"]["anil"]["10"]["mean"]))
+    evaluated_by_the_script(tmp_path, monkeypatch, ("maml", "anil"))
     assert LEARNERS["anil"] == Learner(ANIL(num_steps=1), test_lr=LEARNED)
 
 
 @pytest.mark.slow
 def test_compiled_anil_lanes_take_the_eager_updates(capfd):
-    seeds = lane_seeds(2)
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(20)]
-    learners = [BatchedMAML(initializations_from_seeds(seeds), ANIL(1), compile=compile) for compile in (False, True)]
-    for tasks in batches:
-        for learner in learners:
-            learner.train(tasks)
-    eager, fast = learners
-    assert "compiling unavailable" not in capfd.readouterr().err, "the lanes ran compiled"
-    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
-    for name, tensor in eager.state.params.items():
-        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
+    compiled_and_eager_lanes(ANIL(1), updates=20, capfd=capfd)

@@ -12,13 +12,22 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, import_script, reference_forward, sine_task
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
+from helpers import (
+    assert_directional_derivative,
+    compiled_and_eager_lanes,
+    eager_adam_losses,
+    evaluated_by_the_script,
+    reference_forward,
+    round_trip_checkpoint,
+    sine_task,
+    trained_lanes,
+)
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.cavia import CAVIA, CONTEXT
-from maml_sine.checkpoints import CheckpointError, load, save
+from maml_sine.checkpoints import CheckpointError, load
 from maml_sine.core import NETWORK, network
 from maml_sine.evaluation import sgd_steps
-from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study
+from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner
 from maml_sine.training import lane_seeds
 from utils import BaseLearner
 
@@ -76,24 +85,14 @@ def test_lockstep_cavia_takes_the_updates_of_an_eager_loop(steps, dtype):
     """Three learners, four updates, each against autograd through a matmul network of x and the context (inner
     steps on the context alone) and torch.optim.Adam over the six network tensors, the first layer whole."""
     tolerance = TOLERANCES[dtype]
-    seeds = lane_seeds(3)
     assert LEARNERS["cavia"].network_inputs == INPUTS
-    initializations = [[w.to(dtype) for w in init] for init in initializations_from_seeds(seeds, inputs=INPUTS)]
-    learners = BatchedMAML(initializations, CAVIA(num_steps=steps))
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [[part.to(dtype) for part in streams.next_batch()] for _ in range(4)]
-    for tasks in batches:
-        learners.train(tasks)
+    learners, initializations, batches = trained_lanes(CAVIA(num_steps=steps), inputs=INPUTS, dtype=dtype)
     for lane, initialization in enumerate(initializations):
         weights = [w.detach().clone().requires_grad_() for w in initialization]
-        optimizer = torch.optim.Adam(weights, lr=0.001)
-        losses = []
-        for tasks in batches:
-            loss = reference_query_loss(weights, [part[lane, 0] for part in tasks], steps)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        lane_tasks = [[part[lane, 0] for part in tasks] for tasks in batches]
+        losses = eager_adam_losses(
+            weights, lane_tasks, lambda task, weights=weights: reference_query_loss(weights, task, steps)
+        )
         np.testing.assert_allclose(learners.histories[lane], losses, rtol=tolerance["losses"])
         params = learners.params(lane)
         assert set(params) == {*NETWORK, CONTEXT} and params[CONTEXT].dtype == dtype
@@ -124,14 +123,7 @@ def test_the_meta_gradient_matches_float64_finite_differences(float64):
         return torch.stack(per_task)
 
     torch.testing.assert_close(losses, loss({name: p.clone().requires_grad_() for name, p in params.items()}))
-    h = 1e-6
-    shifted = [
-        {name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()} for sign in (1, -1)
-    ]
-    plus, minus = (loss(point).mean() for point in shifted)
-    numeric = (plus - minus) / (2 * h)
-    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
-    torch.testing.assert_close(numeric, analytic, rtol=1e-6, atol=1e-9)
+    assert_directional_derivative(lambda point: loss(point).mean(), params, gradient, direction)
     assert all((gradient[name] != 0).any() for name in params), "every tensor is meta-learned, W_c included"
 
 
@@ -184,54 +176,20 @@ def test_at_test_time_it_adapts_the_context_it_learned_to_adapt():
 
 
 def test_a_checkpoint_round_trips_its_context_weights_and_is_not_taken_for_maml(tmp_path):
-    seeds = lane_seeds(2)
-    learners = BatchedMAML(initializations_from_seeds(seeds, inputs=INPUTS), CAVIA(num_steps=1))
-    streams = ASSIGNMENT.streams(seeds)
-    for _ in range(2):
-        learners.train(streams.next_batch())
-    protocol = dataclasses.replace(ASSIGNMENT, updates=2).record()
-    record = {"learner": LEARNERS["cavia"].training(), "protocol": protocol, "seeds": [list(s) for s in seeds]}
-    save(learners, record, tmp_path / "cavia.pt")
-    loaded = load(tmp_path / "cavia.pt", record)
-    assert loaded.algorithm == learners.algorithm and isinstance(loaded.algorithm, CAVIA)
-    assert set(loaded.state.params) == set(learners.state.params) == {*NETWORK, CONTEXT}
-    for field in ("params", "exp_avgs", "exp_avg_sqs"):
-        saved, restored = getattr(learners.state, field), getattr(loaded.state, field)
-        assert all(torch.equal(restored[name], saved[name]) for name in saved)
-    np.testing.assert_array_equal(loaded.histories, learners.histories)
+    _, loaded = round_trip_checkpoint("cavia", tmp_path)
+    assert isinstance(loaded.algorithm, CAVIA) and set(loaded.state.params) == {*NETWORK, CONTEXT}
+    record = {"learner": LEARNERS["anil"].training(), "protocol": dataclasses.replace(ASSIGNMENT, updates=2).record(),
+              "seeds": [list(seed) for seed in lane_seeds(2)]}  # fmt: skip
     with pytest.raises(CheckpointError, match="'kind': 'cavia'"):
-        load(tmp_path / "cavia.pt", {**record, "learner": LEARNERS["maml"].training()})
-    with pytest.raises(CheckpointError, match="'kind': 'cavia'"):
-        load(tmp_path / "cavia.pt", {**record, "learner": LEARNERS["anil"].training()})
+        load(tmp_path / "cavia.pt", record)
 
 
 def test_the_evaluation_trains_and_scores_it_adapting_its_context(tmp_path, monkeypatch):
-    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
-    study = dataclasses.replace(assignment_study(updates=3), learners=("maml", "cavia"))
-    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
-    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
-    assert report["evaluation"]["test_lr"]["cavia"] == {"5": LEARNED, "10": LEARNED}
-    assert report["learners"]["cavia"]["learner"]["algorithm"]["kind"] == "cavia"
+    report = evaluated_by_the_script(tmp_path, monkeypatch, ("maml", "cavia"))
     assert report["learners"]["cavia"]["learner"]["algorithm"]["context_size"] == CONTEXT_SIZE
-    assert all(np.isfinite(report["mse"]["grid"]["cavia"]["10"]["mean"]))
     assert LEARNERS["cavia"] == Learner(CAVIA(num_steps=1), test_lr=LEARNED)
 
 
 @pytest.mark.slow
 def test_compiled_cavia_lanes_take_the_eager_updates(capfd):
-    seeds = lane_seeds(2)
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(20)]
-    learners = [
-        BatchedMAML(initializations_from_seeds(seeds, inputs=INPUTS), CAVIA(1), compile=compile)
-        for compile in (False, True)
-    ]
-    for tasks in batches:
-        for learner in learners:
-            learner.train(tasks)
-    eager, fast = learners
-    assert "compiling unavailable" not in capfd.readouterr().err, "the lanes ran compiled"
-    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
-    for name, tensor in eager.state.params.items():
-        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
+    compiled_and_eager_lanes(CAVIA(1), updates=20, inputs=INPUTS, capfd=capfd)

@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, import_script, reference_forward, sine_task
+from helpers import (
+    assert_directional_derivative,
+    compiled_and_eager_lanes,
+    evaluated_by_the_script,
+    reference_forward,
+    sine_task,
+)
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.core import NETWORK, network
 from maml_sine.evaluation import sgd_steps
-from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study, paper_protocol
+from maml_sine.learners import LEARNED, LEARNERS, Learner, paper_protocol
 from maml_sine.maml_plus_plus import MAMLPlusPlus
 from maml_sine.training import lane_seeds
 
@@ -146,14 +152,7 @@ def test_the_meta_gradient_matches_float64_finite_differences(float64):
         ]
         return torch.stack(per_task)
 
-    h = 1e-6
-    shifted = [
-        {name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()} for sign in (1, -1)
-    ]
-    plus, minus = (loss(point).mean() for point in shifted)
-    numeric = (plus - minus) / (2 * h)
-    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
-    torch.testing.assert_close(numeric, analytic, rtol=1e-6, atol=1e-9)
+    assert_directional_derivative(lambda point: loss(point).mean(), params, gradient, direction)
     at_params = loss({name: p.clone().requires_grad_() for name, p in params.items()})
     torch.testing.assert_close(losses, at_params.detach(), rtol=1e-6, atol=1e-9)
     for name in NETWORK:
@@ -183,34 +182,10 @@ def test_at_test_time_it_steps_with_its_step_sizes_and_the_last_ones_past_step_s
 
 
 def test_the_evaluation_trains_and_scores_maml_plus_plus_and_reptile_as_they_learned(tmp_path, monkeypatch):
-    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
-    learners = ("maml_plus_plus", "reptile")
-    study = dataclasses.replace(assignment_study(updates=3), learners=learners)
-    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
-    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
-    for name in learners:
-        assert report["evaluation"]["test_lr"][name] == {"5": LEARNED, "10": LEARNED}
-        assert report["learners"][name]["learner"]["algorithm"]["kind"] == name
-        for section in ("5", "10"):
-            assert all(np.isfinite(report["mse"]["grid"][name][section]["mean"]))
+    evaluated_by_the_script(tmp_path, monkeypatch, ("maml_plus_plus", "reptile"))
 
 
 @pytest.mark.slow
 def test_compiled_maml_plus_plus_lanes_take_the_eager_updates():
-    updates = 4
     algorithm = dataclasses.replace(LEARNERS["maml_plus_plus"].algorithm, multi_step_loss_until=0.5)
-    seeds = lane_seeds(2)
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(updates)]
-    learners = [
-        BatchedMAML(initializations_from_seeds(seeds), algorithm, compile=compile, updates=updates)
-        for compile in (False, True)
-    ]
-    for tasks in batches:
-        for learner in learners:
-            learner.train(tasks)
-    eager, fast = learners
-    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
-    for name, tensor in eager.state.params.items():
-        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
+    compiled_and_eager_lanes(algorithm, updates=4)

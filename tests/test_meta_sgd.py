@@ -2,18 +2,24 @@
 for its updates, float64 finite differences for its meta-gradient, and a per-task loop for its test-time steps.
 It goes through the project's machinery like any learner: lockstep lanes, checkpoints, the evaluation."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, import_script, reference_forward, sine_task
-from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import CheckpointError, load, save
+from helpers import (
+    assert_directional_derivative,
+    compiled_and_eager_lanes,
+    eager_adam_losses,
+    evaluated_by_the_script,
+    reference_forward,
+    round_trip_checkpoint,
+    sine_task,
+    trained_lanes,
+)
+from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import NETWORK, network
 from maml_sine.evaluation import sgd_steps
-from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, assignment_study
+from maml_sine.learners import LEARNED, LEARNERS, Learner
 from maml_sine.meta_sgd import STEP_SIZE, MetaSGD
 from maml_sine.training import lane_seeds
 
@@ -35,24 +41,17 @@ def reference_query_loss(weights, step_sizes, task, steps):
 def test_lockstep_meta_sgd_takes_the_updates_of_an_eager_loop(steps):
     """Three learners, four updates, each against autograd through a matmul network and torch.optim.Adam over
     the weights and the step sizes."""
-    seeds = lane_seeds(3)
-    initializations = initializations_from_seeds(seeds)
-    learners = BatchedMAML(initializations, MetaSGD(num_steps=steps))
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(4)]
-    for tasks in batches:
-        learners.train(tasks)
+    learners, initializations, batches = trained_lanes(MetaSGD(num_steps=steps))
     for lane, initialization in enumerate(initializations):
         weights = [w.detach().clone().requires_grad_() for w in initialization]
         step_sizes = [torch.full_like(w, ALPHA, requires_grad=True) for w in weights]
-        optimizer = torch.optim.Adam([*weights, *step_sizes], lr=0.001)
-        losses = []
-        for tasks in batches:
-            loss = reference_query_loss(weights, step_sizes, [part[lane, 0] for part in tasks], steps)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        lane_tasks = [[part[lane, 0] for part in tasks] for tasks in batches]
+        learned = [*weights, *step_sizes]
+        losses = eager_adam_losses(
+            learned,
+            lane_tasks,
+            lambda task, learned=learned: reference_query_loss(learned[:6], learned[6:], task, steps),
+        )
         np.testing.assert_allclose(learners.histories[lane], losses, rtol=1e-5)
         params = learners.params(lane)
         for name, weight, alpha in zip(NETWORK, weights, step_sizes, strict=True):
@@ -75,14 +74,7 @@ def test_the_meta_gradient_matches_float64_finite_differences(float64):
         per_task = [reference_query_loss(network(shifted), step_sizes, [p[b] for p in tasks], 2) for b in range(2)]
         return torch.stack(per_task).mean()
 
-    h = 1e-6
-    shifted = [
-        {name: (p + sign * h * direction[name]).requires_grad_() for name, p in params.items()} for sign in (1, -1)
-    ]
-    plus, minus = (loss(point) for point in shifted)
-    numeric = (plus - minus) / (2 * h)
-    analytic = sum((gradient[name] * direction[name]).sum() for name in params)
-    torch.testing.assert_close(numeric, analytic, rtol=1e-6, atol=1e-9)
+    assert_directional_derivative(loss, params, gradient, direction)
     assert any((gradient[STEP_SIZE + name] != 0).any() for name in NETWORK), "the step sizes are learned"
 
 
@@ -105,45 +97,15 @@ def test_at_test_time_it_steps_with_the_step_sizes_it_learned():
 
 
 def test_a_checkpoint_round_trips_its_step_sizes_and_is_not_taken_for_maml(tmp_path):
-    seeds = lane_seeds(2)
-    learners = BatchedMAML(initializations_from_seeds(seeds), MetaSGD(num_steps=1))
-    streams = ASSIGNMENT.streams(seeds)
-    for _ in range(2):
-        learners.train(streams.next_batch())
-    protocol = dataclasses.replace(ASSIGNMENT, updates=2).record()
-    record = {"learner": LEARNERS["meta_sgd"].training(), "protocol": protocol, "seeds": [list(s) for s in seeds]}
-    save(learners, record, tmp_path / "meta_sgd.pt")
-    loaded = load(tmp_path / "meta_sgd.pt", record)
-    assert loaded.algorithm == learners.algorithm
-    assert all(torch.equal(loaded.state.params[name], learners.state.params[name]) for name in learners.state.params)
-    with pytest.raises(CheckpointError, match="'kind': 'meta_sgd'"):
-        load(tmp_path / "meta_sgd.pt", {**record, "learner": LEARNERS["maml"].training()})
+    _, loaded = round_trip_checkpoint("meta_sgd", tmp_path)
+    assert set(loaded.state.params) == {*NETWORK, *(STEP_SIZE + name for name in NETWORK)}
 
 
 def test_the_evaluation_trains_and_scores_it_with_its_own_step_sizes(tmp_path, monkeypatch):
-    evaluate = import_script(ROOT / "scripts" / "evaluate.py")
-    study = dataclasses.replace(assignment_study(updates=3), learners=("maml", "meta_sgd"))
-    monkeypatch.setitem(evaluate.STUDIES, "assignment", lambda **options: study)
-    folders = ["--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    report = evaluate.main(["--updates", "3", "--tasks", "4", "--seeds", "2", *folders])
-    assert report["evaluation"]["test_lr"]["meta_sgd"] == {"5": LEARNED, "10": LEARNED}
-    assert report["learners"]["meta_sgd"]["learner"]["algorithm"]["kind"] == "meta_sgd"
-    assert all(np.isfinite(report["mse"]["grid"]["meta_sgd"]["10"]["mean"]))
+    evaluated_by_the_script(tmp_path, monkeypatch, ("maml", "meta_sgd"))
     assert LEARNERS["meta_sgd"] == Learner(MetaSGD(num_steps=1), test_lr=LEARNED)
 
 
 @pytest.mark.slow
 def test_compiled_meta_sgd_lanes_take_the_eager_updates():
-    seeds = lane_seeds(2)
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(20)]
-    learners = [
-        BatchedMAML(initializations_from_seeds(seeds), MetaSGD(1), compile=compile) for compile in (False, True)
-    ]
-    for tasks in batches:
-        for learner in learners:
-            learner.train(tasks)
-    eager, fast = learners
-    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
-    for name, tensor in eager.state.params.items():
-        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
+    compiled_and_eager_lanes(MetaSGD(1), updates=20)

@@ -3,18 +3,15 @@ for its lockstep updates (theta <- theta + epsilon_t * mean(phi - theta), epsilo
 a one-step case computed by hand, and SGD at its inner step size for its test-time steps. It goes through the
 project's machinery like any learner: lockstep lanes, checkpoints (with Adam's moments unused), the evaluation."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from helpers import reference_forward, sine_task
+from helpers import compiled_and_eager_lanes, reference_forward, round_trip_checkpoint, sine_task
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.checkpoints import CheckpointError, load, save
 from maml_sine.core import NETWORK
 from maml_sine.evaluation import sgd_steps
-from maml_sine.learners import ASSIGNMENT, LEARNED, LEARNERS, Learner, paper_protocol
+from maml_sine.learners import LEARNED, LEARNERS, Learner, paper_protocol
 from maml_sine.reptile import Reptile
 from maml_sine.training import lane_seeds
 
@@ -109,27 +106,15 @@ def test_at_test_time_it_steps_with_sgd_at_its_inner_step_size():
 def test_a_checkpoint_round_trips_it_with_adam_unused_and_is_not_taken_for_maml(tmp_path):
     """Saved and loaded as it was; its Adam moments stay zero (its outer step is not Adam) and its step count
     counts its updates, as a checkpoint's check of the updates it holds requires."""
-    seeds, updates = lane_seeds(2), 3
-    learners = BatchedMAML(initializations_from_seeds(seeds), LEARNERS["reptile"].algorithm, updates=updates)
-    streams = ASSIGNMENT.streams(seeds)
-    for _ in range(updates):
-        learners.train(streams.next_batch())
-    protocol = dataclasses.replace(ASSIGNMENT, updates=updates).record()
-    record = {"learner": LEARNERS["reptile"].training(), "protocol": protocol, "seeds": [list(s) for s in seeds]}
-    save(learners, record, tmp_path / "reptile.pt")
-    loaded = load(tmp_path / "reptile.pt", record)
-    assert loaded.algorithm == learners.algorithm == Reptile(num_steps=5, inner_lr=0.02, meta_lr=0.1)
-    for name, tensor in learners.state.params.items():
-        assert torch.equal(loaded.state.params[name], tensor)
-    np.testing.assert_array_equal(loaded.histories, learners.histories)
+    updates = 3
+    _, loaded = round_trip_checkpoint("reptile", tmp_path, updates)
+    assert loaded.algorithm == Reptile(num_steps=5, inner_lr=0.02, meta_lr=0.1)
     saved = torch.load(tmp_path / "reptile.pt", weights_only=True)
     for state in (saved, loaded.state._asdict()):
         for moments in ("exp_avgs", "exp_avg_sqs"):
             assert set(state[moments]) == set(NETWORK)
             assert all(not moment.any() for moment in state[moments].values()), f"{moments} stay zero"
-        assert state["step"].tolist() == [updates] * len(seeds)
-    with pytest.raises(CheckpointError, match="'kind': 'reptile'"):
-        load(tmp_path / "reptile.pt", {**record, "learner": LEARNERS["maml"].training()})
+        assert state["step"].tolist() == [updates] * 2
 
 
 def test_the_registry_holds_the_papers_sine_demo():
@@ -138,19 +123,5 @@ def test_the_registry_holds_the_papers_sine_demo():
 
 @pytest.mark.slow
 def test_compiled_reptile_lanes_take_the_eager_updates():
-    updates = 4
-    seeds = lane_seeds(2)
-    streams = ASSIGNMENT.streams(seeds)
-    batches = [streams.next_batch() for _ in range(updates)]
-    learners = [
-        BatchedMAML(initializations_from_seeds(seeds), LEARNERS["reptile"].algorithm, compile=compile, updates=updates)
-        for compile in (False, True)
-    ]
-    for tasks in batches:
-        for learner in learners:
-            learner.train(tasks)
-    eager, fast = learners
-    np.testing.assert_allclose(fast.histories, eager.histories, rtol=1e-5)
-    for name, tensor in eager.state.params.items():
-        torch.testing.assert_close(fast.state.params[name], tensor, rtol=1e-5, atol=1e-7)
-    assert not fast.state.exp_avgs["w1"].any() and fast.state.step.tolist() == [updates] * 2
+    _, fast = compiled_and_eager_lanes(LEARNERS["reptile"].algorithm, updates=4)
+    assert not fast.state.exp_avgs["w1"].any() and fast.state.step.tolist() == [4, 4]
