@@ -502,8 +502,9 @@ def test_a_short_run_writes_the_results_and_figures_in_one_schema(small_run):
     assert is_png(out / "fits.png") and is_png(out / "mse_vs_steps.png")
     results = json.loads((out / "results.json").read_text())
     assert results == as_json(report)
-    assert set(results) == {"study", "learners", "evaluation", "wall_seconds", "mse", "curvature"}
+    assert set(results) == {"study", "learners", "evaluation", "wall_seconds", "mse", "curvature", "learned"}
     assert results["curvature"] == {}, "the assignment's study measures no curvature"
+    assert results["learned"] == {}, "its learners learn an initialization alone"
     assert study_of(results["study"]) == assignment_study(updates=UPDATES)
     seeds = lane_seeds(SEEDS)
     assert results["evaluation"]["tasks"] == TASKS and results["evaluation"]["seeds"] == as_json(seeds)
