@@ -253,7 +253,7 @@ class BatchedMAML(_Lockstep):
         """
         tasks = self.shaped(tasks)  # their finiteness is part of the step's
         if not self.active.any():  # every learner has stopped: nothing to compute
-            nan = torch.full((len(self),), float("nan"))
+            nan = torch.full((len(self),), float("nan"), device=self.device)
             self.losses.append(nan)
             self.gradient_norms.append(nan.double())
             return

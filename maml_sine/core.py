@@ -40,12 +40,12 @@ SCRATCH_LR = 1e-3  # TrainFromScratch's Adam: torch's default lr
 # A C++ wrapper calls the generated kernels without Python in between: about 1.5x
 # faster per update than inductor's default Python wrapper here, for ~10 s more compiling.
 COMPILE_OPTIONS = {"cpp_wrapper": True}
-T = TypeVar("T")
 RECOMPILE_LIMIT = 64  # compiled configurations of one function per process (dynamo's default: 8)
 
 
 NETWORK = ("w1", "b1", "w2", "b2", "w3", "b3")  # BaseLearner's 6 tensors, by name, in its order
 
+T = TypeVar("T")  # what an inner gradient is taken at: a tensor, or a list or dict of them
 Params = dict[str, torch.Tensor]  # what a learner learns, by name: the network's NETWORK tensors and its own
 
 
