@@ -346,6 +346,19 @@ def between_seeds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.mean(axis=0), ci95
 
 
+def one_run_difference(result: Mapping, step: int, published: float, published_ci95: float) -> tuple[float, float]:
+    """Our mean minus a published one-run number, and the 95% half-width of that difference, the three sources of
+    spread combined in quadrature, each as its own 95% half-width: the seeds (our mean of n seeds against their one
+    seed: the between-seed standard deviation times sqrt(1 + 1/n), Student t with n - 1 degrees of freedom), the
+    sampling of our tasks (our interval) and of theirs (their interval). NaN where our seeds give no spread."""
+    per_seed = np.array(result["per_seed"], dtype=float)[:, step]
+    if len(per_seed) < 2 or not np.isfinite(per_seed).all():
+        return float(np.mean(per_seed) - published), float("nan")
+    seeds = t_quantile_975(len(per_seed) - 1) * per_seed.std(ddof=1) * np.sqrt(1 + 1 / len(per_seed))
+    spread = np.sqrt(seeds**2 + result["ci95"][step] ** 2 + published_ci95**2)
+    return float(per_seed.mean() - published), float(spread)
+
+
 def over_seeds(per_seed: Sequence[dict[str, list[float]]]) -> dict[str, list]:
     """Many seeds' {"mean", "ci95"} (each over the tasks, one entry per step) as one: the mean over seeds,
     the between-seed 95% interval (`between_seeds`), the mean task-sampling interval, and every seed's means."""

@@ -30,8 +30,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from maml_sine.evaluation import MAX_STEPS, t_quantile_975
+from maml_sine.evaluation import MAX_STEPS, one_run_difference
 from maml_sine.learners import FAMILY, K10_MODEL_AT_K5, RECIPES, STUDIES, Study
+from maml_sine.published import LI_TABLE_1, PAPER_TABLE_2, TABLE_2_ROWS, TABLE_2_STEPS
 from maml_sine.reports import TABLE_STEPS, cell, learner_cells, section_title, steps_label, style
 
 Report = Mapping[str, Any]
@@ -131,52 +132,46 @@ def grader_runs_table(report: Report) -> str:
 
 # --- The paper's protocol (docs/paper_protocol/results.json) ----------------------------------------------------------
 
-# Finn et al. (2017), Appendix C.1, Table 2: 5-shot MSE after 1, 5 and 10 SGD steps (arXiv:1703.03400v3).
-PAPER_TABLE_2 = {
-    "MAML": (0.67, 0.38, 0.35),
-    "pretrain on all tasks": (2.41, 2.23, 2.19),
-    "multi-task, no reg": (4.19, 3.85, 3.69),
-    "multi-task, l2 reg": (7.18, 5.69, 5.60),
-    "multi-task, reg to mean θ": (2.91, 2.72, 2.71),
-}
-TABLE_2_ROWS = (  # each row of the paper's Table 2 and the learners set beside it
-    ("MAML", ("maml", "maml_alpha0.001")),
-    ("pretrain on all tasks", ("pretrained_tuned", "pretrained", "pretrained_alpha0.001")),
-    ("multi-task, no reg", ("multitask",)),
-    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01")),
-    ("multi-task, reg to mean θ", ("multitask_running_mean", "multitask_running_mean_wd0.01")),
-)
-
 
 def table_2(report: Report, section: str, score: str = "query") -> str:
     """The paper's Table 2 beside this study's learners in `section` of results.json (`report`): each cell the
-    mean over tasks (mean of the seeds ± between-seed 95% interval), and whether the paper's number lies in
-    that interval; where some task's SGD diverged, the share of such tasks and the mean of the rest."""
-    steps = (1, 5, 10)
-    after = " | ".join(f"after {step} step{'s' * (step > 1)}" for step in steps)
+    mean over tasks, mean of the seeds ± the spread of one run of the paper's protocol (`one_run_difference`: a
+    new seed on 600 tasks of its own), and whether the paper's number lies within it; where some task's SGD
+    diverged, `diverged_cell`."""
+    after = " | ".join(f"after {step} step{'s' * (step > 1)}" for step in TABLE_2_STEPS)
     lines = [
-        f"| Table 2 row | paper: 1 / 5 / 10 steps | here | step size | {after} | paper's number in the interval? |",
-        "| --- | --- | --- | ---: |" + " ---: |" * len(steps) + " --- |",
+        f"| Table 2 row | paper: 1 / 5 / 10 steps | here | test step size | {after} | paper's number within one run? |",
+        "| --- | --- | --- | ---: |" + " ---: |" * len(TABLE_2_STEPS) + " --- |",
     ]  # fmt: skip
-    for row, learners in TABLE_2_ROWS:
-        paper = PAPER_TABLE_2[row]
+    for row, every_learner in TABLE_2_ROWS:
+        learners = [name for name in every_learner if name in report["mse"][score]]  # a run before some joined
         for name in learners:
             result = report["mse"][score][name][section]
-            cells, inside = [], []
-            for step, published in zip(steps, paper):
-                mean, interval = result["mean"][step], result["seed_ci95"][step]
+            cells, verdicts = [], []
+            for step, published in zip(TABLE_2_STEPS, PAPER_TABLE_2[row]):
                 if result["diverged"][step] > 0:
-                    share = 100 * result["diverged"][step]
-                    cells.append(f"diverged on {share:.2g}% of tasks; the rest {result['mean_of_the_rest'][step]:.2f}")
-                    inside.append("—")
-                else:
-                    cells.append(f"{mean:.2f} ± {interval:.2f}")
-                    inside.append("yes" if abs(mean - published) <= interval else f"no ({mean - published:+.2f})")
+                    cells.append(diverged_cell(result, step, report["evaluation"]["tasks"]))
+                    verdicts.append("—")
+                    continue
+                gap, spread = one_run_difference(result, step, published, result["ci95"][step])
+                cells.append(f"{result['mean'][step]:.2f} ± {spread:.2f}")
+                verdicts.append("yes" if abs(gap) <= spread else f"no ({gap:+.2f})")
             lr = report["evaluation"]["test_lr"][name][section]
-            paper_cell = " / ".join(f"{value:.2f}" for value in paper) if name == learners[0] else "″"
+            paper_cell = " / ".join(f"{value:.2f}" for value in PAPER_TABLE_2[row]) if name == learners[0] else "″"
             lines.append(f"| {row if name == learners[0] else ''} | {paper_cell} | {style(name)[0]} | {lr:g} | "
-                         + " | ".join(cells) + f" | {' / '.join(inside)} |")  # fmt: skip
+                         + " | ".join(cells) + f" | {' / '.join(verdicts)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def diverged_cell(result: Mapping, step: int, tasks: int) -> str:
+    """A cell where some seed-task pairs' SGD diverged by `step`: their share, the chance that one run of `tasks`
+    tasks meets none (at that share per task), the mean of the other pairs, and the range of the seeds whose mean
+    is finite."""
+    share = result["diverged"][step]
+    finite = [mean for mean in np.array(result["per_seed"], dtype=float)[:, step] if np.isfinite(mean)]
+    seeds = f"; finite seed means {min(finite):.2f} to {max(finite):.2f}" if finite else ""
+    return (f"diverged on {100 * share:.2g}% of pairs (none in a {tasks}-task run: {(1 - share) ** tasks:.0%}); "
+            f"the rest {result['mean_of_the_rest'][step]:.2f}{seeds}")  # fmt: skip
 
 
 def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, steps: Sequence[int] = TABLE_STEPS) -> str:
@@ -195,24 +190,6 @@ def rows_table(report: Report, rows: Sequence[tuple[str, str]], score: str, step
             f"| {style(name)[0]} | {section_title(sections[key], study)} | {step_size} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
-
-
-# Li et al. (2017), Table 1, the row trained at 5 shots, one step, tested at 5 / 10 / 20 shots: mean MSE and its
-# 95% interval over their test tasks (as the paper gives them).
-LI_TABLE_1 = {"maml": ((1.13, 0.85, 0.71), (0.18, 0.14, 0.12)), "meta_sgd": ((0.90, 0.63, 0.50), (0.16, 0.12, 0.10))}
-
-
-def one_run_difference(result: Mapping, step: int, published: float, published_ci95: float) -> tuple[float, float]:
-    """Our mean minus a published one-run number, and the 95% half-width of that difference, the three sources of
-    spread combined in quadrature, each as its own 95% half-width: the seeds (our mean of n seeds against their one
-    seed: the between-seed standard deviation times sqrt(1 + 1/n), Student t with n - 1 degrees of freedom), the
-    sampling of our tasks (our interval) and of theirs (their interval). NaN where our seeds give no spread."""
-    per_seed = np.array(result["per_seed"], dtype=float)[:, step]
-    if len(per_seed) < 2 or not np.isfinite(per_seed).all():
-        return float(np.mean(per_seed) - published), float("nan")
-    seeds = t_quantile_975(len(per_seed) - 1) * per_seed.std(ddof=1) * np.sqrt(1 + 1 / len(per_seed))
-    spread = np.sqrt(seeds**2 + result["ci95"][step] ** 2 + published_ci95**2)
-    return float(per_seed.mean() - published), float(spread)
 
 
 def table_1(report: Report, sections: Sequence[str], step: int = 1) -> str:

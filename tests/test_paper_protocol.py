@@ -15,7 +15,7 @@ from helpers import ROOT, interrupt_after_progress, is_png, reference_forward
 from maml_sine import streams, studies
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.core import ADAM_BETAS, ADAM_EPS, network
-from maml_sine.evaluation import DIVERGED, MAX_STEPS, draw_held_out_tasks, summarize
+from maml_sine.evaluation import DIVERGED, MAX_STEPS, draw_held_out_tasks, one_run_difference, summarize
 from maml_sine.learners import K10_MODEL_AT_K5, LEARNERS, PAPER_LEARNERS, paper_protocol, paper_study
 from maml_sine.reports import markdown_table
 from maml_sine.streams import PaperTaskStreams
@@ -302,8 +302,16 @@ def test_the_readme_states_table_2s_comparison_from_the_committed_results():
     code, text = results["maml_alpha0.001"][K10_MODEL_AT_K5], results["maml"][K10_MODEL_AT_K5]
     steps = " / ".join(f"{code['mean'][step]:.2f} ± {code['seed_ci95'][step]:.2f}" for step in (1, 5, 10))
     assert steps in readme, steps
+    one_run = [one_run_difference(code, step, published, code["ci95"][step]) for step, published in
+               zip((1, 5, 10), (0.67, 0.38, 0.35))]  # fmt: skip
+    assert all(abs(gap) <= spread for gap, spread in one_run), "the paper's row is within one run's spread"
+    assert "± " + " / ".join(f"{spread:.2f}" for _, spread in one_run) + " for one run" in readme
     one_step = f"{text['mean'][1]:.2f} ± {text['seed_ci95'][1]:.2f}"
     assert one_step in readme, one_step
+    diverged = [round(text["diverged"][step] * 3000) for step in (5, 10)]
+    assert f"diverges on {diverged[0]} and {diverged[1]} of 3,000 seed-task pairs" in readme
+    none_in_a_run = [f"{(1 - text['diverged'][step]) ** 600:.0%}" for step in (5, 10)]
+    assert f"none in {none_in_a_run[0]} and {none_in_a_run[1]} of such runs" in readme
     for name in ("multitask", "multitask_l2", "multitask_running_mean"):
         result = results[name][K10_MODEL_AT_K5]
         assert f"{result['mean'][1]:.2f} ± {result['seed_ci95'][1]:.2f}" in readme, name
