@@ -21,9 +21,25 @@ weights from torch seed 42 + i (seed 0 is the single run's), and all train toget
 # Runs on Python 3.8: annotations are never evaluated.
 from __future__ import annotations
 
-import argparse
 import os
+import signal
 import sys
+
+INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
+
+
+def _exit_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before `main` trains (while torch loads, for a second or more): one line and status 130 at once,
+    not the traceback of an import. The package does the same for its scripts; this file may run without it."""
+    os.write(2, b"\ninterrupted while starting; nothing was run\n")
+    os._exit(INTERRUPTED)
+
+
+# First of all, before the imports below; not where the process started with Ctrl-C ignored, which Python keeps.
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _exit_while_starting)
+
+import argparse
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -52,7 +68,6 @@ from utils import (
 )
 
 PROGRESS_EVERY = 1000  # episodes between progress lines where tqdm is not installed
-INTERRUPTED = 130  # the shell's exit status for "stopped by Ctrl-C"
 
 
 def learning_curve(
@@ -151,8 +166,10 @@ def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the command line `argv`; None: this process's own, which then also takes the package's Ctrl-C handler
-    where the package trains (a first Ctrl-C stops after the update it is in, a second ends the program)."""
+    """Run the command line `argv`; None: this process's own, whose Ctrl-C it takes over from `_exit_while_starting`
+    as it starts training: Python's own handler, on whose KeyboardInterrupt `learning_curve` saves the curve so far,
+    or the package's where the package trains (a first Ctrl-C stops after the update it is in, a second ends the
+    program)."""
     np.random.seed(NUMPY_SEED)  # before anything else draws: the graders' figures depend on this order
     torch.manual_seed(TORCH_SEED)
     args = parse_args(argv)
@@ -179,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 device=args.device,
             )
         else:
+            if signal.getsignal(signal.SIGINT) is _exit_while_starting:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
             summary = [f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f}"]
             if scratch is not None:

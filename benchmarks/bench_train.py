@@ -41,10 +41,16 @@ user of JAX would run it, many updates per jitted call, against the compiled loc
 alternating blocks on the same tasks; per learner-update times, their ratio, and compile times.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,7 +60,7 @@ import torch.nn.functional as F
 
 from assignment import MAML
 from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.cli import add_device_option
+from maml_sine.cli import add_device_option, run_command
 from maml_sine.core import Algorithm, LearnerState, named
 from maml_sine.learners import FAMILY, LEARNERS, assignment_protocol, paper_protocol
 from maml_sine.training import lane_seeds
@@ -455,7 +461,8 @@ def lanes_throughput(lanes: list[int], repeats: int, device: torch.device) -> No
         print(f"{count:8d} {per_second:11.0f} {per_second * count:18.0f} {compile_seconds:7.1f}s")
 
 
-def main() -> None:
+def main(argv: Sequence[str]) -> None:
+    """Run the benchmarks the command line `argv` asks for (all of them, by default)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats and no 40,000-episode memory run")
     parser.add_argument("--batched", action="store_true", help="only the batched learner against MAML.train")
@@ -463,7 +470,7 @@ def main() -> None:
     parser.add_argument("--family", action="store_true", help="only the MAML family's learners, time per update")
     parser.add_argument("--lanes", type=whole_number(1), nargs="+", help="only N compiled learners, for each N given")
     add_device_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     repeats = 3 if args.quick else REPEATS
     if args.lanes:
         lanes_throughput(args.lanes, repeats, args.device)
@@ -503,4 +510,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, sys.argv[1:])

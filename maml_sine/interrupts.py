@@ -1,7 +1,9 @@
 """Ctrl-C, handled once, at the entry point: the first stops at the next safe point, a second ends the program.
 
-A script's entry point calls `stop_on_ctrl_c()` once (`cli.run_command` does, and `test.py`). From
-then on:
+A script calls `exit_on_ctrl_c()` first, before its imports: until it runs, a Ctrl-C ends it at once with
+one line and status 130, since nothing has been computed that could be kept (Python's own handler would
+end it with the traceback of whichever import torch was in). Its entry point then calls `stop_on_ctrl_c()`
+once (`cli.run_command` does, and `test.py`). From then on:
 
 - the first Ctrl-C inside a loop that checks `stop_requested()` after each of its steps (the training
   loop, `training.LockstepRun.train`) only sets a flag: the loop finishes the update it is in, raises
@@ -36,6 +38,12 @@ class _CtrlC:
 
 
 _ctrl_c = _CtrlC()
+
+
+def exit_on_ctrl_c() -> None:
+    """Until `stop_on_ctrl_c()`: a Ctrl-C ends the program at once, with one line and status 130. For a script's
+    first lines, under `if __name__ == "__main__"`, so that importing the script installs nothing."""
+    signal.signal(signal.SIGINT, _exit_while_starting)
 
 
 def stop_on_ctrl_c() -> None:
@@ -77,6 +85,11 @@ def _on_ctrl_c(signum: int, frame: object) -> None:
     if not _ctrl_c.checking_loops:
         raise KeyboardInterrupt
     _say("Ctrl-C: stopping after this update and saving (Ctrl-C again to stop at once)")
+
+
+def _exit_while_starting(signum: int, frame: object) -> None:
+    _say("interrupted while starting; nothing was run")
+    os._exit(INTERRUPTED)
 
 
 def _say(line: str) -> None:

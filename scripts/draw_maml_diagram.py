@@ -7,7 +7,14 @@ which a few SGD steps on each task's support set (dashed steps) land close to th
 task's optimum theta*_i. The picture is schematic: a 2-D stand-in for the weights.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
+import sys
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -19,6 +26,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
+from maml_sine.cli import run_command
 from utils import save_figure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +101,12 @@ def draw(out: Path) -> None:
     save_figure(figure, out)
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str]) -> None:
+    """Draw the diagram where the command line `argv` says (--out)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "maml.png", help="PNG to write (default: maml.png)")
-    draw(parser.parse_args().out)
+    draw(parser.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    run_command(main, sys.argv[1:])

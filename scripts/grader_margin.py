@@ -25,6 +25,11 @@ if that raises too is the seed recorded as diverged (final MSE infinite, so it f
 on the same seeds: an experiment.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import sys
 from collections.abc import Sequence

@@ -26,6 +26,11 @@ Ctrl-C stops the run with status 130 after the update it is in, and nothing is w
 written ends it with status 1 and one line naming it and what is kept.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import sys
 import time

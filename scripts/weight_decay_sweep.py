@@ -13,6 +13,11 @@ KEPT times as often as unregularized ones on the same tasks. learners.py takes t
 (a test holds them to this file).
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import sys
 from collections.abc import Sequence

@@ -22,14 +22,20 @@ results.json keeps for some:
   maml.png: scripts/draw_maml_diagram.py, a diagram of no results.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from maml_sine.cli import run_command
 from maml_sine.files import write_text_atomically
 from maml_sine.pages import PageError, regenerated_pages
-from utils import WriteError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def command(argv: Sequence[str]) -> NoReturn:
+    """`main(argv)` as the command line runs it: its exit status, or one line and status 1 for a page that cannot
+    be read (`run_command` says the same of a page that cannot be written)."""
     try:
-        sys.exit(main())
-    except (PageError, WriteError) as error:  # a page that cannot be read or written: one line, status 1
+        status = main(argv)
+    except PageError as error:
         sys.exit(f"error: {error}")
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    run_command(command, sys.argv[1:])

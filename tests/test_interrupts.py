@@ -1,7 +1,8 @@
 """Ctrl-C with the project's handler (`maml_sine.interrupts`): the first stops the training loop after the
-update it is in, or raises at once outside it; a second ends the program with status 130.
+update it is in, or raises at once outside it; a second ends the program with status 130. Before it, while an
+entry point imports, a Ctrl-C ends the program at once with one line and status 130.
 
-Real SIGINTs to this process (or to a child, for the second Ctrl-C, which ends its process).
+Real SIGINTs to this process (or to a child, for the second Ctrl-C and the imports, which end its process).
 """
 
 import os
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from helpers import ROOT, interrupted, run_python
 from maml_sine import interrupts
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
@@ -85,3 +87,33 @@ def test_a_second_ctrl_c_ends_the_program_at_once_with_130():
     assert time.monotonic() - start < 30
     assert "Traceback" not in child.stderr, child.stderr
     assert "stopping after this update" in child.stderr and "stopped at once" in child.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "entry_point, arguments",
+    [
+        ("test.py", ["--fast", "--episodes", "1000000", "--no-show", "--out", "{tmp}/curve.png"]),
+        ("scripts/grader_margin.py", ["--seeds", "2", "--episodes", "1000", "--out-dir", "{tmp}"]),
+    ],
+)
+def test_ctrl_c_while_an_entry_point_imports_ends_it_at_once_with_one_line_and_130(tmp_path, entry_point, arguments):
+    """`python test.py` and a script, each sent a real SIGINT at moments spread over its imports (torch's take a
+    second or more; the faster of two `--help` runs times them): status 130 after the one Ctrl-C, one line on
+    stderr, no traceback."""
+    script, arguments = ROOT / entry_point, [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+    importing = min(seconds_to_help(script) for _ in range(2))
+    for share in (0.1, 0.25, 0.4, 0.55, 0.7):
+        moment, log = share * importing, tmp_path / f"stderr-{share}.txt"
+        status, _, twice = interrupted(script, arguments, lambda process, moment=moment: time.sleep(moment), log)
+        errors = log.read_text()
+        assert (status, twice) == (130, False), f"SIGINT at {moment:.2f} s: status {status}, {errors}"
+        lines = [line for line in errors.splitlines() if line.strip()]
+        assert lines == ["interrupted while starting; nothing was run"], f"SIGINT at {moment:.2f} s: {errors}"
+
+
+def seconds_to_help(script) -> float:
+    """How long `python script --help` takes: the interpreter's start and the script's imports, and little more."""
+    start = time.monotonic()
+    assert run_python(script, "--help").returncode == 0
+    return time.monotonic() - start
