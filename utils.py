@@ -77,11 +77,12 @@ class BaseLearner:
     b3 (1)]`: no module holds the weights, so MAML runs it on fast weights that are functions of them."""
 
     @staticmethod
-    def random_initial_weights() -> list[torch.Tensor]:
+    def random_initial_weights(*, inputs: int = LAYER_SIZES[0]) -> list[torch.Tensor]:
         """Six leaves: `nn.Linear`'s weights, drawn from torch's RNG exactly as building the three layers draws
-        them (their biases too, then replaced by zeros)."""
-        weights = []
-        for fan_in, fan_out in zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]):
+        them (their biases too, then replaced by zeros). More `inputs` widen the first layer alone: the project's
+        networks that are given more of a task than x draw theirs here too, so the layout is written once."""
+        weights, sizes = [], (inputs, *LAYER_SIZES[1:])
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             weights.append(torch.nn.Linear(fan_in, fan_out).weight.detach().requires_grad_())
             weights.append(torch.zeros(fan_out, requires_grad=True))
         return weights

@@ -24,14 +24,13 @@ while they train and are copied to the host when read (`histories`), so no updat
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import pairwise
 
 import numpy as np
 import torch
 
 from assignment import TASK_PARTS, all_finite
 from maml_sine.core import Algorithm, Params, compiled, fresh_state, many, meta_step, named, network, scratch_losses
-from utils import LAYER_SIZES, BaseLearner
+from utils import BaseLearner
 
 TaskBatch = Sequence[torch.Tensor]
 
@@ -54,13 +53,8 @@ def initializations_from_seeds(
             torch.manual_seed(torch_seed)
             for _ in range(skip):
                 BaseLearner.random_initial_weights()
-            initializations.append(BaseLearner.random_initial_weights() if inputs == 1 else _wider_network(inputs))
+            initializations.append(BaseLearner.random_initial_weights(inputs=inputs))
     return initializations
-
-
-def _wider_network(inputs: int) -> list[torch.Tensor]:
-    layers = [torch.nn.Linear(fan_in, fan_out) for fan_in, fan_out in pairwise((inputs, *LAYER_SIZES[1:]))]
-    return [tensor for layer in layers for tensor in (layer.weight.detach(), torch.zeros(layer.out_features))]
 
 
 class _Record:

@@ -39,15 +39,14 @@ import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from maml_sine.batched import BatchedMAML
-from maml_sine.core import Algorithm, LearnerState
-from utils import LAYER_SIZES, write_atomically
+from maml_sine.core import Algorithm, LearnerState, network_shapes
+from utils import write_atomically
 
 FORMAT = "maml-sine-checkpoint"
 VERSION = 5  # 3: a digest of every tensor; 4: named tensors, whatever the learner learns; 5: part of a run
@@ -71,12 +70,6 @@ class CheckpointError(ValueError):
 
 class FolderInUseError(CheckpointError):
     """A checkpoint folder that another run holds (`one_writer`)."""
-
-
-def weight_shapes(inputs: int = 1) -> list[tuple[int, ...]]:
-    """The shapes of BaseLearner's 6 tensors for a network of `inputs` inputs (the sine's x alone: 1)."""
-    layer_sizes = (inputs, *LAYER_SIZES[1:])
-    return [shape for fan_in, fan_out in pairwise(layer_sizes) for shape in [(fan_out, fan_in), (fan_out,)]]
 
 
 def digest(tensor: torch.Tensor) -> str:
@@ -144,8 +137,8 @@ def load_progress(
     if record["learner"]["algorithm"] is None:
         raise CheckpointError(path, "holds a learner that is never trained; nothing to load")
     count, algorithm = len(record["seeds"]), Algorithm.from_record(record["learner"]["algorithm"])
-    network_shapes = weight_shapes(algorithm.network_inputs(record["learner"]["inputs"]))
-    learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in network_shapes]).items()}
+    shapes = network_shapes(algorithm.network_inputs(record["learner"]["inputs"])).values()
+    learned = {name: tuple(t.shape) for name, t in algorithm.start([torch.zeros(s) for s in shapes]).items()}
     _check_shapes(path, checkpoint, {field: learned for field in STATE}, count)
     _check_content(path, checkpoint, fields, PROGRESS, stopped=RECORDS)
     updates, planned, streams = checkpoint["updates"], record["protocol"]["updates"], checkpoint["streams"]
@@ -158,7 +151,7 @@ def load_progress(
     stopped = _stopped_learners(path, checkpoint, steps, updates)
     if updates < planned and not isinstance(streams, dict):
         raise CheckpointError(path, f"holds {updates} of {planned} updates but not its streams' state to resume from")
-    placeholder = [torch.zeros(shape, device=device) for shape in network_shapes]  # the state is the file's
+    placeholder = [torch.zeros(shape, device=device) for shape in shapes]  # the state is the file's
     learners = BatchedMAML([placeholder] * count, algorithm, device=device)
     learners.state = LearnerState(*(checkpoint[field] for field in STATE), step=checkpoint["step"].float())
     for field, dtype in RECORDS.items():
@@ -211,7 +204,7 @@ def load_networks(
     entry of `record["seeds"]` per network); a `CheckpointError` otherwise."""
     path, fields = Path(path), ("weights", "losses")
     checkpoint = _read(path, record, fields, device)
-    _check_shapes(path, checkpoint, {"weights": weight_shapes()}, len(record["seeds"]))
+    _check_shapes(path, checkpoint, {"weights": list(network_shapes().values())}, len(record["seeds"]))
     _check_content(path, checkpoint, fields)
     return [list(network) for network in zip(*checkpoint["weights"])], checkpoint["losses"]
 

@@ -25,6 +25,7 @@ and phase); its tasks are (train_x, train_y, test_x, test_y), each (B tasks, n p
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import NamedTuple, TypeVar
 
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from assignment import INNER_LR, META_LR, all_finite, check_options
-from utils import BaseLearner
+from utils import LAYER_SIZES, BaseLearner
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as MAML and TrainFromScratch use them
 ADAM_EPS = 1e-8
@@ -43,7 +44,18 @@ COMPILE_OPTIONS = {"cpp_wrapper": True}
 RECOMPILE_LIMIT = 64  # compiled configurations of one function per process (dynamo's default: 8)
 
 
-NETWORK = ("w1", "b1", "w2", "b2", "w3", "b3")  # BaseLearner's 6 tensors, by name, in its order
+def network_shapes(inputs: int = LAYER_SIZES[0]) -> dict[str, tuple[int, ...]]:
+    """BaseLearner's tensors by name, in its order, and their shapes in a network of `inputs` inputs: a weight
+    (out, in) and a bias (out,) for each layer of utils' LAYER_SIZES, as `torch.nn.Linear` holds them."""
+    layers = enumerate(pairwise((inputs, *LAYER_SIZES[1:])), start=1)
+    return {
+        name: shape
+        for layer, (fan_in, fan_out) in layers
+        for name, shape in ((f"w{layer}", (fan_out, fan_in)), (f"b{layer}", (fan_out,)))
+    }
+
+
+NETWORK = tuple(network_shapes())  # BaseLearner's tensors by name, in its order: w1, b1, w2, b2, w3, b3
 
 T = TypeVar("T")  # what an inner gradient is taken at: a tensor, or a list or dict of them
 Params = dict[str, torch.Tensor]  # what a learner learns, by name: the network's NETWORK tensors and its own

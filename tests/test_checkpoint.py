@@ -33,8 +33,10 @@ from maml_sine.checkpoints import (
     save,
     save_networks,
 )
+from maml_sine.core import NETWORK, named, network_shapes
 from maml_sine.learners import ASSIGNMENT, LEARNERS, paper_protocol
 from maml_sine.training import lane_seeds, meta_trained, trained_or_loaded
+from utils import BaseLearner
 
 PROTOCOL = paper_protocol(5, updates=3)
 
@@ -107,6 +109,16 @@ def test_an_oracle_round_trips_and_is_not_taken_for_the_pretrained_network(tmp_p
     assert_same_state(oracle, loaded)
     with pytest.raises(CheckpointError, match=r"oracle\.pt.*holds {'learner': .*'inputs': 3.*expected .*'inputs': 1"):
         trained_or_loaded("pretrained", LEARNERS["pretrained"], PROTOCOL, seeds, path)
+
+
+@pytest.mark.parametrize("inputs", [1, 3, 6])
+def test_a_checkpoint_names_the_network_tensors_as_it_always_has_in_the_shapes_base_learner_draws(inputs):
+    """The names files on disk hold the network under, and the shapes they are checked against, both derived from
+    utils' LAYER_SIZES (`core.network_shapes`): those of BaseLearner's draws, for the sine's x, the oracle's 3
+    inputs and CAVIA's 6."""
+    assert NETWORK == ("w1", "b1", "w2", "b2", "w3", "b3")
+    drawn = named(BaseLearner.random_initial_weights(inputs=inputs))
+    assert list(network_shapes(inputs).items()) == [(name, tuple(weight.shape)) for name, weight in drawn.items()]
 
 
 def test_corrupt_file_is_refused(tmp_path):
