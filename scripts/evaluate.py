@@ -44,6 +44,11 @@ ends the run with status 1 and one line naming it and saying what is kept: the c
 it, and the files of --out-dir written before it.
 """
 
+from maml_sine.interrupts import exit_on_ctrl_c
+
+if __name__ == "__main__":  # before the imports below, which load torch for a second or more
+    exit_on_ctrl_c()
+
 import argparse
 import sys
 import time
