@@ -29,21 +29,34 @@ import numpy as np
 import torch
 
 from assignment import TASK_PARTS, all_finite
-from maml_sine.core import Algorithm, Params, compiled, fresh_state, many, meta_step, named, network, scratch_losses
+from maml_sine.core import (
+    Algorithm,
+    Params,
+    compiled,
+    fresh_state,
+    many,
+    meta_step,
+    named,
+    network,
+    network_shapes,
+    scratch_losses,
+)
 from utils import BaseLearner
 
 TaskBatch = Sequence[torch.Tensor]
 
 
 def initializations_from_seeds(
-    seeds: Sequence[tuple[int, int]], skip: int = 0, inputs: int = 1
+    seeds: Sequence[tuple[int, int]], skip: int = 0, inputs: int = 1, initialization: str = "torch"
 ) -> list[list[torch.Tensor]]:
     """Each learner's `BaseLearner.random_initial_weights()` drawn after `torch.manual_seed(its torch seed)`
     and `skip` draws discarded, leaving torch's global RNG as it was. With seed 42, `skip=0` is where
     `python test.py`'s MAML starts and `skip=1` is its from-scratch learner, which is built next.
 
     A network of more `inputs` (the oracle's 3: x, amplitude, phase) is drawn the same way:
-    `torch.nn.Linear` layers (inputs -> 40 -> 40 -> 1) with their biases set to zero.
+    `torch.nn.Linear` layers (inputs -> 40 -> 40 -> 1) with their biases set to zero. `initialization`
+    "truncated_normal" draws every weight instead as Finn et al.'s code does (`tf.truncated_normal`, std 0.01:
+    a normal cut at two standard deviations), biases zero.
 
     Drawn on the host by torch's CPU generator whatever the default device, so a seed's initialization is the
     same for learners on any device (they copy it there)."""
@@ -53,8 +66,17 @@ def initializations_from_seeds(
             torch.manual_seed(torch_seed)
             for _ in range(skip):
                 BaseLearner.random_initial_weights()
-            initializations.append(BaseLearner.random_initial_weights(inputs=inputs))
+            if initialization == "truncated_normal":
+                initializations.append(_truncated_normal_network(inputs))
+            else:
+                initializations.append(BaseLearner.random_initial_weights(inputs=inputs))
     return initializations
+
+
+def _truncated_normal_network(inputs: int, std: float = 0.01) -> list[torch.Tensor]:
+    """Weights from a normal of `std` cut at two standard deviations, drawn layer by layer; biases zero."""
+    return [torch.nn.init.trunc_normal_(torch.empty(shape), std=std, a=-2 * std, b=2 * std) if name[0] == "w"
+            else torch.zeros(shape) for name, shape in network_shapes(inputs).items()]  # fmt: skip
 
 
 class _Record:

@@ -20,6 +20,11 @@ from maml_sine.reptile import Reptile
 from utils import EPISODES, QUERY_POINTS, SUPPORT_POINTS
 
 REGULARIZERS = ("none", "l2", "running_mean")
+# How a network's weights are drawn from its torch seed (`batched.initializations_from_seeds`): "torch", as
+# `torch.nn.Linear` draws them (the assignment's); "truncated_normal", as Finn et al.'s code does (std 0.01, cut at
+# two standard deviations). Biases start at zero in both.
+INITIALIZATIONS = ("torch", "truncated_normal")
+STARTS = ("shared", "independent")  # where a multi-task baseline's regressors start from
 
 
 @dataclass(frozen=True)
@@ -35,17 +40,23 @@ class MultiTask:
     max_updates: int = 3000
     target_mse: float = 0.02  # on 100 evenly spaced x in [-5, 5]
     check_every: int = 100  # updates between measurements of the regressors' fit
+    start: str = "shared"  # every regressor of a seed from its initialization, or each from a random one of its own
 
     def __post_init__(self) -> None:
         if self.regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
         if (self.regularizer == "none") != (self.weight_decay == 0):
             raise ValueError(f"a weight decay goes with a regularizer: got {self.regularizer!r}, {self.weight_decay}")
         if min(self.regressors, self.at_once, self.points, self.max_updates, self.check_every) < 1:
             raise ValueError(f"counts must be at least 1: {self}")
 
     def record(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if self.start == "shared":  # recorded as checkpoints written before `start` existed record it: still valid
+            del record["start"]
+        return record
 
     def protocol(self) -> "Protocol":
         """Each regressor's updates: one task, `points` new query points (and one support point, unused: a
@@ -60,15 +71,21 @@ LEARNED = "learned"  # a learner's test_lr when it adapts at test time as it lea
 class Learner:
     """A learner: how it is trained (`algorithm`: an `Algorithm` of the MAML family, or the multi-task
     baseline's regressors, or None for the random initialization, never trained), the network's number of
-    inputs (3 for the oracle: x, and the task's amplitude and phase), and the step size of the SGD that
-    adapts it to a new task at test time (None: tuned on tasks of their own, `evaluation.tuned_test_lr`;
-    LEARNED: no SGD of ours, the algorithm's own `inner_step`, e.g. with the step sizes it learned)."""
+    inputs (3 for the oracle: x, and the task's amplitude and phase), how its weights are drawn
+    (INITIALIZATIONS), and the step size of the SGD that adapts it to a new task at test time (0: not
+    adapted; None: tuned on tasks of their own, `evaluation.tuned_test_lr`; LEARNED: no SGD of ours, the
+    algorithm's own `inner_step`, e.g. with the step sizes it learned)."""
 
     algorithm: Algorithm | MultiTask | None
     inputs: int = 1
     test_lr: float | str | None = INNER_LR
     updates: int | None = None  # its own paper's recipe, where it departs from the study's protocol (no more updates)
     tasks_per_update: int | None = None
+    initialization: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.initialization not in INITIALIZATIONS:
+            raise ValueError(f"initialization must be one of {INITIALIZATIONS}, got {self.initialization!r}")
 
     def trained_under(self, protocol: "Protocol") -> "Protocol":
         """The protocol it is trained under in a study of `protocol`: that one, with its own recipe's tasks per update
@@ -93,7 +110,10 @@ class Learner:
 
     def training(self) -> dict:
         """What its training depends on (not how it is tested): learners that share it share their models."""
-        return {"algorithm": None if self.algorithm is None else asdict(self.algorithm), "inputs": self.inputs}
+        trained = {"algorithm": None if self.algorithm is None else asdict(self.algorithm), "inputs": self.inputs}
+        if self.initialization != "torch":  # the record checkpoints of the default were written under stays theirs
+            trained["initialization"] = self.initialization
+        return trained
 
 
 ALPHA_OF_THE_CODE = 0.001  # the authors' code's `update_lr` default, which their sine command keeps
@@ -101,10 +121,18 @@ ALPHA_OF_THE_CODE = 0.001  # the authors' code's `update_lr` default, which thei
 # (scripts/weight_decay_sweep.py; docs/paper_protocol/weight_decay_sweep.json).
 L2_WEIGHT_DECAY = 0.001
 RUNNING_MEAN_WEIGHT_DECAY = 0.003
+L2_WEIGHT_DECAY_INDEPENDENT = 0.003  # the same rule, the regressors each from a random start of its own
+RUNNING_MEAN_WEIGHT_DECAY_INDEPENDENT = 0.003
 
 LEARNERS = {
     "maml": Learner(Algorithm(num_steps=1)),
     "maml_alpha0.001": Learner(Algorithm(num_steps=1, inner_lr=ALPHA_OF_THE_CODE), test_lr=ALPHA_OF_THE_CODE),
+    "maml_alpha0.001_code_init": Learner(
+        Algorithm(num_steps=1, inner_lr=ALPHA_OF_THE_CODE), test_lr=ALPHA_OF_THE_CODE, initialization="truncated_normal"
+    ),
+    # The alpha = 0.01 model fine-tuned with smaller steps than it was trained for.
+    "maml_tested_at_0.005": Learner(Algorithm(num_steps=1), test_lr=0.005),
+    "maml_tested_at_0.001": Learner(Algorithm(num_steps=1), test_lr=ALPHA_OF_THE_CODE),
     "first_order_maml": Learner(Algorithm(num_steps=1, first_order=True)),
     "pretrained": Learner(Algorithm(num_steps=0)),
     "pretrained_alpha0.001": Learner(Algorithm(num_steps=0), test_lr=ALPHA_OF_THE_CODE),
@@ -121,7 +149,10 @@ LEARNERS = {
         Reptile(num_steps=5, inner_lr=0.02, meta_lr=0.1), test_lr=LEARNED, updates=30_000, tasks_per_update=1
     ),
     "scratch": Learner(None),
-    "oracle": Learner(Algorithm(num_steps=0), inputs=3),
+    # Told the task: scored as it is (SGD at step size 0), and fine-tuned as the authors' code does, at each alpha.
+    "oracle": Learner(Algorithm(num_steps=0), inputs=3, test_lr=0.0),
+    "oracle_alpha0.01": Learner(Algorithm(num_steps=0), inputs=3),
+    "oracle_alpha0.001": Learner(Algorithm(num_steps=0), inputs=3, test_lr=ALPHA_OF_THE_CODE),
     "multitask": Learner(MultiTask(), test_lr=None),
     "multitask_l2": Learner(MultiTask("l2", L2_WEIGHT_DECAY), test_lr=None),
     "multitask_running_mean": Learner(MultiTask("running_mean", RUNNING_MEAN_WEIGHT_DECAY), test_lr=None),
@@ -129,6 +160,14 @@ LEARNERS = {
     # on the reading of "as high as possible without significantly deterring performance".
     "multitask_l2_wd0.01": Learner(MultiTask("l2", 0.01), test_lr=None),
     "multitask_running_mean_wd0.01": Learner(MultiTask("running_mean", 0.01), test_lr=None),
+    # As Appendix C.1 says: every regressor "initialized randomly", each from a start of its own.
+    "multitask_independent": Learner(MultiTask(start="independent"), test_lr=None),
+    "multitask_l2_independent": Learner(
+        MultiTask("l2", L2_WEIGHT_DECAY_INDEPENDENT, start="independent"), test_lr=None
+    ),
+    "multitask_running_mean_independent": Learner(
+        MultiTask("running_mean", RUNNING_MEAN_WEIGHT_DECAY_INDEPENDENT, start="independent"), test_lr=None
+    ),
 }
 
 
@@ -180,12 +219,18 @@ class Plot(NamedTuple):
     """A figure of a study: `kind` "mse" (the paper's Figure 3: MSE against SGD steps, a column per section),
     "fits" (its Figure 2: one task's fits, a row per section), "curvature" (the top Hessian eigenvalue of
     every seed-task pair of the first section against its amplitude), or "learned" (what the learners learned
-    beside an initialization: `maml_sine.learned`), of `learners` in `sections` (keys; None: all of the study's)."""
+    beside an initialization: `maml_sine.learned`), "seeds" (each seed's mean after 1, 5 and 10 steps, with the
+    spread of one run and the paper's Table 2), or "curvature_along" (alpha * lambda before each SGD step, the
+    diverged pairs against the rest, in the section with the most divergences), of `learners` in `sections` (keys;
+    None: all of the study's). An "mse" figure has a `scale` ("log" or "linear", the paper's) and may mark the
+    paper's Table 2 (`paper_values`)."""
 
     name: str
     kind: str
     sections: tuple[str, ...] | None = None
     learners: tuple[str, ...] | None = None
+    scale: str = "log"
+    paper_values: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,7 +240,9 @@ class Study:
     median beside the mean if `medians`; `curvature` names the learners whose support-loss curvature is
     measured on every held-out task (`evaluation.top_hessian_eigenvalues`); `seeds`, how many seeds each
     learner is trained with unless told; `frequency_range`, where the held-out tasks' frequencies are drawn from
-    (Meta-SGD's sines), if they vary."""
+    (Meta-SGD's sines), if they vary; `along_training`, the earlier points of training at which the curvature
+    learners' initializations are looked at too (each trained that far on its own: the same seeds, so the same
+    tasks, as the first updates of the full run)."""
 
     name: str
     learners: tuple[str, ...]
@@ -207,6 +254,7 @@ class Study:
     curvature: tuple[str, ...] = ()
     seeds: int = 10
     frequency_range: tuple[float, float] | None = None  # the held-out sines' frequencies; None: all 1, as Finn's
+    along_training: tuple[int, ...] = ()  # updates (fewer than the run's) at which the curvature learners are looked at
 
     def record(self) -> dict:
         return asdict(self)
@@ -229,9 +277,11 @@ def assignment_study(updates: int = EPISODES) -> Study:
 
 
 K10_MODEL_AT_K5 = "5, trained at K=10"  # the section of Table 2: the K = 10 models fine-tuned on 5 points
-PAPER_LEARNERS = ("maml", "maml_alpha0.001", "pretrained", "pretrained_alpha0.001", "pretrained_tuned", "oracle",
-                  "multitask", "multitask_l2", "multitask_running_mean", "multitask_l2_wd0.01",
-                  "multitask_running_mean_wd0.01")  # fmt: skip
+PAPER_LEARNERS = ("maml", "maml_alpha0.001", "maml_alpha0.001_code_init", "maml_tested_at_0.005",
+                  "maml_tested_at_0.001", "pretrained", "pretrained_alpha0.001", "pretrained_tuned", "oracle",
+                  "oracle_alpha0.01", "oracle_alpha0.001", "multitask", "multitask_l2", "multitask_running_mean",
+                  "multitask_l2_wd0.01", "multitask_running_mean_wd0.01", "multitask_independent",
+                  "multitask_l2_independent", "multitask_running_mean_independent")  # fmt: skip
 
 
 def paper_study(updates: int = 70_000) -> Study:
@@ -251,21 +301,22 @@ def paper_study(updates: int = 70_000) -> Study:
     training = (paper_protocol(5, updates), paper_protocol(10, updates))
     drawn = ("maml", "maml_alpha0.001", "pretrained_tuned", "oracle")
     one_model = (K10_MODEL_AT_K5, "10", "20, trained at K=10")
+    table_2 = ("maml", "maml_alpha0.001", "pretrained_tuned", "multitask", "multitask_l2", "multitask_running_mean",
+               "multitask_l2_independent")  # fmt: skip
+    alphas = ("maml", "maml_tested_at_0.005", "maml_tested_at_0.001", "maml_alpha0.001", "maml_alpha0.001_code_init")
     figures = (
-        Plot("mse_vs_steps", "mse", one_model, drawn),
-        Plot("mse_vs_steps_per_k", "mse", ("5", "10"), drawn),
-        Plot(
-            "table2",
-            "mse",
-            (K10_MODEL_AT_K5,),
-            ("maml", "maml_alpha0.001", "pretrained_tuned", "multitask", "multitask_l2", "multitask_running_mean"),
-        ),
-        Plot("half_range", "mse", tuple(section.key for section in sections if section.half), drawn),
+        Plot("mse_vs_steps", "mse", one_model, drawn, scale="linear"),
+        Plot("mse_vs_steps_per_k", "mse", ("5", "10"), drawn, scale="linear"),
+        Plot("table2", "mse", (K10_MODEL_AT_K5,), table_2, scale="linear", paper_values=True),
+        Plot("half_range", "mse", tuple(section.key for section in sections if section.half), drawn, scale="linear"),
         Plot("fits", "fits", (K10_MODEL_AT_K5, "10", sections[4].key), drawn),
+        Plot("alpha_seeds", "seeds", (K10_MODEL_AT_K5,), alphas),
         Plot("curvature", "curvature", (K10_MODEL_AT_K5,)),
+        Plot("curvature_along_sgd", "curvature_along"),
     )
     return Study("paper", PAPER_LEARNERS, training, sections, scores=("query", "grid"), medians=True,
-                 figures=figures, curvature=("maml", "maml_alpha0.001"), seeds=5)  # fmt: skip
+                 figures=figures, curvature=("maml", "maml_alpha0.001"), seeds=5,
+                 along_training=(0, 1_000, 10_000))  # fmt: skip
 
 
 def meta_sgd_study(updates: int = 70_000) -> Study:

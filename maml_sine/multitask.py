@@ -12,21 +12,24 @@ paper trained them "one-by-one in sequence" with one of three regularizers:
 Here the regressors are lanes of the batched learner (`Algorithm(num_steps=0)`: Adam on the
 MSE of each update's points), `at_once` of them per seed in lockstep, groups one after the
 other; "the regressors trained so far" are those of the earlier groups (the first group has
-none, so it trains unregularized). Every regressor of a seed starts from the seed's
-initialization, the one MAML and the pretrained network start from: parameters averaged
-over networks started from different random points would average unrelated hidden units.
+none, so it trains unregularized). With `start` "shared", every regressor of a seed starts from
+the seed's initialization, the one MAML and the pretrained network start from (parameters
+averaged over networks started from different random points average unrelated hidden units);
+with "independent", each starts from a random initialization of its own, as Appendix C.1 says
+("initialized randomly").
 """
 
 import math
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.func import vmap
 
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import load_networks, save_networks
-from maml_sine.core import Algorithm, mse
+from maml_sine.core import Algorithm, mse, network_shapes
 from maml_sine.learners import MultiTask
 from maml_sine.training import LockstepRun, cached, worth_compiling
 from utils import X_RANGE
@@ -38,6 +41,16 @@ def regressor_seeds(seeds: Sequence[tuple[int, int]], regressors: range) -> list
     """The lanes of a group of regressors: regressor r of the seed (numpy seed n, torch seed t) draws its task and
     points from `default_rng([n, r])`; all of a seed's regressors share its torch seed (its initialization)."""
     return [([numpy_seed, r], torch_seed) for numpy_seed, torch_seed in seeds for r in regressors]
+
+
+def regressor_starts(spec: MultiTask, seeds: Sequence[tuple[int, int]], group: range) -> list[list[torch.Tensor]]:
+    """Where each regressor of `group` starts, seed by seed: its seed's initialization ("shared"), or one drawn from
+    a torch seed of its own ("independent"), mixed from the seed's torch seed and the regressor's number."""
+    if spec.start == "shared":
+        return [initialization for initialization in initializations_from_seeds(seeds) for _ in group]
+    own = [(numpy_seed, int(np.random.SeedSequence([torch_seed, r]).generate_state(1)[0]))
+           for numpy_seed, torch_seed in seeds for r in group]  # fmt: skip
+    return initializations_from_seeds(own)
 
 
 def fit(learners: BatchedMAML, grid: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -90,14 +103,14 @@ def averaged_regressors(
     """Each seed's average of its `spec.regressors` regressors, and every regressor's final MSE on its task,
     (seeds, regressors), trained and kept on `device`. Progress bar and Ctrl-C as every training run
     (`LockstepRun`)."""
-    initializations = initializations_from_seeds(seeds)
     count = len(seeds)
-    sums = [torch.zeros(count, *w.shape, device=device) for w in initializations[0]]  # per seed, its regressors' sum
+    shapes = network_shapes().values()
+    sums = [torch.zeros(count, *shape, device=device) for shape in shapes]  # per seed, its regressors' sum
     errors = []
     compile = worth_compiling(spec.max_updates * math.ceil(spec.regressors / spec.at_once))  # one configuration
     for first in range(0, spec.regressors, spec.at_once):
         group = range(first, min(first + spec.at_once, spec.regressors))
-        starts = [initialization for initialization in initializations for _ in group]
+        starts = regressor_starts(spec, seeds, group)
         anchors = None
         if spec.regularizer == "running_mean" and first:
             means = [(total / first).repeat_interleave(len(group), dim=0) for total in sums]

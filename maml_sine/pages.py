@@ -223,6 +223,9 @@ REGRESSOR_BASELINES = {  # the multi-task baselines, as the table of their regre
     "multitask_running_mean": "ℓ2 towards the running mean",
     "multitask_l2_wd0.01": "ℓ2 weight decay, stronger",
     "multitask_running_mean_wd0.01": "ℓ2 towards the running mean, stronger",
+    "multitask_independent": "no regularization, own starts",
+    "multitask_l2_independent": "ℓ2 weight decay, own starts",
+    "multitask_running_mean_independent": "ℓ2 towards the running mean, own starts",
 }
 
 
@@ -311,6 +314,58 @@ def diverged_pairs_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+WARNING_LABELS = {
+    "first_step": "α·|g|, the first step's length (step 0)",
+    "lambda_start": "α·λ at the initialization (step 0)",
+    "lambda_step_1": "α·λ after the first step (step 1)",
+    "support_amplitude": "largest |y| of the support points (step 0)",
+}
+
+
+def _share(record: Sequence[float]) -> str:
+    share, low, high = record  # null (NaN) where there is nothing to share
+    return "—" if share is None else f"{share:.0%} ({low:.0%} to {high:.0%})"
+
+
+def warnings_table(report: Report) -> str:
+    """Each divergence warning of results.json (`maml_sine.divergence`): its threshold, chosen on the validation
+    tasks, and on the held-out ones the diverged pairs (and distinct tasks) it caught, the share of the others it
+    flags (Wilson 95% intervals), and how many steps before the divergence it came."""
+    lines = ["| learner | warning (known at) | threshold | validation: caught / diverged pairs | held out: caught / "
+             "diverged pairs (tasks) | held out: share caught | held out: false alarms | steps ahead (median; "
+             "range) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, records in report["divergence_warnings"].items():
+        for warning, label in WARNING_LABELS.items():
+            validation, held_out = records[warning]["validation"], records[warning]["held_out"]
+            threshold = validation["threshold"]
+            ahead = held_out["steps_ahead"]
+            lead = f"{np.median(ahead):g}; {min(ahead)} to {max(ahead)}" if ahead else "—"
+            lines.append(
+                f"| {style(name)[0]} | {label} | {'—' if threshold is None else f'{threshold:.3g}'} | "
+                f"{validation['caught_pairs']} / {validation['diverged_pairs']} | {held_out['caught_pairs']} / "
+                f"{held_out['diverged_pairs']} ({held_out['caught_tasks']} / {held_out['diverged_tasks']}) | "
+                f"{_share(held_out['caught_share'])} | {_share(held_out['false_alarm_share'])} | {lead} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def edge_of_stability_table(report: Report) -> str:
+    """The median over held-out tasks of alpha * lambda at each curvature learner's initialization, at the points
+    of its training looked at: the mean over seeds, and the smallest and largest seed."""
+    records = report["edge_of_stability"]
+    updates = sorted({int(u) for learner in records.values() for by_k in learner.values() for u in by_k})
+    lines = ["| learner | K | " + " | ".join(f"after {u:,} updates" for u in updates) + " |",
+             "| --- | ---: |" + " ---: |" * len(updates)]  # fmt: skip
+    for name, by_k in records.items():
+        for k, by_updates in by_k.items():
+            cells = []
+            for u in updates:
+                seeds = by_updates.get(str(u))
+                cells.append("—" if seeds is None else f"{np.mean(seeds):.2f} ({min(seeds):.2f} to {max(seeds):.2f})")
+            lines.append(f"| {style(name)[0]} | {k.removeprefix('K=')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 AMPLITUDE_BINS = (0.1, 1.0, 2.0, 3.0, 4.0, 5.0)
 
 
@@ -351,6 +406,10 @@ ONE_MODEL_SECTIONS = (K10_MODEL_AT_K5, "10", "20, trained at K=10")  # the K = 1
 ONE_MODEL_ROWS = tuple((name, key) for name in DRAWN for key in ONE_MODEL_SECTIONS)
 HALF_RANGE = ("5 in the left half, trained at K=10", "10 in the left half")
 HALF_RANGE_ROWS = tuple((name, key) for name in DRAWN for key in HALF_RANGE)
+WHICH_ALPHA_ROWS = tuple((name, K10_MODEL_AT_K5) for name in (
+    "maml", "maml_tested_at_0.005", "maml_tested_at_0.001", "maml_alpha0.001", "maml_alpha0.001_code_init", "oracle",
+    "oracle_alpha0.01", "oracle_alpha0.001"))  # fmt: skip
+
 BLOCKS = {
     "held_out": Block(EVALUATION, held_out_table),
     "held_out_summary": Block(
@@ -369,6 +428,9 @@ BLOCKS = {
     "curvature": Block(PAPER, curvature_table),
     "curvature_by_amplitude": Block(PAPER, partial(curvature_by_amplitude, section=K10_MODEL_AT_K5)),
     "divergence_predictors": Block(PAPER, partial(divergence_predictors, name="maml")),
+    "divergence_warnings": Block(PAPER, warnings_table),
+    "edge_of_stability": Block(PAPER, edge_of_stability_table),
+    "which_alpha": Block(PAPER, partial(rows_table, rows=WHICH_ALPHA_ROWS, score="query")),
     "diverged_pairs": Block(PAPER, diverged_pairs_table),
     "meta_sgd": Block(
         META_SGD,

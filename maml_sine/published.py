@@ -10,12 +10,13 @@ PAPER_TABLE_2 = {
 }
 
 TABLE_2_ROWS = (  # each row of the paper's Table 2 and the learners set beside it
-    ("MAML", ("maml", "maml_alpha0.001")),
+    ("MAML", ("maml", "maml_alpha0.001", "maml_alpha0.001_code_init", "maml_tested_at_0.005", "maml_tested_at_0.001")),
     ("pretrain on all tasks", ("pretrained_tuned", "pretrained", "pretrained_alpha0.001")),
-    ("multi-task, no reg", ("multitask",)),
-    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01")),
-    ("multi-task, reg to mean θ", ("multitask_running_mean", "multitask_running_mean_wd0.01")),
-)
+    ("multi-task, no reg", ("multitask", "multitask_independent")),
+    ("multi-task, l2 reg", ("multitask_l2", "multitask_l2_wd0.01", "multitask_l2_independent")),
+    ("multi-task, reg to mean θ",
+     ("multitask_running_mean", "multitask_running_mean_wd0.01", "multitask_running_mean_independent")),
+)  # fmt: skip
 TABLE_2_STEPS = (1, 5, 10)  # the SGD steps of its columns
 
 # Li et al. (2017), Table 1, the row trained at 5 shots, one step, tested at 5 / 10 / 20 shots: mean MSE and its

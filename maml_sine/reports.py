@@ -6,6 +6,7 @@ a summary being `maml_sine.evaluation.summarize`'s: one entry per SGD step 0..MA
 """
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -13,8 +14,9 @@ from matplotlib.figure import Figure  # no pyplot: these figures are only writte
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from maml_sine.evaluation import DIVERGED, MAX_STEPS, HeldOutTasks, scored_sets
+from maml_sine.evaluation import DIVERGED, MAX_STEPS, HeldOutTasks, one_run_difference, scored_sets
 from maml_sine.learners import LEARNERS, Plot, Section, Study
+from maml_sine.published import PAPER_TABLE_2, TABLE_2_ROWS, TABLE_2_STEPS
 from utils import PLOT_WINDOW, save_figure, windowed_mean
 
 STYLES = {  # each learner's label and colour, in every figure and table
@@ -38,7 +40,16 @@ STYLES = {  # each learner's label and colour, in every figure and table
     "multitask_running_mean": ("multi-task average, reg. to mean", "tab:brown"),
     "multitask_l2_wd0.01": ("multi-task average, l2 reg. 0.01", "lightpink"),
     "multitask_running_mean_wd0.01": ("multi-task average, reg. to mean 0.01", "peru"),
+    "maml_alpha0.001_code_init": ("MAML, S=1, α = 0.001, the code's initialization", "navy"),
+    "maml_tested_at_0.005": ("MAML, S=1 (α = 0.01), tested at 0.005", "steelblue"),
+    "maml_tested_at_0.001": ("MAML, S=1 (α = 0.01), tested at 0.001", "lightsteelblue"),
+    "oracle_alpha0.01": ("oracle, fine-tuned at 0.01", "mediumorchid"),
+    "oracle_alpha0.001": ("oracle, fine-tuned at 0.001", "plum"),
+    "multitask_independent": ("multi-task average, no reg., own starts", "darkolivegreen"),
+    "multitask_l2_independent": ("multi-task average, l2 reg., own starts", "palevioletred"),
+    "multitask_running_mean_independent": ("multi-task average, reg. to mean, own starts", "sienna"),
 }
+PAPER_ROW_OF = {learners[0]: row for row, learners in TABLE_2_ROWS}  # the learner each row of Table 2 is drawn beside
 SCORES = {"grid": "100 x in [-5, 5]", "query": "K new points per task"}  # what each score is measured on
 
 
@@ -66,45 +77,53 @@ def section_title(section: Section, study: Study) -> str:
 
 
 def plot_mse_against_steps(
-    results: Mapping, plot: Plot, study: Study, num_tasks: int, out: str | os.PathLike, score: str
+    results: Mapping, plot: Plot, study: Study, num_tasks: int, out: str | os.PathLike, score: str,
+    test_lrs: Mapping | None = None,
 ) -> None:  # fmt: skip
     """The paper's Figure 3: MSE against SGD steps, one column per section of `plot`. Top: the mean over
     tasks, the mean of the seeds with a 95% band (between seeds, or over the tasks for one seed) and each
     seed thin, up to the last step at which no task's SGD has diverged. Bottom, if `study.medians`: the
-    median over every seed's tasks. A learner told the task (the oracle) is drawn as the floor it gives
-    before any fine-tuning.
+    median over every seed's tasks. Each learner is labelled with its test step size (`test_lrs`:
+    {learner: {section: lr}}, results.json's); with `plot.paper_values`, the paper's Table 2 as markers.
 
     `results`: {learner: {section: `evaluation.summarize`'s result}} for one score.
     """
     seeds = _seeds(results)
     rows = ("mean", "median") if study.medians else ("mean",)
     sections, learners = study.drawn(plot)
-    figure = Figure(figsize=(max(5.5 * len(sections), 8.5), 4.6 * len(rows)))  # one column: room for the title
+    figure = Figure(figsize=(max(5.5 * len(sections), 8.5), 4.6 * len(rows) + 0.6), layout="constrained")
     panels = figure.subplots(len(rows), len(sections), sharey=True, sharex=True, squeeze=False)
     steps = np.arange(MAX_STEPS + 1)
     for column, section in enumerate(sections):
         for name in learners:
             label, color = style(name)
+            lr = (test_lrs or {}).get(name, {}).get(section.key)
+            if isinstance(lr, float) and f"at {lr:g}" not in label:  # SGD (not LEARNED), unless the label says it
+                label += " (not fine-tuned)" if lr == 0 else f", tested at {lr:g}"
             result = results[name][section.key]
-            if LEARNERS[name].inputs > 1:  # told the task: drawn as its floor, before fine-tuning
-                for axes, row in zip(panels[:, column], rows):
-                    axes.axhline(result[row][0], color=color, linestyle="--", label=f"{label}, not fine-tuned")
-                continue
             stable = steps[: _steps_before_divergence(result["diverged"])]
-            mean, band = (np.array(result[key])[stable] for key in ("mean", _interval(seeds)))
+            mean, band = (np.array(result[key], dtype=float)[stable] for key in ("mean", _interval(seeds)))
             top = panels[0, column]
             top.plot(stable, mean, marker="o", markersize=3.5, color=color, label=label)
             top.fill_between(stable, mean - band, mean + band, color=color, alpha=0.2, linewidth=0)
             for seed_mean in result["per_seed"] if seeds > 1 else []:
-                top.plot(stable, np.array(seed_mean)[stable], color=color, linewidth=0.5, alpha=0.35)
+                top.plot(stable, np.array(seed_mean, dtype=float)[stable], color=color, linewidth=0.5, alpha=0.35)
             if study.medians:
-                panels[1, column].plot(steps, result["median"], marker="o", markersize=3.5, color=color, label=label)
-        title = section_title(section, study)
+                median = np.array(result["median"], dtype=float)
+                panels[1, column].plot(steps, median, marker="o", markersize=3.5, color=color, label=label)
+            if plot.paper_values and name in PAPER_ROW_OF:
+                top.scatter(TABLE_2_STEPS, PAPER_TABLE_2[PAPER_ROW_OF[name]], s=90, marker="*", color=color,
+                            edgecolor="black", zorder=5, label=f"paper's Table 2: {PAPER_ROW_OF[name]}")  # fmt: skip
+        title = textwrap.fill(section_title(section, study), 48)
         for axes, row in zip(panels[:, column], rows):
             _mse_against_steps_axes(axes, f"{title}: {row} over tasks" if study.medians else f"{title} support points")
+            if plot.scale == "linear":
+                axes.set_yscale("linear")
+                axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                axes.set_ylim(bottom=0)
+        panels[0, column].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2)
     for axes in panels[:, 0]:
-        axes.set_ylabel(f"MSE on {SCORES[score]} (log scale)")
-    panels[0, -1].legend(fontsize=8)
+        axes.set_ylabel(f"MSE on {SCORES[score]}" + (" (log scale)" if plot.scale == "log" else ""))
     spread = (
         f"mean of {seeds} seeds, band: between-seed 95% interval, thin: each seed"
         if seeds > 1
@@ -114,7 +133,89 @@ def plot_mse_against_steps(
         f"Fitting a new sine task ({study.name} protocol): MSE over {num_tasks} held-out tasks\n({spread};\n"
         f"a line ends before SGD has diverged on some task, MSE > {DIVERGED:g})"
     )
-    figure.tight_layout()
+    save_figure(figure, out)
+
+
+def plot_seeds(report: Mapping, plot: Plot, out: str | os.PathLike, score: str = "query") -> None:
+    """The figure of the alpha verdict: each seed's mean MSE after 1, 5 and 10 steps (a panel per step) for each
+    learner of `plot` in its first section, the mean of the seeds with the spread of one run of the paper's
+    protocol (`evaluation.one_run_difference`) where no task's SGD diverged, and the paper's MAML row of Table 2
+    as a line. A seed mean beyond the axis (some task's SGD diverged in it) is drawn as a triangle at the top,
+    with its value."""
+    section, learners = plot.sections[0], plot.learners
+    figure = Figure(figsize=(4.2 * len(TABLE_2_STEPS), 5.2), layout="constrained")
+    panels = figure.subplots(1, len(TABLE_2_STEPS), sharey=True)
+    results = [report["mse"][score][name][section] for name in learners]
+    kept = [
+        [result, step, published] for result in results for step, published in zip(TABLE_2_STEPS, PAPER_TABLE_2["MAML"])
+        if result["diverged"][step] == 0
+    ]  # fmt: skip
+    top = 1.25 * max(mean + one_run_difference(result, step, published, result["ci95"][step])[1]
+                     for result, step, published in kept for mean in [result["mean"][step]])  # fmt: skip
+    for axes, step, published in zip(panels, TABLE_2_STEPS, PAPER_TABLE_2["MAML"]):
+        for x, (name, result) in enumerate(zip(learners, results)):
+            per_seed = np.array(result["per_seed"], dtype=float)[:, step]
+            inside = np.isfinite(per_seed) & (per_seed <= top)
+            axes.scatter(np.full(inside.sum(), x), per_seed[inside], color=style(name)[1], s=22, zorder=3,
+                         label=_tested_label(report, name, section) if axes is panels[0] else None)  # fmt: skip
+            for value in per_seed[~inside]:
+                axes.scatter(x, 0.97 * top, marker="^", color="black", s=40, zorder=3)
+                axes.annotate("∞" if not np.isfinite(value) else f"{value:.3g}", (x, 0.97 * top),
+                              textcoords="offset points", xytext=(6, -4), fontsize=7)  # fmt: skip
+            if result["diverged"][step] == 0:
+                _, spread = one_run_difference(result, step, published, result["ci95"][step])
+                axes.errorbar(x + 0.18, result["mean"][step], yerr=spread, fmt="o", color="black", capsize=4,
+                              markersize=4)  # fmt: skip
+        axes.axhline(published, color="tab:red", linestyle="--")
+        axes.set_xticks(range(len(learners)), [str(x + 1) for x in range(len(learners))])
+        axes.set_ylim(0, top)
+        axes.set_title(f"after {step} step{'s' * (step > 1)}: the paper's {published:g}", fontsize=11)
+        axes.grid(True, axis="y", alpha=0.3)
+    panels[0].set_ylabel(f"mean MSE over the tasks, on {SCORES[score]}")
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, [f"{x + 1}: {label}" for x, label in enumerate(labels)], loc="outside lower center",
+                  ncols=2, fontsize=8)  # fmt: skip
+    figure.suptitle("Which α made Table 2? The K = 10 models fine-tuned on 5 points: each seed (dots), the mean ± the "
+                    "spread of one 600-task run (black; none where\nsome task's SGD diverged), the paper's number "
+                    "(red); a triangle: a seed beyond the axis, its value beside it")  # fmt: skip
+    save_figure(figure, out)
+
+
+def _tested_label(report: Mapping, name: str, section: str) -> str:
+    label, lr = style(name)[0], report["evaluation"]["test_lr"][name][section]
+    return label if f"at {lr:g}" in label else f"{label}, tested at {lr:g}"
+
+
+def plot_curvature_along_sgd(report: Mapping, out: str | os.PathLike) -> None:
+    """alpha * lambda before each test-time SGD step (lambda: the support loss's top Hessian eigenvalue), a panel per
+    curvature learner in its section with the most diverged pairs: each diverged pair's own line against the
+    5-95% and 25-75% bands and median of the others, and the edge alpha * lambda = 2."""
+    names = list(report["curvature"])
+    figure = Figure(figsize=(6.2 * len(names), 4.8), layout="constrained")
+    for axes, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+        sections = report["curvature"][name]
+        section = max(sections, key=lambda key: len(sections[key]["lambda_along_sgd_of_the_diverged"]))
+        record, (label, color) = sections[section], style(name)
+        lr, rest = record["test_lr"], record["lambda_along_sgd_percentiles_of_the_rest"]
+        steps = np.arange(len(rest["50"]))
+        for low, high, alpha in (("5", "95", 0.15), ("25", "75", 0.3)):
+            axes.fill_between(steps, lr * np.array(rest[low]), lr * np.array(rest[high]), color=color, alpha=alpha,
+                              linewidth=0, label=f"the other pairs, {low}-{high}%")  # fmt: skip
+        axes.plot(steps, lr * np.array(rest["50"]), color=color, label="the other pairs, median")
+        for index, pair in enumerate(record["lambda_along_sgd_of_the_diverged"]):
+            values = np.array([np.nan if v is None else v for v in pair["lambda"]], dtype=float)
+            axes.plot(steps, lr * values, color="black", linewidth=0.8, alpha=0.7,
+                      label="each pair whose SGD diverged" if index == 0 else None)  # fmt: skip
+        axes.axhline(2, color="tab:red", linestyle="--", label="α·λ = 2")
+        axes.set_yscale("log")
+        axes.set_xticks(steps)
+        axes.set_xlabel("SGD steps taken before λ is measured")
+        axes.set_ylabel(f"α·λ (α = {lr:g}, log scale)")
+        count = len(record["lambda_along_sgd_of_the_diverged"])
+        axes.set_title(textwrap.fill(f"{label}, K = {section}: {count} diverged pairs", 52), fontsize=10)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.suptitle("Curvature along test-time SGD: the pairs that diverged against the rest")
     save_figure(figure, out)
 
 
@@ -169,10 +270,10 @@ def markdown_table(results: Mapping, study: Study, num_tasks: int, command: str)
 
 
 def learner_cells(name: str, result: Mapping, steps: Sequence[int], median: bool) -> list[str]:
-    """A table row's `cell`s of learner `name` after each of `steps`; a learner told the task (the oracle) is
-    not fine-tuned, so it has only its step-0 cell."""
+    """A table row's `cell`s of learner `name` after each of `steps`; a learner not fine-tuned (test step size 0:
+    the oracle, told the task) has only its step-0 cell."""
     cells = [cell(result, step, median) for step in steps]
-    if LEARNERS[name].inputs > 1:
+    if LEARNERS[name].test_lr == 0:
         cells[1:] = ["(not fine-tuned)"] * (len(cells) - 1)
     return cells
 

@@ -3,8 +3,10 @@ with chosen, every section scored, and the curvature of the support loss recorde
 runs one and writes what it measured.
 """
 
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch
 from maml_sine import multitask
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
+from maml_sine.divergence import median_alpha_lambda, predictors, side_by_side, warnings
 from maml_sine.evaluation import (
     DIVERGED,
     MAX_STEPS,
@@ -26,11 +29,14 @@ from maml_sine.evaluation import (
     task_to_draw,
     tuned_test_lr,
 )
+from maml_sine.files import write_text_atomically
 from maml_sine.interrupts import stop_requested
 from maml_sine.learned import learned
 from maml_sine.learners import LEARNERS, Learner, MultiTask, Protocol, Study
 from maml_sine.training import final_mse_per_seed, trained_or_loaded
 from utils import NUMPY_SEED
+
+LAMBDA_PERCENTILES = (5, 25, 50, 75, 95)
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,24 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
     return [learners.params(seed) for seed in range(len(seeds))], record
 
 
+def trained_along(run: Run, saved: list[str]) -> dict:
+    """The curvature learners of the study at each of its `along_training` updates (those fewer than the run's), one
+    training protocol at a time, trained or loaded as any learner: {(name, K): {updates: each seed's model}}; at 0
+    updates, the initialization training starts from."""
+    along = {}
+    for name in run.study.curvature:
+        learner = LEARNERS[name]
+        for protocol in run.study.training:
+            k, earlier = protocol.support_points, {}
+            for updates in (u for u in run.study.along_training if u < protocol.updates):
+                if updates == 0:
+                    earlier[0] = initializations_from_seeds(run.seeds, initialization=learner.initialization)
+                else:
+                    earlier[updates], _ = _trained(run, name, learner, replace(protocol, updates=updates), saved)
+            along[name, k] = earlier
+    return along
+
+
 def test_lrs(study: Study, initializations: dict, validation: HeldOutTasks) -> dict:
     """Each learner's SGD step size at test, per section: its own, or, where it has none (None), the one
     `tuned_test_lr` chooses on the validation tasks: {name: {section: lr}}, and the tuning's scores."""
@@ -154,7 +178,7 @@ def evaluated(study: Study, initializations: dict, tasks, lrs: dict) -> tuple[di
             errors = [{score: every_model[score][seed] for score in study.scores} for seed in range(len(models))]
             for score in study.scores:
                 results[score][name][section.key] = summarize([seed_errors[score] for seed_errors in errors])
-            steps = 0 if learner.inputs > 1 else MAX_STEPS  # the oracle, told the task, is not fine-tuned
+            steps = 0 if lr == 0 else MAX_STEPS  # a learner not fine-tuned (the oracle, told the task) has one fit
             fits[name][section.key] = predictions_after_each_step(models[0], sets, fit_task, step, steps)
             if name in study.curvature:
                 curvature[name][section.key] = {"test_lr": lr, **curvature_record(models, sets, step, errors)}
@@ -166,14 +190,30 @@ def curvature_record(models: list, sets: dict, lr: float | Algorithm, errors: li
     at the weights before each of the test-time SGD steps (of those still finite), and whether that SGD
     diverged (query MSE above DIVERGED, or not finite, at some step)."""
     along = curvature_along_sgd(models, sets, lr)  # (seeds, steps, tasks)
-    diverged = [~(np.nan_to_num(seed_errors["query"], nan=np.inf) <= DIVERGED).all(axis=0) for seed_errors in errors]
+    diverged = np.array(
+        [~(np.nan_to_num(seed_errors["query"], nan=np.inf) <= DIVERGED).all(axis=0) for seed_errors in errors]
+    )
     with np.errstate(invalid="ignore"):  # weights that overflowed have no curvature: the largest before them counts
-        largest = [np.nanmax(np.where(np.isfinite(seed), seed, np.nan), axis=0) for seed in along]
+        finite = np.where(np.isfinite(along), along, np.nan)
+        largest = np.nanmax(finite, axis=1)
+        rest = np.nanpercentile(finite.transpose(1, 0, 2)[:, ~diverged], LAMBDA_PERCENTILES, axis=1)  # (q, steps)
     return {
         "lambda_at_start": [np.round(seed[0], 4).tolist() for seed in along],
         "lambda_max_along_sgd": [np.round(seed, 4).tolist() for seed in largest],
-        "diverged": [flags.tolist() for flags in diverged],
+        "diverged": diverged.tolist(),
+        # lambda before each SGD step: each diverged pair's own, and percentiles of the others' (null: overflowed)
+        "lambda_along_sgd_of_the_diverged": [
+            {"seed": int(seed), "task": int(task), "lambda": _rounded(finite[seed, :, task])}
+            for seed, task in np.argwhere(diverged)
+        ],
+        "lambda_along_sgd_percentiles_of_the_rest": {
+            f"{q:g}": np.round(values, 4).tolist() for q, values in zip(LAMBDA_PERCENTILES, rest)
+        },
     }
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(value) else round(float(value), 4) for value in values]
 
 
 def what_was_learned(study: Study, initializations: dict, tasks: HeldOutTasks) -> dict:
@@ -187,3 +227,87 @@ def what_was_learned(study: Study, initializations: dict, tasks: HeldOutTasks) -
             if record is not None:
                 found.setdefault(name, {})[f"K={k}"] = record
     return found
+
+
+def divergence_warnings(study: Study, initializations: dict, tasks: HeldOutTasks, validation: HeldOutTasks,
+                        lrs: dict) -> dict:  # fmt: skip
+    """For each curvature learner of the study: `divergence.warnings`, every section's seed-task pairs side by side,
+    thresholds chosen on the `validation` tasks and tested on the held-out `tasks`."""
+    found = {}
+    for name in study.curvature:
+        parts = {"validation": [], "held_out": []}
+        for section in study.sections:
+            models, lr = initializations[name, section.trained_k], lrs[name][section.key]
+            for where, drawn in (("validation", validation), ("held_out", tasks)):
+                sets = scored_sets(drawn, section.k, LEARNERS[name].inputs, section.half)
+                parts[where].append(predictors(models, sets, lr))
+        found[name] = warnings(side_by_side(parts["validation"]), side_by_side(parts["held_out"]))
+    return found
+
+
+def edge_of_stability(study: Study, initializations: dict, along: dict, tasks: HeldOutTasks) -> dict:
+    """Where each curvature learner's initialization sits against the edge of stability of its own inner step:
+    the median over the held-out tasks of alpha * lambda (K support points, the K it was trained with), per seed,
+    at each point of training looked at: {name: {"K=k": {updates: [per seed]}}}."""
+    found = {}
+    for name in study.curvature:
+        lr = LEARNERS[name].algorithm.inner_lr
+        for protocol in study.training:
+            k = protocol.support_points
+            sets = scored_sets(tasks, k)
+            models = {**along.get((name, k), {}), protocol.updates: initializations[name, k]}
+            found.setdefault(name, {})[f"K={k}"] = {
+                str(updates): median_alpha_lambda(models[updates], sets, lr) for updates in sorted(models)
+            }
+    return found
+
+
+EVALUATION_CODE = ("evaluation.py", "studies.py", "divergence.py", "learned.py", "learners.py")  # what it depends on
+
+
+def evaluation_record(study: Study, seeds: list, tasks: int, initializations: dict, along: dict) -> dict:
+    """What a study's evaluation comes from: the study, its seeds and number of held-out tasks, a SHA-256 digest of
+    every model it evaluates (each tensor's bytes, in a fixed order), and one of the package's evaluation code."""
+    models = hashlib.sha256()
+    for key, seed_models in sorted({**initializations, **along}.items(), key=lambda item: str(item[0])):
+        models.update(str(key).encode())
+        for model in _models_of(seed_models):
+            for name, tensor in sorted(_named_tensors(model)):
+                models.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    code = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes() for name in EVALUATION_CODE))
+    return {"study": study.record(), "seeds": [list(seed) for seed in seeds], "tasks": tasks,
+            "models": models.hexdigest(), "code": code.hexdigest()}  # fmt: skip
+
+
+def _models_of(value) -> list:
+    """The models under a value of `trained_learners`' or `trained_along`'s dicts: a list of seeds' models, or
+    {updates: such a list}."""
+    return [model for models in value.values() for model in models] if isinstance(value, dict) else list(value)
+
+
+def _named_tensors(model) -> list[tuple[str, torch.Tensor]]:
+    return list(model.items()) if isinstance(model, dict) else [(str(index), w) for index, w in enumerate(model)]
+
+
+def cached_evaluation(path: Path, record: dict, measure: Callable[[], tuple[dict, dict]], *,
+                      retrain: bool = False) -> tuple[dict, dict]:  # fmt: skip
+    """`measure()`'s (measured, fits), read from `path` if a cache of the same `record` is there (and not
+    `retrain`), else measured and cached there. The cache is JSON with NaN and infinities kept (Python's own
+    reading of them), so the results are those just measured, to the bit. A cache that cannot be read, or of
+    another record, is measured again and replaced, with one line saying so."""
+    if path.exists() and not retrain:
+        try:
+            cached = json.loads(path.read_text())
+            if cached["record"] == json.loads(json.dumps(record)):  # as it reads back: tuples become lists
+                fits = {name: {key: np.array(fit) for key, fit in by_section.items()}
+                        for name, by_section in cached["fits"].items()}  # fmt: skip
+                return cached["measured"], fits
+            print(f"{path} holds the evaluation of other models, tasks or code: evaluating again")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"cannot read the cached evaluation {path} ({error}): evaluating again")
+    measured, fits = measure()
+    listed = {
+        name: {key: np.asarray(fit).tolist() for key, fit in by_section.items()} for name, by_section in fits.items()
+    }
+    write_text_atomically(path, json.dumps({"record": record, "measured": measured, "fits": listed}))
+    return measured, fits

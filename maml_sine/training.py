@@ -147,7 +147,9 @@ def meta_trained(
     loss or meta-gradient stops being finite stops there (`BatchedMAML.stop_diverged`), and the others go on."""
     description = f"{name}, K={protocol.support_points}, seeds {seeds[0][0] - NUMPY_SEED}-{seeds[-1][0] - NUMPY_SEED}"
     run = LockstepRun(protocol.streams(seeds, learner.inputs, device), protocol.updates, description)
-    initializations = initializations_from_seeds(seeds, inputs=learner.network_inputs)
+    initializations = initializations_from_seeds(
+        seeds, inputs=learner.network_inputs, initialization=learner.initialization
+    )
     learners = run.maml("query", initializations, learner.algorithm, stop_diverged=True)
     if saved is not None:
         run.resume({"query": saved.learners}, saved.streams)

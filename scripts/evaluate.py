@@ -30,7 +30,10 @@ run loads it. One run at a time trains or loads there: a second run on the folde
 naming the one that holds it, or, with --wait-for-lock, waits for it and loads what it trained. A damaged
 checkpoint (one that fails its digest, or holds NaN or infinity) ends the run with status 1 and one line.
 The 600 held-out tasks come from a generator of their own, the same in every run. Every number is the mean
-over seeds with a between-seed 95% interval (Student t) beside the task-sampling one.
+over seeds with a between-seed 95% interval (Student t) beside the task-sampling one. The evaluation is
+cached beside the checkpoints (<study>-evaluation-<seeds>.json) under the record of what it came from (the
+study, the seeds, the tasks, a digest of every model and of the evaluation code): a rerun that changes none
+of them reads it, in seconds; --retrain, or a cache that cannot be read, evaluates again.
 Written to --out-dir, in this order: results.json (the record the pages are drawn from), results.md,
 mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
@@ -66,13 +69,34 @@ from maml_sine.evaluation import (
     TEST_LR_GRID,
     VALIDATION_SEED,
     VALIDATION_TASKS,
+    HeldOutTasks,
     draw_held_out_tasks,
     task_to_draw,
 )
 from maml_sine.files import as_written, write_json_atomically, write_text_atomically
 from maml_sine.learners import LEARNERS, STUDIES
-from maml_sine.reports import SCORES, markdown_table, plot_curvature, plot_fits, plot_learned, plot_mse_against_steps
-from maml_sine.studies import Run, evaluated, test_lrs, trained_learners, what_was_learned
+from maml_sine.reports import (
+    SCORES,
+    markdown_table,
+    plot_curvature,
+    plot_curvature_along_sgd,
+    plot_fits,
+    plot_learned,
+    plot_mse_against_steps,
+    plot_seeds,
+)
+from maml_sine.studies import (
+    Run,
+    cached_evaluation,
+    divergence_warnings,
+    edge_of_stability,
+    evaluated,
+    evaluation_record,
+    test_lrs,
+    trained_along,
+    trained_learners,
+    what_was_learned,
+)
 from maml_sine.training import lane_seeds
 from utils import WriteError, whole_number
 
@@ -127,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         run = Run(study, seeds, args.checkpoint_dir, args.retrain, args.regressors, args.device)
         with one_writer(args.checkpoint_dir, wait=args.wait_for_lock):
             initializations, records = trained_learners(run, saved)
+            along = trained_along(run, saved)
         training_seconds = time.perf_counter() - start
         stage = "evaluating"
         max_k = max(section.k for section in study.sections)
@@ -135,14 +160,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
             min(args.tasks, VALIDATION_TASKS), max_k, seed=VALIDATION_SEED, frequency_range=study.frequency_range,
             device=args.device,
         )  # fmt: skip
-        lrs, tuning = test_lrs(study, initializations, validation)
-        results, fits, curvature = evaluated(study, initializations, tasks, lrs)
-        learned_beside = what_was_learned(study, initializations, tasks)
+
+        def measure() -> tuple[dict, dict]:
+            lrs, tuning = test_lrs(study, initializations, validation)
+            results, fits, curvature = evaluated(study, initializations, tasks, lrs)
+            measured = {
+                "mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature,
+                "learned": what_was_learned(study, initializations, tasks),
+                "divergence_warnings": divergence_warnings(
+                    study, initializations, tasks, _validation(args, max_k), lrs
+                ),
+                "edge_of_stability": edge_of_stability(study, initializations, along, tasks),
+            }  # fmt: skip
+            return measured, fits
+
+        record = evaluation_record(study, seeds, len(tasks), initializations, along)
+        cache = args.checkpoint_dir / f"{study.name}-evaluation-{run.seed_range()}.json"
+        measured, fits = cached_evaluation(cache, record, measure, retrain=args.retrain)
         evaluation_seconds = time.perf_counter() - start - training_seconds
         stage = "writing the results and figures"
         seconds = {"train_or_load": training_seconds, "evaluate": evaluation_seconds}
         command = " ".join(["python scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)])
-        measured = {"mse": results, "test_lr": lrs, "tuning": tuning, "curvature": curvature, "learned": learned_beside}
         report = write_results(args, measured, fits, tasks, records, seconds, command, written)
     except KeyboardInterrupt as interrupt:
         message = str(interrupt) or f"interrupted while {stage}"
@@ -183,6 +221,8 @@ def write_results(
         "wall_seconds": {what: round(value, 2) for what, value in seconds.items()},
         "mse": results,
         "curvature": measured["curvature"],
+        "divergence_warnings": measured["divergence_warnings"],
+        "edge_of_stability": measured["edge_of_stability"],
         "learned": measured["learned"],
     }
     table = markdown_table(results, study, len(tasks), command)
@@ -201,12 +241,26 @@ def write_results(
         elif figure.kind == "curvature":
             plot_curvature(as_written(report), figure.sections[0], args.out_dir / f"{figure.name}.png")
             written.append(f"{figure.name}.png")
+        elif figure.kind == "curvature_along":
+            plot_curvature_along_sgd(as_written(report), args.out_dir / f"{figure.name}.png")
+            written.append(f"{figure.name}.png")
+        elif figure.kind == "seeds":
+            plot_seeds(report, figure, args.out_dir / f"{figure.name}.png")
+            written.append(f"{figure.name}.png")
         else:
             for score in study.scores:
                 name = figure.name if score == study.scores[0] else f"{figure.name}_{score}"
-                plot_mse_against_steps(results[score], figure, study, len(tasks), args.out_dir / f"{name}.png", score)
+                plot_mse_against_steps(results[score], figure, study, len(tasks), args.out_dir / f"{name}.png", score,
+                                       measured["test_lr"])  # fmt: skip
                 written.append(f"{name}.png")
     return report
+
+
+def _validation(args: argparse.Namespace, max_k: int) -> HeldOutTasks:
+    """As many validation tasks as held-out ones (the first of them are those step sizes are tuned on): the tasks
+    the divergence warnings' thresholds are chosen on."""
+    return draw_held_out_tasks(args.tasks, max_k, seed=VALIDATION_SEED, frequency_range=args.study.frequency_range,
+                               device=args.device)  # fmt: skip
 
 
 def _kept(saved: list[str], written: list[str], args: argparse.Namespace) -> str:

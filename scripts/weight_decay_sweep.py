@@ -2,6 +2,8 @@
 performance" (Finn et al. 2017, Appendix C.1), measured.
 
     python scripts/weight_decay_sweep.py            # writes docs/paper_protocol/weight_decay_sweep.json
+    python scripts/weight_decay_sweep.py --start independent   # each regressor from a start of its own:
+                                                    # docs/paper_protocol/weight_decay_sweep_independent.json
     python scripts/weight_decay_sweep.py --regressors 20 --out /tmp/sweep.json   # a short check
 
 How it is read here: "performance" is what a regressor is trained for, fitting its own task (MSE under
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from maml_sine.cli import run_command
 from maml_sine.files import write_json_atomically
-from maml_sine.learners import LEARNERS
+from maml_sine.learners import LEARNERS, STARTS
 from maml_sine.multitask import averaged_regressors
 from maml_sine.training import lane_seeds
 from utils import whole_number
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_DECAYS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 KEPT = 0.95
 TRIAL_SEED = 1_000  # seed 1000: tasks and an initialization no run of the study uses
-REGULARIZED = {"l2": "multitask_l2", "running_mean": "multitask_running_mean"}
+REGULARIZED = ("l2", "running_mean")
 
 
 def share_fitted(spec, regressors: int) -> tuple[float, list[float]]:
@@ -49,9 +51,13 @@ def share_fitted(spec, regressors: int) -> tuple[float, list[float]]:
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regressors", type=whole_number(1), default=50, help="trial regressors per group (50)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "paper_protocol" / "weight_decay_sweep.json")
+    parser.add_argument("--start", choices=STARTS, default="shared",
+                        help="where regressors start: the seed's initialization, or each its own")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="default: docs/paper_protocol/weight_decay_sweep[_independent].json")
     args = parser.parse_args(argv)
-    unregularized = LEARNERS["multitask"].algorithm
+    suffix = "" if args.start == "shared" else f"_{args.start}"
+    out = args.out or ROOT / "docs" / "paper_protocol" / f"weight_decay_sweep{suffix}.json"
+    unregularized = replace(LEARNERS["multitask"].algorithm, start=args.start)
     reference, reference_errors = share_fitted(unregularized, args.regressors)
     report = {"rule": f"the largest weight decay with a share fitted >= {KEPT} x the unregularized share",
               "trial_seed": TRIAL_SEED, "regressors_per_group": args.regressors, "spec": unregularized.record(),
@@ -65,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             print(f"{regularizer} {weight_decay:g}: {share:.2f} fitted (unregularized {reference:.2f})")
         kept = [float(wd) for wd, result in sweep.items() if result["share_fitted"] >= KEPT * reference]
         report["regularizers"][regularizer] = {"sweep": sweep, "chosen": max(kept) if kept else None}
-    write_json_atomically(args.out, report)
+    write_json_atomically(out, report)
     print({regularizer: result["chosen"] for regularizer, result in report["regularizers"].items()})
     return report
 

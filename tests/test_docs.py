@@ -8,6 +8,7 @@ docs/learning_curves.json, and looked for in the page.
 
 import json
 import shutil
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -184,3 +185,83 @@ def test_the_family_pages_table_1_verdicts_hold():
     their_gap = np.subtract(LI_TABLE_1["maml"][0], LI_TABLE_1["meta_sgd"][0])
     assert np.all(np.abs(np.subtract(ours["maml"], ours["meta_sgd"]) - their_gap) <= 0.04)
     assert all(below(results["meta_sgd"][key], results["maml"][key], 1) for key in LI_SECTIONS)
+
+
+PAPER_PAGE, PAPER_FOLDER = ROOT / "docs" / "paper_protocol.md", ROOT / "docs" / "paper_protocol"
+
+
+def test_every_figure_of_the_paper_study_is_in_its_folder_and_every_png_there_is_linked_from_the_page():
+    from maml_sine.learners import paper_study
+
+    study, page = paper_study(), PAPER_PAGE.read_text()
+    expected = set()
+    for plot in study.figures:
+        scored = study.scores if plot.kind == "mse" else study.scores[:1]
+        expected |= {plot.name if score == study.scores[0] else f"{plot.name}_{score}" for score in scored}
+    on_disk = {path.stem for path in PAPER_FOLDER.glob("*.png")}
+    assert on_disk == expected
+    unlinked = [name for name in sorted(on_disk) if f"paper_protocol/{name}.png" not in page]
+    assert not unlinked, f"figures the page does not link: {unlinked}"
+
+
+def test_the_paper_pages_figures_draw_from_the_committed_results_json(tmp_path):
+    """The figures drawn from results.json alone (every kind but the fits, which need the models' predictions)."""
+    from maml_sine.learners import paper_study
+    from maml_sine.reports import plot_curvature, plot_curvature_along_sgd, plot_mse_against_steps, plot_seeds
+
+    study, report = paper_study(), json.loads((PAPER_FOLDER / "results.json").read_text())
+    tasks, lrs = report["evaluation"]["tasks"], report["evaluation"]["test_lr"]
+    for plot in study.figures:
+        out = tmp_path / f"{plot.name}.png"
+        if plot.kind == "mse":
+            plot_mse_against_steps(report["mse"]["query"], plot, study, tasks, out, "query", lrs)
+        elif plot.kind == "seeds":
+            plot_seeds(report, plot, out)
+        elif plot.kind == "curvature":
+            plot_curvature(report, plot.sections[0], out)
+        elif plot.kind == "curvature_along":
+            plot_curvature_along_sgd(report, out)
+        else:
+            continue
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_paper_pages_verdicts_on_alpha_warnings_and_the_edge_of_stability_hold_in_its_committed_results():
+    """Each verdict of docs/paper_protocol.md's new sections, recomputed from the committed results.json."""
+    from maml_sine.evaluation import one_run_difference
+    from maml_sine.learners import K10_MODEL_AT_K5
+
+    report, page = json.loads((PAPER_FOLDER / "results.json").read_text()), PAPER_PAGE.read_text()
+    query = {name: by_section[K10_MODEL_AT_K5] for name, by_section in report["mse"]["query"].items()}
+    # The oracle: fine-tuned at 0.01 most tasks diverge, at 0.001 its median stays where it started.
+    at_001, at_0001 = query["oracle_alpha0.01"], query["oracle_alpha0.001"]
+    assert at_001["diverged"][5] > 0.5 and f"{100 * at_001['diverged'][5]:.1f}% of the seed-task pairs" in page
+    assert abs(at_0001["median"][10] - at_0001["median"][0]) < 0.001
+    # The alpha = 0.01 models at 0.005: the paper's number after one step lies outside one run's spread.
+    gap, spread = one_run_difference(query["maml_tested_at_0.005"], 1, 0.67, query["maml_tested_at_0.005"]["ci95"][1])
+    assert gap > spread and f"{query['maml_tested_at_0.005']['mean'][1]:.2f} ± {spread:.2f}" in page
+    # Every MAML cell of the code's initialization within one run's spread of the paper's.
+    code = query["maml_alpha0.001_code_init"]
+    assert all(abs(one_run_difference(code, step, paper, code["ci95"][step])[0])
+               <= one_run_difference(code, step, paper, code["ci95"][step])[1]
+               for step, paper in zip((1, 5, 10), (0.67, 0.38, 0.35)))  # fmt: skip
+    # The warnings: alpha * lambda after the first step catches every held-out divergence, with the fewest alarms.
+    warnings = report["divergence_warnings"]["maml"]
+    best = warnings["lambda_step_1"]["held_out"]
+    assert best["caught_pairs"] == best["diverged_pairs"] == 26 and best["diverged_tasks"] == 18
+    assert all(
+        best["false_alarm_share"][0] <= record["held_out"]["false_alarm_share"][0] for record in warnings.values()
+    )
+    assert (
+        f"caught all {best['diverged_pairs']} held-out" in page
+        and f"median {np.median(best['steps_ahead']):g} steps" in page
+    )
+    # The edge of stability: the median alpha * lambda rises with training, from well below 2 to about 2.
+    for by_k in report["edge_of_stability"].values():
+        for by_updates in by_k.values():
+            means = [np.mean(by_updates[u]) for u in sorted(by_updates, key=int)]
+            assert all(a < b for a, b in pairwise(means)) and means[0] < 0.5 and 1.5 < means[-1] < 3
+    # Own starts do not bring the l2 row near the paper's 7.18.
+    own = query["multitask_l2_independent"]
+    gap, spread = one_run_difference(own, 1, 7.18, own["ci95"][1])
+    assert gap < -spread

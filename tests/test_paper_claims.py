@@ -220,9 +220,10 @@ def test_curvature_along_sgd_starts_at_the_initialization_and_follows_the_steps(
 # --- The committed results ------------------------------------------------------------------------------------------
 
 
-def test_the_registry_takes_the_weight_decays_the_committed_sweep_chose():
-    sweep = json.loads((PAPER / "weight_decay_sweep.json").read_text())
+@pytest.mark.parametrize("suffix", ["", "_independent"])
+def test_the_registry_takes_the_weight_decays_the_committed_sweeps_chose(suffix):
+    sweep = json.loads((PAPER / f"weight_decay_sweep{suffix}.json").read_text())
     chosen = {regularizer: result["chosen"] for regularizer, result in sweep["regularizers"].items()}
-    assert chosen == {"l2": LEARNERS["multitask_l2"].algorithm.weight_decay,
-                      "running_mean": LEARNERS["multitask_running_mean"].algorithm.weight_decay}  # fmt: skip
-    assert sweep["spec"] == replace(LEARNERS["multitask"].algorithm).record()
+    assert chosen == {"l2": LEARNERS[f"multitask_l2{suffix}"].algorithm.weight_decay,
+                      "running_mean": LEARNERS[f"multitask_running_mean{suffix}"].algorithm.weight_decay}  # fmt: skip
+    assert sweep["spec"] == replace(LEARNERS[f"multitask{suffix}"].algorithm).record()
