@@ -463,7 +463,7 @@ def test_an_interrupt_after_training_says_where_it_stopped_and_what_is_kept(
         f"run again to go on from them; {results.format(out=out)}"
     )
     assert sorted(path.name for path in out.iterdir()) == written
-    assert len(list(checkpoints.iterdir())) == len(TRAINED)
+    assert len(list(checkpoints.glob("*.pt"))) == len(TRAINED)
 
 
 # --- results.md rebuilt from the committed results.json ---------------------------------------------------------
@@ -502,8 +502,11 @@ def test_a_short_run_writes_the_results_and_figures_in_one_schema(small_run):
     assert is_png(out / "fits.png") and is_png(out / "mse_vs_steps.png")
     results = json.loads((out / "results.json").read_text())
     assert results == as_json(report)
-    assert set(results) == {"study", "learners", "evaluation", "wall_seconds", "mse", "curvature", "learned"}
-    assert results["curvature"] == {}, "the assignment's study measures no curvature"
+    assert set(results) == {"study", "learners", "evaluation", "wall_seconds", "mse", "curvature", "learned",
+                            "divergence_warnings", "edge_of_stability"}  # fmt: skip
+    assert results["curvature"] == results["divergence_warnings"] == results["edge_of_stability"] == {}, (
+        "the assignment's study measures no curvature"
+    )
     assert results["learned"] == {}, "its learners learn an initialization alone"
     assert study_of(results["study"]) == assignment_study(updates=UPDATES)
     seeds = lane_seeds(SEEDS)
@@ -518,7 +521,8 @@ def test_a_short_run_writes_the_results_and_figures_in_one_schema(small_run):
             assert len(record["K=10"]["final_training_query_mse"]) == SEEDS and record["K=10"]["seconds"] >= 0
         else:
             assert record["K=10"] == {"source": "random", "updates": 0}
-    assert len(list(checkpoints.iterdir())) == len(TRAINED)
+    assert len(list(checkpoints.glob("*.pt"))) == len(TRAINED)
+    assert (checkpoints / f"assignment-evaluation-seeds0-{SEEDS - 1}.json").is_file(), "the evaluation, cached"
     for name in TRAINED:  # each learner's checkpoint holds its record, and the training losses reported
         (path,) = checkpoints.glob(f"*-{name}-*")
         learners = load(path, record_of(name, UPDATES, seeds))
@@ -630,7 +634,7 @@ def test_the_script_on_a_held_folder_exits_1_or_waits_for_it(tmp_path):
                 waiting.kill()
                 waiting.wait()
     assert sorted(path.name for path in checkpoints.iterdir()) == sorted(
-        f"assignment-{name}-K10-1-seeds0-0.pt" for name in TRAINED
+        [*(f"assignment-{name}-K10-1-seeds0-0.pt" for name in TRAINED), "assignment-evaluation-seeds0-0.json"]
     ), "trained once the holder let go, and the lock file removed"
     assert (tmp_path / "out" / "results.json").is_file()
 

@@ -360,7 +360,7 @@ def test_a_short_run_writes_every_result_and_figure(paper_run):
     figures = [f"{plot.name}{suffix}.png" for plot in paper_study().figures
                for suffix in (("", "_grid") if plot.kind == "mse" else ("",))]  # fmt: skip
     assert sorted(path.name for path in out.iterdir()) == sorted([*figures, "results.json", "results.md"])
-    assert len(figures) == 10
+    assert len(figures) == 12
     for figure in figures:
         assert is_png(out / figure), figure
     assert json.loads((out / "results.json").read_text()) == as_json(report)
@@ -372,9 +372,12 @@ def test_a_short_run_writes_every_result_and_figure(paper_run):
     assert table == markdown_table(report["mse"], paper_study(UPDATES), TASKS, command)
     assert table.count("## K = 10\n") == 2 and table.count("## K = 5, the K = 10 models\n") == 2
     assert "K new points per task" in table and "100 x in [-5, 5]" in table and "(not fine-tuned)" in table
-    # One model per K of MAML at each alpha, of the pretrained network (which the three pretrained learners share,
-    # as they differ only at test) and of the oracle; one of each of the 5 multi-task baselines, whatever K.
-    assert len(list(checkpoints.iterdir())) == 2 * 4 + 5
+    # One model per K of MAML at each alpha and from the code's initialization (the models tested at other step sizes
+    # share the alpha = 0.01 ones), of the pretrained network (which the three pretrained learners share, as they
+    # differ only at test) and of the oracle (its three share one); one of each of the 8 multi-task baselines,
+    # whatever K; and the evaluation, cached.
+    assert len(list(checkpoints.glob("*.pt"))) == 2 * 5 + 8
+    assert [path.name for path in checkpoints.glob("*.json")] == [f"paper-evaluation-seeds0-{SEEDS - 1}.json"]
 
 
 @pytest.mark.slow
