@@ -138,7 +138,8 @@ Model = Sequence[torch.Tensor] | Params  # a network's 6 tensors, or a learner's
 Step = float | Algorithm  # an SGD step size, or the algorithm whose `inner_step` takes each step (a learner's own)
 
 
-def _as_params(model: Model) -> Params:
+def as_params(model: Model) -> Params:
+    """A model (a list of BaseLearner's 6 tensors, or named tensors) as named tensors."""
     return dict(model) if isinstance(model, Mapping) else named(model)
 
 
@@ -157,7 +158,7 @@ def sgd_steps(
     SGD step at step size `lr`, or the step of the algorithm `lr` (which may learn more than the network,
     as Meta-SGD learns a step size per parameter).
     """
-    params, algorithm = _as_params(initialization), _as_algorithm(lr)
+    params, algorithm = as_params(initialization), _as_algorithm(lr)
     if params["w1"].ndim == 2:  # W1 is (40, d) alone, (n, 40, d) batched
         params = {name: tensor.detach().expand(len(support_x), *tensor.shape) for name, tensor in params.items()}
     yield network(params)
@@ -202,7 +203,7 @@ def for_every_model(models: Sequence[Model], sets: dict) -> tuple[Params, dict]:
     """S models' tensors, each repeated for the n tasks of `sets` ((S * n, ...), model by model), and `sets`
     repeated S times: every model's every task adapted in one batch, which costs little more than one model's."""
     n = len(sets["support"][0])
-    models = [_as_params(model) for model in models]
+    models = [as_params(model) for model in models]
     params = {name: torch.stack([model[name].detach() for model in models]).repeat_interleave(n, dim=0)
               for name in models[0]}  # fmt: skip
     repeated = {name: tuple(t.repeat(len(models), *[1] * (t.ndim - 1)) for t in pair) for name, pair in sets.items()}

@@ -455,7 +455,8 @@ END = "<!-- end generated -->"
 
 
 class PageError(ValueError):
-    """A page whose markers do not pair up, or that names a block BLOCKS does not have."""
+    """A page whose markers do not pair up, that names a block BLOCKS does not have, or that (or whose results file)
+    cannot be read."""
 
 
 class Stale(NamedTuple):
@@ -507,13 +508,20 @@ class Page(NamedTuple):
     stale: list[Stale]
 
 
+def _read(path: Path, parse: Callable[[str], Any] = str) -> Any:
+    """`parse` of the text of a page or results file, or a PageError naming the file."""
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PageError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from error
+
+
 def regenerated_pages(root: Path) -> list[Page]:
     """Every page of PAGES under `root`, written again in memory from the results under root/docs (each results
     file read once)."""
-    read = cache(lambda source: json.loads((root / "docs" / source).read_text(encoding="utf-8")))
+    read = cache(lambda source: _read(root / "docs" / source, json.loads))
     pages = []
     for name in PAGES:
-        path = root / name
-        text = path.read_text(encoding="utf-8")
-        pages.append(Page(path, text, *regenerated(text, name, read)))
+        text = _read(root / name)
+        pages.append(Page(root / name, text, *regenerated(text, name, read)))
     return pages

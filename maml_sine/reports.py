@@ -60,6 +60,15 @@ def style(name: str) -> tuple[str, str]:
     return STYLES.get(name) or (name, extra_colors[sum(map(ord, name)) % len(extra_colors)])
 
 
+def tested_label(name: str, lr: float | str | None) -> str:
+    """A learner's label in a figure, with the SGD step size it is tested at (`lr`; none for LEARNED or unknown):
+    "(not fine-tuned)" at 0, nothing more where its STYLES label already names that step size."""
+    label = style(name)[0]
+    if not isinstance(lr, float) or f"at {lr:g}" in label:
+        return label
+    return f"{label} (not fine-tuned)" if lr == 0 else f"{label}, tested at {lr:g}"
+
+
 FIT_STEPS = (0, 1, MAX_STEPS)
 TABLE_STEPS = (0, 1, 5, 10)
 
@@ -96,10 +105,7 @@ def plot_mse_against_steps(
     steps = np.arange(MAX_STEPS + 1)
     for column, section in enumerate(sections):
         for name in learners:
-            label, color = style(name)
-            lr = (test_lrs or {}).get(name, {}).get(section.key)
-            if isinstance(lr, float) and f"at {lr:g}" not in label:  # SGD (not LEARNED), unless the label says it
-                label += " (not fine-tuned)" if lr == 0 else f", tested at {lr:g}"
+            label, color = tested_label(name, (test_lrs or {}).get(name, {}).get(section.key)), style(name)[1]
             result = results[name][section.key]
             stable = steps[: _steps_before_divergence(result["diverged"])]
             mean, band = (np.array(result[key], dtype=float)[stable] for key in ("mean", _interval(seeds)))
@@ -156,8 +162,8 @@ def plot_seeds(report: Mapping, plot: Plot, out: str | os.PathLike, score: str =
         for x, (name, result) in enumerate(zip(learners, results)):
             per_seed = np.array(result["per_seed"], dtype=float)[:, step]
             inside = np.isfinite(per_seed) & (per_seed <= top)
-            axes.scatter(np.full(inside.sum(), x), per_seed[inside], color=style(name)[1], s=22, zorder=3,
-                         label=_tested_label(report, name, section) if axes is panels[0] else None)  # fmt: skip
+            label = tested_label(name, report["evaluation"]["test_lr"][name][section]) if axes is panels[0] else None
+            axes.scatter(np.full(inside.sum(), x), per_seed[inside], color=style(name)[1], s=22, zorder=3, label=label)
             for value in per_seed[~inside]:
                 axes.scatter(x, 0.97 * top, marker="^", color="black", s=40, zorder=3)
                 axes.annotate("∞" if not np.isfinite(value) else f"{value:.3g}", (x, 0.97 * top),
@@ -179,11 +185,6 @@ def plot_seeds(report: Mapping, plot: Plot, out: str | os.PathLike, score: str =
                     "spread of one 600-task run (black; none where\nsome task's SGD diverged), the paper's number "
                     "(red); a triangle: a seed beyond the axis, its value beside it")  # fmt: skip
     save_figure(figure, out)
-
-
-def _tested_label(report: Mapping, name: str, section: str) -> str:
-    label, lr = style(name)[0], report["evaluation"]["test_lr"][name][section]
-    return label if f"at {lr:g}" in label else f"{label}, tested at {lr:g}"
 
 
 def plot_curvature_along_sgd(report: Mapping, out: str | os.PathLike) -> None:

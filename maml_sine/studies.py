@@ -21,6 +21,7 @@ from maml_sine.evaluation import (
     DIVERGED,
     MAX_STEPS,
     HeldOutTasks,
+    as_params,
     curvature_along_sgd,
     mse_after_each_step,
     predictions_after_each_step,
@@ -33,7 +34,7 @@ from maml_sine.files import write_text_atomically
 from maml_sine.interrupts import stop_requested
 from maml_sine.learned import learned
 from maml_sine.learners import LEARNERS, Learner, MultiTask, Protocol, Study
-from maml_sine.training import final_mse_per_seed, trained_or_loaded
+from maml_sine.training import cached, final_mse_per_seed, trained_or_loaded
 from utils import NUMPY_SEED
 
 LAMBDA_PERCENTILES = (5, 25, 50, 75, 95)
@@ -272,7 +273,7 @@ def evaluation_record(study: Study, seeds: list, tasks: int, initializations: di
     for key, seed_models in sorted({**initializations, **along}.items(), key=lambda item: str(item[0])):
         models.update(str(key).encode())
         for model in _models_of(seed_models):
-            for name, tensor in sorted(_named_tensors(model)):
+            for name, tensor in sorted(as_params(model).items()):
                 models.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     code = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes() for name in EVALUATION_CODE))
     return {"study": study.record(), "seeds": [list(seed) for seed in seeds], "tasks": tasks,
@@ -285,29 +286,32 @@ def _models_of(value) -> list:
     return [model for models in value.values() for model in models] if isinstance(value, dict) else list(value)
 
 
-def _named_tensors(model) -> list[tuple[str, torch.Tensor]]:
-    return list(model.items()) if isinstance(model, dict) else [(str(index), w) for index, w in enumerate(model)]
-
-
 def cached_evaluation(path: Path, record: dict, measure: Callable[[], tuple[dict, dict]], *,
                       retrain: bool = False) -> tuple[dict, dict]:  # fmt: skip
     """`measure()`'s (measured, fits), read from `path` if a cache of the same `record` is there (and not
-    `retrain`), else measured and cached there. The cache is JSON with NaN and infinities kept (Python's own
-    reading of them), so the results are those just measured, to the bit. A cache that cannot be read, or of
-    another record, is measured again and replaced, with one line saying so."""
-    if path.exists() and not retrain:
-        try:
-            cached = json.loads(path.read_text())
-            if cached["record"] == json.loads(json.dumps(record)):  # as it reads back: tuples become lists
-                fits = {name: {key: np.array(fit) for key, fit in by_section.items()}
-                        for name, by_section in cached["fits"].items()}  # fmt: skip
-                return cached["measured"], fits
-            print(f"{path} holds the evaluation of other models, tasks or code: evaluating again")
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"cannot read the cached evaluation {path} ({error}): evaluating again")
-    measured, fits = measure()
+    `retrain`), else measured and cached there (`training.cached`). The cache is JSON with NaN and infinities kept
+    (Python's own reading of them), so the results are those just measured, to the bit. A cache that cannot be
+    read, or of another record, is measured again and replaced, with one line saying so."""
+    return cached(path, record, measure, save=_save_evaluation, load=_load_evaluation, retrain=retrain)[0]
+
+
+def _load_evaluation(path: Path, record: dict) -> tuple[dict, dict] | None:
+    """The cached (measured, fits) at `path`, or None (said in one line) if it is damaged or of another record."""
+    try:
+        found = json.loads(path.read_text())
+        if found["record"] == json.loads(json.dumps(record)):  # as it reads back: tuples become lists
+            fits = {name: {key: np.array(fit) for key, fit in by_section.items()}
+                    for name, by_section in found["fits"].items()}  # fmt: skip
+            return found["measured"], fits
+        print(f"{path} holds the evaluation of other models, tasks or code: evaluating again")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"cannot read the cached evaluation {path} ({error}): evaluating again")
+    return None
+
+
+def _save_evaluation(evaluation: tuple[dict, dict], record: dict, path: Path) -> None:
+    measured, fits = evaluation
     listed = {
         name: {key: np.asarray(fit).tolist() for key, fit in by_section.items()} for name, by_section in fits.items()
     }
     write_text_atomically(path, json.dumps({"record": record, "measured": measured, "fits": listed}))
-    return measured, fits

@@ -80,6 +80,22 @@ def test_a_changed_number_is_reported_stale_and_written_back(tmp_path, capsys):
     assert write_pages.main(["--check", "--root", str(tmp_path)]) == 0
 
 
+@pytest.mark.parametrize("damage", ["no page", "no results", "damaged results"])
+def test_a_page_or_results_file_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, damage):
+    write_pages = import_script(ROOT / "scripts" / "write_pages.py")
+    a_copy_of_the_pages(tmp_path)
+    results = tmp_path / "docs" / "paper_protocol" / "results.json"
+    named = tmp_path / "README.md" if damage == "no page" else results
+    if damage == "damaged results":
+        results.write_text(results.read_text()[:100])
+    else:
+        named.unlink()
+    with pytest.raises(SystemExit) as exited:
+        write_pages.command(["--check", "--root", str(tmp_path)])
+    assert str(exited.value.code).startswith(f"error: cannot read {named}: ")
+    assert "\n" not in str(exited.value.code) and not capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
