@@ -168,8 +168,8 @@ def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line `argv`; None: this process's own, whose Ctrl-C it takes over from `_exit_while_starting`
     as it starts training: Python's own handler, on whose KeyboardInterrupt `learning_curve` saves the curve so far,
-    or the package's where the package trains (a first Ctrl-C stops after the update it is in, a second ends the
-    program)."""
+    or the package's where the package trains (a first Ctrl-C stops after the chunk of updates it is in, a second
+    ends the program)."""
     np.random.seed(NUMPY_SEED)  # before anything else draws: the graders' figures depend on this order
     torch.manual_seed(TORCH_SEED)
     args = parse_args(argv)

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from assignment import MAML
-from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.batched import CHUNK, BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
 from maml_sine.cli import add_device_option, run_command
 from maml_sine.core import Algorithm, LearnerState, named
 from maml_sine.learners import FAMILY, LEARNERS, assignment_protocol, paper_protocol
@@ -321,8 +321,7 @@ def batched_throughput(repeats: int, device: torch.device) -> None:
                 readable[index % num_learners].train(task)
             rates["MAML.train"].append(len(readable_tasks) / (time.perf_counter() - start))
             start = finished(device)
-            for tasks in batches:
-                batched.train(tasks)
+            batched.train_many(batches)
             rates["batched"].append(len(readable_tasks) / (finished(device) - start))
         readable_rate, batched_rate = (statistics.median(rates[name]) for name in ("MAML.train", "batched"))
         setting = f"N={num_learners}, B={per_update}"
@@ -338,8 +337,8 @@ def batched_memory_run(device: torch.device) -> None:
     streams = assignment_protocol(10).streams(seeds, device=device)
     batches = [streams.next_batch() for _ in range(500)]
     readings = []
-    for update in range(1, MEMORY_EPISODES + 1):
-        batched.train(batches[update % len(batches)])
+    for update in range(CHUNK, MEMORY_EPISODES + 1, CHUNK):
+        batched.train_many([batches[row % len(batches)] for row in range(update - CHUNK, update)])
         if update % MEMORY_EVERY == 0:
             readings.append(f"{resident_mb()[0]:.0f}")
     every = f"every {MEMORY_EVERY:,} of {MEMORY_EPISODES:,} updates"
@@ -377,8 +376,7 @@ def peer_comparison(repeats: int) -> None:
             peer_losses = peer.train(block)
             seconds["peer"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            for batch in batches:
-                project.train(batch)
+            project.train_many(batches)  # as a LockstepRun trains: CHUNK updates per call of compiled code
             seconds["project"].append(time.perf_counter() - start)
             if repeat == 0:  # compiling is in the first block: reported apart, with the deviation
                 deviation = np.max(np.abs(project.histories[:, :20].T - peer_losses[:20]) / peer_losses[:20])
@@ -416,8 +414,7 @@ def family_speed(repeats: int, device: torch.device) -> None:
     for repeat in range(repeats):
         for name in FAMILY[repeat % len(FAMILY) :] + FAMILY[: repeat % len(FAMILY)]:  # a rotating order
             start = finished(device)
-            for batch in batches:
-                learners[name].train(batch)
+            learners[name].train_many(batches)
             seconds[name].append(finished(device) - start)
     print(
         f"\nthe MAML family on {device}, {FAMILY_LANES} lanes, 25 tasks of K={FAMILY_K} + {FAMILY_K} points per update,"
@@ -454,8 +451,7 @@ def lanes_throughput(lanes: list[int], repeats: int, device: torch.device) -> No
         seconds = []
         for _ in range(repeats):
             start = finished(device)
-            for update in range(LANES_BLOCK):
-                learners.train(batches[update % LANES_BATCHES])
+            learners.train_many([batches[update % LANES_BATCHES] for update in range(LANES_BLOCK)])
             seconds.append(finished(device) - start)
         per_second = LANES_BLOCK / statistics.median(seconds)
         print(f"{count:8d} {per_second:11.0f} {per_second * count:18.0f} {compile_seconds:7.1f}s")

@@ -20,6 +20,10 @@ while they train and are copied to the host when read (`histories`), so no updat
     for _ in range(episodes):
         learners.train(streams.next_batch())
     learners.histories                                                  # (N, episodes) query losses
+
+Eager, an update is one call of `core.meta_step` (vmapped), as written. Compiled (`compile=True`), `train_many`
+takes up to CHUNK updates in one call of compiled code (`core.chunked`), as a JAX `lax.scan` would, with the
+same guard on every update: the one call per update, not the arithmetic, was what an update cost.
 """
 
 from collections.abc import Callable, Sequence
@@ -32,6 +36,7 @@ from assignment import TASK_PARTS, all_finite
 from maml_sine.core import (
     Algorithm,
     Params,
+    chunked,
     compiled,
     fresh_state,
     many,
@@ -44,6 +49,7 @@ from maml_sine.core import (
 from utils import BaseLearner
 
 TaskBatch = Sequence[torch.Tensor]
+CHUNK = 100  # the most updates one call of a compiled learner takes (`core.chunked`)
 
 
 def initializations_from_seeds(
@@ -184,6 +190,11 @@ class _Lockstep:
             raise ValueError(f"train_x has {shaped[0].shape[1]} tasks per learner but test_x {shaped[2].shape[1]}")
         return shaped
 
+    def train_many(self, batches: Sequence[TaskBatch]) -> None:
+        """One update per batch of `batches`, in order: `train` on each."""
+        for tasks in batches:
+            self.train(tasks)
+
     def refuse_non_finite(self, tasks: Sequence[torch.Tensor]) -> None:
         """A ValueError naming the learners whose (shaped) tasks hold NaN or infinity, if any do."""
         if not all_finite(tasks):  # one sum over everything; which learner, only when something is wrong
@@ -237,8 +248,10 @@ class BatchedMAML(_Lockstep):
         self.stop_diverged = stop_diverged
         self.active = torch.ones(len(self), dtype=torch.bool, device=self.device)
         self.diverged_at: dict[int, int] = {}  # learner -> the update (0-based) it stopped at
-        step = many(partial(meta_step, algorithm=algorithm, updates=updates))
-        self._step = compiled(step) if compile else step
+        # Eager, one update per call, as written; compiled, up to CHUNK updates per call.
+        self._step = many(partial(meta_step, algorithm=algorithm, updates=updates))
+        self._chunk = compiled(chunked(self._step, stop_diverged=stop_diverged)) if compile else None
+        self._buffers: list[torch.Tensor] = []  # the tasks of a compiled chunk (`_stacked_in_buffers`)
 
     @property
     def algorithm(self) -> Algorithm:
@@ -267,7 +280,25 @@ class BatchedMAML(_Lockstep):
         A learner whose task is malformed, or whose loss or meta-gradient is not finite,
         is named in the error, and no learner changes (unless `stop_diverged`: see the class).
         """
-        tasks = self.shaped(tasks)  # their finiteness is part of the step's
+        self.train_many([tasks])
+
+    def train_many(self, batches: Sequence[TaskBatch]) -> None:
+        """One meta-update per batch of `batches` (each as `train` takes it), in order: as many calls of `train`,
+        and, compiled, one call of compiled code per CHUNK of them. An update that raises leaves the learners as
+        the updates before it left them."""
+        if self._chunk is None:
+            for tasks in batches:
+                self._update(self.shaped(tasks))
+            return
+        while batches:  # a chunk of the batches shaped as its first, which is checked; one shaped otherwise starts one
+            signatures = [_signature(tasks) for tasks in batches[:CHUNK]]
+            count = next((at for at, signature in enumerate(signatures) if signature != signatures[0]), len(signatures))
+            self.shaped(batches[0])
+            self._update_chunk(batches[:count])
+            batches = batches[count:]
+
+    def _update(self, tasks: list[torch.Tensor]) -> None:
+        """One meta-update on shaped tasks, one learner's update (vmapped) at a time, eager."""
         if not self.active.any():  # every learner has stopped: nothing to compute
             nan = torch.full((len(self),), float("nan"), device=self.device)
             self.losses.append(nan)
@@ -281,6 +312,37 @@ class BatchedMAML(_Lockstep):
         self.state = state
         self.losses.append(losses)  # NaN for a learner that has stopped
         self.gradient_norms.append(norms)
+
+    def _update_chunk(self, batches: Sequence[TaskBatch]) -> None:
+        """Meta-updates on up to CHUNK batches shaped alike (the first checked by `shaped`), in one call of the
+        compiled `core.chunked`."""
+        tasks = self._stacked_in_buffers(batches)
+        start, end = (torch.tensor(row, device=self.device) for row in (0, len(batches)))
+        done_before = len(self.losses)
+        with torch.no_grad():
+            taken, self.state, self.active, losses, norms, halted, bad, stopped_at = self._chunk(
+                self.state, tasks, self.active, self.anchors, start, end
+            )
+        taken = int(taken)
+        for row in range(taken):
+            self.losses.append(losses[row])
+            self.gradient_norms.append(norms[row])
+        for learner in _indices(stopped_at >= 0):
+            self.diverged_at[learner] = done_before + int(stopped_at[learner])
+        if halted:  # the update it halted before raises, as it would have alone
+            self.refuse_non_finite([part[taken] for part in tasks])
+            self._stop_or_raise(bad)
+
+    def _stacked_in_buffers(self, batches: Sequence[TaskBatch]) -> list[torch.Tensor]:
+        """The batches' four parts stacked into this learner's buffers, (CHUNK, N, B, n, d or 1) each, in its dtype
+        on its device: the same tensors every call (new ones for batches of another shape), whose rows past the
+        batches are never run, so the compiled chunk runs the same code for any number of batches."""
+        shapes = [(CHUNK, *part.shape) for part in batches[0]]
+        if [buffer.shape for buffer in self._buffers] != shapes:
+            self._buffers = [self.weights[0].new_zeros(shape) for shape in shapes]
+        for buffer, parts in zip(self._buffers, zip(*batches), strict=True):
+            buffer[: len(parts)].copy_(torch.stack(parts))
+        return self._buffers
 
     def _stop_or_raise(self, diverged: torch.Tensor) -> None:
         """Stop the `diverged` learners (N bools) if `stop_diverged`, else raise naming them."""
@@ -327,6 +389,13 @@ class BatchedTrainFromScratch(_Lockstep):
 def _stacked(networks: Sequence[Sequence[torch.Tensor]], device: torch.device | str) -> list[torch.Tensor]:
     """N networks' 6 tensors as 6 tensors with N in front (detached), on `device`."""
     return [torch.stack([w.detach() for w in layer]).to(device) for layer in zip(*networks)]
+
+
+def _signature(tasks: TaskBatch) -> list | None:
+    """What `shaped` checks of a batch, as a value: batches of one signature are shaped alike (None: not tensors)."""
+    if not all(isinstance(part, torch.Tensor) for part in tasks):
+        return None
+    return [(part.shape, part.dtype, part.device) for part in tasks]
 
 
 def _indices(mask: torch.Tensor) -> list[int]:

@@ -12,6 +12,7 @@ can fuse it into a few kernels:
                      would overflow Adam's state, keeps its state
     scratch_losses   the from-scratch learner beside it: Adam from a fresh copy on every task
     many             either of them for N learners at once (vmap over the leading dimension)
+    chunked          N learners' meta_step for a chunk of pre-drawn batches in one call (torch.while_loop)
     compiled         a function compiled on its first call, eager if compiling fails there
 
 Every tensor these functions make is made beside their inputs (`new_zeros`, `zeros_like`), so a learner runs
@@ -258,6 +259,57 @@ def meta_step(
     )
     nan = losses.new_full((), float("nan"))
     return new_state, torch.where(apply, losses.mean(), nan), torch.where(apply, norm, nan.double()), finite
+
+
+def chunked(step: Callable, *, stop_diverged: bool) -> Callable:
+    """`step` (N learners' one update: `many(meta_step)` with its options bound) for updates `start` .. `end - 1`
+    of a chunk of pre-drawn batches, in one call: a `torch.while_loop` that carries the learners' state. Compiled,
+    one call runs them all, as a JAX `lax.scan` does, instead of paying for a call of compiled code per update.
+
+        chunk(state, tasks, active, anchor, start, end)
+            -> (taken, state, active, losses, norms, halted, bad, diverged_at)
+
+    `tasks`: the four parts, each (T, N, B, n, d or 1); `start`, `end`: 0-d int64 tensors, so a chunk of fewer than
+    T batches (padded to T) runs the same compiled code. Each update is `step`'s, guarded as `BatchedMAML.train`
+    guards it. A learner whose update is not finite (`bad`, (N,)) stops there if `stop_diverged`: `diverged_at`
+    (N,) is that update's row in the chunk, -1 for the others. Otherwise the chunk halts before that update, as it
+    does in both modes before an update whose tasks are not finite: `halted` (0-d) is then True, `taken` (0-d) is
+    that update's row, and the state is the one before it. `losses`, `norms` (T, N): each update's records, NaN
+    in the rows not taken.
+    """
+
+    def chunk(state, tasks, active, anchor, start, end):
+        rows = torch.arange(tasks[0].shape[0], device=start.device)
+        losses = tasks[0].new_full(tasks[0].shape[:2], float("nan"))
+        no, diverged_at = torch.zeros_like(active), torch.full_like(active, -1, dtype=torch.int64)
+        carried = (start.clone(), state, active, losses, losses.double(), no.any(), no, diverged_at)
+
+        def going_on(update, state, active, losses, norms, halted, bad, diverged_at):
+            return (update < end) & ~halted
+
+        def one_update(update, state, active, losses, norms, halted, bad, diverged_at):
+            batch = [part.index_select(0, update.view(1)).squeeze(0) for part in tasks]
+            stepped, loss, norm, finite = step(state, batch, active, anchor)
+            bad = active & ~finite
+            tasks_not_finite = ~all_finite(batch) & active.any()  # as `train` checks them: while a learner goes on
+            halted = tasks_not_finite if stop_diverged else tasks_not_finite | bad.any()
+            state = LearnerState(
+                *({name: torch.where(halted, old[name], new[name]) for name in old}
+                  for new, old in zip(stepped[:3], state[:3])),
+                torch.where(halted, state.step, stepped.step),
+            )  # fmt: skip
+            if stop_diverged:  # the learners that diverged stop here; the others go on
+                stopping = bad & ~halted
+                diverged_at = torch.where(stopping, update, diverged_at)
+                active = active & ~stopping
+            recorded = (rows == update).unsqueeze(1) & ~halted
+            losses = torch.where(recorded, loss.unsqueeze(0), losses)
+            norms = torch.where(recorded, norm.unsqueeze(0), norms)
+            return update + (~halted).long(), state, active.clone(), losses, norms, halted, bad, diverged_at.clone()
+
+        return torch.while_loop(going_on, one_update, carried)
+
+    return chunk
 
 
 def scratch_losses(weights: Sequence[torch.Tensor], tasks: Sequence[torch.Tensor], *, num_steps: int) -> torch.Tensor:

@@ -119,7 +119,7 @@ def averaged_regressors(
         algorithm = Algorithm(num_steps=0, meta_lr=spec.adam_lr, weight_decay=spec.weight_decay if pulled else 0.0)
         streams = spec.protocol().streams(regressor_seeds(seeds, group), device=device)
         run = LockstepRun(streams, spec.max_updates, f"{description}, regressors {group.start}-{group.stop - 1} "
-                          f"of {spec.regressors}", compile=compile)  # fmt: skip
+                          f"of {spec.regressors}", compile=compile, chunk=spec.check_every)  # fmt: skip
         regressors, final_errors = _fitted(run, spec, starts, algorithm, anchors)
         for total, weight in zip(sums, regressors.weights):
             total += weight.reshape(count, len(group), *weight.shape[1:]).sum(dim=1)

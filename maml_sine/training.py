@@ -3,7 +3,8 @@
 Every script that trains (many seeds of `python test.py`, the evaluation under either protocol, the
 multi-task baselines, the graders' margin) builds its learners in a `LockstepRun` and trains them with
 its one loop: one compile rule, one progress bar with its ETA, and a Ctrl-C that stops it between two
-updates. What is trained once and loaded after goes through `cached`.
+chunks of updates (CHUNK, one call of compiled code each). What is trained once and loaded after goes
+through `cached`.
 
 The evaluation's learners (`trained_or_loaded`) are long: 70,000 updates each under the paper's
 protocol. They save their progress to their checkpoint every SAVE_EVERY seconds of training and
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maml_sine.batched import BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
+from maml_sine.batched import CHUNK, BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
 from maml_sine.checkpoints import Progress, load_progress, save
 from maml_sine.core import Algorithm
 from maml_sine.interrupts import checked_after_each_step, stop_requested
@@ -60,13 +61,16 @@ class LockstepRun:
         run.train()
 
     `compile`: None decides by `worth_compiling(updates)`; True or False decides for the caller (`--fast`, or a
-    configuration that runs many times in several runs)."""
+    configuration that runs many times in several runs). `chunk`: the updates drawn and taken between two looks
+    at `done`, Ctrl-C and the progress bar (default CHUNK, the most a compiled learner takes in one call)."""
 
     def __init__(
-        self, streams, updates: int, description: str, unit: str = "update", *, compile: bool | None = None
-    ) -> None:
+        self, streams, updates: int, description: str, unit: str = "update", *, compile: bool | None = None,
+        chunk: int | None = None,
+    ) -> None:  # fmt: skip
         self.streams, self.updates, self.description, self.unit = streams, updates, description, unit
         self.compile = worth_compiling(updates) if compile is None else compile
+        self.chunk = CHUNK if chunk is None else chunk
         self.learners: dict[str, BatchedMAML | BatchedTrainFromScratch] = {}
 
     def maml(self, name: str, initializations: Sequence[Sequence[torch.Tensor]], algorithm: Algorithm,
@@ -99,33 +103,36 @@ class LockstepRun:
         self.streams.restore(streams)
 
     def train(self, done: Callable[[], bool] = lambda: False, keep: Callable[[], None] | None = None) -> None:
-        """Train every learner on the next batch of the stream until it has taken `updates` updates or `done()`
-        (asked after each update), with a progress bar (the description, ETA, each learner's median final MSE
-        over the seeds still training).
+        """Train every learner on the stream's next batches, `chunk` updates at a time (each learner's `train_many`:
+        one call of compiled code, where compiled), until it has taken `updates` updates or `done()` (asked after
+        each chunk), with a progress bar (the description, ETA, each learner's median final MSE over the seeds
+        still training).
 
-        Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the update it is in: it raises
-        KeyboardInterrupt there, every learner having taken the same updates, so the caller can save them.
-        `keep`, if given, is where the caller saves them during training: it is called there, before the
-        KeyboardInterrupt, and every SAVE_EVERY seconds of training, after an update short of the last."""
-        start, kept = self.taken, time.monotonic()
-        bar = tqdm(range(start, self.updates), total=self.updates, initial=start, unit=self.unit,
-                   desc=self.description, mininterval=0.5)  # fmt: skip
+        Ctrl-C (with `interrupts.stop_on_ctrl_c` installed) stops it after the chunk it is in (well under a second
+        of training): it raises KeyboardInterrupt there, every learner having taken the same updates, so the
+        caller can save them. `keep`, if given, is where the caller saves them during training: it is called
+        there, before the KeyboardInterrupt, and every SAVE_EVERY seconds of training, after a chunk short of the
+        last update."""
+        update, kept = self.taken, time.monotonic()
+        bar = tqdm(total=self.updates, initial=update, unit=self.unit, desc=self.description, mininterval=0.5)
         with checked_after_each_step(), bar as progress:
-            for update in progress:
-                tasks = self.streams.next_batch()
+            while update < self.updates:
+                batches = [self.streams.next_batch() for _ in range(min(self.chunk, self.updates - update))]
                 for learner in self.learners.values():
-                    learner.train(tasks)
-                if (update + 1) % PROGRESS_EVERY == 0:
+                    learner.train_many(batches)
+                progress.update(len(batches))
+                if update // PROGRESS_EVERY < (update + len(batches)) // PROGRESS_EVERY:
                     recent = {f"{name}_median_mse": f"{_median_of_training(learner.histories):.3f}"
                               for name, learner in self.learners.items()}  # fmt: skip
                     progress.set_postfix(recent, refresh=False)
+                update += len(batches)
                 if stop_requested():
                     if keep is not None:
                         keep()
                     raise KeyboardInterrupt
                 if done():
                     break
-                if keep is not None and update + 1 < self.updates and time.monotonic() - kept >= SAVE_EVERY:
+                if keep is not None and update < self.updates and time.monotonic() - kept >= SAVE_EVERY:
                     keep()
                     kept = time.monotonic()
 

@@ -39,7 +39,7 @@ mse_vs_steps*.png (Figure 3) and fits.png (Figure 2).
 
 Ctrl-C stops a run with exit status 130 and a line saying how far it got; every file is written
 atomically, so nothing is left half-written. The learners already trained stay in --checkpoint-dir, and
-so does the meta-learner in training: stopped after the update it is in, it is saved there (as it is
+so does the meta-learner in training: stopped after the chunk of updates it is in, it is saved there (as it is
 every few minutes while it trains), and the next run resumes it and ends bitwise equal to a run never
 stopped. A run that is killed loses only the updates since the last save. A multi-task baseline in
 training is not kept: its groups of regressors are short. A file that cannot be written (a full disk)

@@ -22,7 +22,7 @@ after 0 to 10 SGD steps at the cell's own α, every seed as it ended; each the m
 as the evaluation's tables give them. Written to --out-dir: results.json (everything), results.md (the table),
 heatmap.png (a row of panels per S: the final training MSE and the held-out MSE after 1 and 10 steps over α and β).
 
-Ctrl-C stops the run with status 130 after the update it is in, and nothing is written; a file that cannot be
+Ctrl-C stops the run with status 130 after the chunk of updates it is in, and nothing is written; a file that cannot be
 written ends it with status 1 and one line naming it and what is kept.
 """
 

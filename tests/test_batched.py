@@ -3,6 +3,7 @@
 
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,7 @@ def run_batched(num_steps, k, episodes, num_learners=3, compile=False, **options
     learners = BatchedMAML(initializations, algorithm, compile=compile, **options)
     streams = assignment_protocol(k).streams(seeds)
     batches = [streams.next_batch() for _ in range(episodes)]
-    for tasks in batches:
-        learners.train(tasks)
+    learners.train_many(batches)  # compiled: CHUNK updates per call
     return learners, initializations, batches
 
 
@@ -104,6 +104,50 @@ def test_compiled_learners_clip_and_stop_as_the_eager_ones():
     assert eager.diverged_at == fast.diverged_at == {1: 20}
     np.testing.assert_allclose(fast.histories, eager.histories, rtol=TOLERANCE)
     np.testing.assert_allclose(fast.gradient_norm_histories, eager.gradient_norm_histories, rtol=TOLERANCE)
+
+
+def nan_task(tasks, lane):
+    """The batch with learner `lane`'s last query y NaN."""
+    return [*tasks[:3], tasks[3].index_fill(0, torch.tensor([lane]), math.nan)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stop_diverged, fault, error",
+    [
+        (False, lambda tasks: scaled(tasks, 1, 1e30), r"FloatingPointError: learner\(s\) \[1\]: the query loss"),
+        (False, lambda tasks: nan_task(tasks, 2), r"ValueError: learner\(s\) \[2\]: the tasks hold NaN"),
+        (False, lambda tasks: tasks[:3], "ValueError: tasks must have 4 parts"),
+        (False, lambda tasks: [part[:, :, :5] for part in tasks], None),  # another shape: a chunk of its own
+        (True, lambda tasks: scaled(tasks, 1, 1e30), None),  # learner 1 stops there, the others go on
+        (True, lambda tasks: nan_task(tasks, 0), r"ValueError: learner\(s\) \[0\]: the tasks hold NaN"),
+    ],
+    ids=["diverges", "NaN-task", "malformed", "other-shape", "stops", "stopping-NaN-task"],
+)
+def test_a_fault_inside_a_compiled_chunk_ends_it_where_one_update_at_a_time_does(stop_diverged, fault, error):
+    """12 batches in one call, the eighth faulty: the compiled chunk raises the error of the eager updates (or
+    goes on as they do), after the same updates, with the same records and stops."""
+    ends = []
+    for compile in (False, True):
+        learners, _, _ = run_batched(1, 10, 2, compile=compile, stop_diverged=stop_diverged)
+        streams = assignment_protocol().streams(lane_seeds(3, first=5))
+        more = [streams.next_batch() for _ in range(12)]
+        more[7] = fault(more[7])
+        try:
+            learners.train_many(more)
+            raised = None
+        except (ValueError, FloatingPointError) as caught:
+            raised = f"{type(caught).__name__}: {caught}"
+        ends.append((learners, raised))
+    (eager, eager_error), (fast, fast_error) = ends
+    assert fast_error == eager_error
+    assert (error is None) == (eager_error is None) and (error is None or re.match(error, eager_error))
+    assert fast.diverged_at == eager.diverged_at and fast.active.tolist() == eager.active.tolist()
+    assert fast.state.step.tolist() == eager.state.step.tolist()
+    np.testing.assert_allclose(fast.histories, eager.histories, rtol=TOLERANCE)
+    np.testing.assert_allclose(fast.gradient_norm_histories, eager.gradient_norm_histories, rtol=TOLERANCE)
+    for mine, theirs in zip(fast.weights, eager.weights, strict=True):
+        assert relative(mine, theirs) < TOLERANCE
 
 
 @pytest.mark.slow

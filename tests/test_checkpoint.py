@@ -519,7 +519,9 @@ def test_a_writer_that_waited_on_a_removed_lock_file_locks_the_new_one(tmp_path,
 
 def stopped_by_ctrl_c_at(monkeypatch, points):
     """Ctrl-C, as the handler of `interrupts` gives it to the training loop, after each update of `points` (counted
-    over every run of the test: each resumed run goes on from the update the last one stopped after)."""
+    over every run of the test: each resumed run goes on from the update the last one stopped after), the loop
+    drawing and taking one update at a time (its chunks made 1 update long)."""
+    monkeypatch.setattr(training, "CHUNK", 1)
     calls = []
 
     def stop_requested():
@@ -604,21 +606,22 @@ def test_progress_is_saved_every_save_every_seconds_and_a_stop_mid_update_loses_
     monkeypatch.setattr(
         training, "save", lambda learners, *args: held.append(len(learners.losses)) or save(learners, *args)
     )
-    train, calls = BatchedMAML.train, []
+    monkeypatch.setattr(training, "CHUNK", 1)  # the loop takes one update at a time
+    train_many, calls = BatchedMAML.train_many, []
 
-    def killed_in_update_30(self, tasks):
+    def killed_in_update_30(self, batches):
         calls.append(None)
         if len(calls) == 30:
             raise KeyboardInterrupt
-        train(self, tasks)
+        train_many(self, batches)
 
-    monkeypatch.setattr(BatchedMAML, "train", killed_in_update_30)
+    monkeypatch.setattr(BatchedMAML, "train_many", killed_in_update_30)
     with pytest.raises(KeyboardInterrupt, match=r"^$"):
         trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
     assert held == list(range(1, 30))
     saved = load_progress(path, record_of(protocol=protocol, seeds=seeds))
     assert isinstance(saved, Progress) and len(saved.learners.losses) == 29
-    monkeypatch.setattr(BatchedMAML, "train", train)
+    monkeypatch.setattr(BatchedMAML, "train_many", train_many)
     learners, source = trained_or_loaded("maml", LEARNERS["maml"], protocol, seeds, path)
     assert source == "resumed" and held == [*range(1, 30), *range(30, 40), 40], "the last update is saved whole"
     assert_bitwise_equal(learners, meta_trained("maml", LEARNERS["maml"], protocol, seeds))

@@ -26,7 +26,7 @@ from helpers import (
     reference_forward,
     run_python,
 )
-from maml_sine import studies
+from maml_sine import studies, training
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.checkpoints import LOCK_FILE, Progress, load, load_progress, save
 from maml_sine.core import Algorithm
@@ -410,15 +410,16 @@ def test_an_interrupt_while_training_names_the_learner_and_keeps_the_finished_on
 ):
     """Ctrl-C in first-order MAML's third update: the message says where, MAML's checkpoint is kept and whole."""
     calls = []
-    train = BatchedMAML.train
+    train_many = BatchedMAML.train_many
+    monkeypatch.setattr(training, "CHUNK", 1)  # the loop takes one update at a time
 
-    def interrupted_at_the_sixth_update(self, tasks):
+    def interrupted_at_the_sixth_update(self, batches):
         calls.append(None)
         if len(calls) == 6:  # MAML's 3 updates, then first-order MAML's first 2
             raise KeyboardInterrupt
-        train(self, tasks)
+        train_many(self, batches)
 
-    monkeypatch.setattr(BatchedMAML, "train", interrupted_at_the_sixth_update)
+    monkeypatch.setattr(BatchedMAML, "train_many", interrupted_at_the_sixth_update)
     out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
     with pytest.raises(KeyboardInterrupt) as raised:
         evaluate.main(arguments(tmp_path, *(["--retrain"] if retrain else []), updates=3))

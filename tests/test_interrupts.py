@@ -42,22 +42,22 @@ def test_a_first_ctrl_c_outside_the_training_loop_raises_at_once(handler):
     assert interrupts.stop_requested()
 
 
-def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_update_it_is_in(handler):
+def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_chunk_it_is_in(handler):
     seeds = lane_seeds(2)
-    run = LockstepRun(assignment_protocol().streams(seeds), 100, "test", compile=False)
+    run = LockstepRun(assignment_protocol().streams(seeds), 100, "test", compile=False, chunk=10)
     learners = run.maml("maml", initializations_from_seeds(seeds), Algorithm(1))
-    train = learners.train
+    train_many = learners.train_many
 
-    def interrupted_in_the_third_update(tasks):
-        if len(learners.losses) == 2:
-            ctrl_c()  # the handler runs inside the update, which goes on to its end
-        train(tasks)
+    def interrupted_in_the_second_chunk(batches):
+        if len(learners.losses) == 10:
+            ctrl_c()  # the handler runs inside the chunk, which goes on to its end
+        train_many(batches)
 
-    learners.train = interrupted_in_the_third_update
+    learners.train_many = interrupted_in_the_second_chunk
     with pytest.raises(KeyboardInterrupt):
         run.train()
-    assert learners.histories.shape == (2, 3)
-    assert (learners.state.step == 3).all()
+    assert learners.histories.shape == (2, 20)
+    assert (learners.state.step == 20).all()
 
 
 def test_without_the_handler_ctrl_c_is_pythons_own(handler):
