@@ -8,8 +8,8 @@ once (`cli.run_command` does, and `test.py`). From then on:
 - the first Ctrl-C inside a loop that checks `stop_requested()` after each of its steps (the training
   loop, `training.LockstepRun.train`) only sets a flag: the loop finishes the chunk of updates it is in
   (well under a second), raises KeyboardInterrupt there, and its caller saves what it has (the learning
-  curve so far, the checkpoints of the learners that finished). Nothing is raised inside torch, whose
-  compiler would swallow some KeyboardInterrupts;
+  curve so far, the checkpoints of the learners that finished). Nothing is raised inside torch, whose compiler would
+  swallow some KeyboardInterrupts;
 - the first Ctrl-C anywhere else raises KeyboardInterrupt at once, as Python's own handler does;
 - a second Ctrl-C ends the program at once with status 130. Every file is written atomically, so
   what was saved before it is whole.

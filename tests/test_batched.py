@@ -459,20 +459,6 @@ def test_compiling_falls_back_to_eager_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.count("compiling unavailable (RuntimeError); running eager") == 1
 
 
-@pytest.mark.slow
-def test_a_learner_whose_chunk_cannot_be_compiled_runs_it_eager_as_the_eager_learner(monkeypatch, tmp_path, capsys):
-    """No C++ compiler: compiling the chunk of updates fails, and its `torch.while_loop` runs eager instead, taking
-    the updates of the eager learner, bit for bit."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled before may be found on disk
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))
-    inner_lr = 0.0123  # an algorithm no other test compiles: nothing compiled before may be found in memory
-    eager, _, _ = run_batched(1, 10, 30, inner_lr=inner_lr)
-    fallen_back, _, _ = run_batched(1, 10, 30, compile=True, inner_lr=inner_lr)
-    assert "compiling unavailable" in capsys.readouterr().err
-    np.testing.assert_array_equal(fallen_back.histories, eager.histories)
-    assert all(torch.equal(mine, theirs) for mine, theirs in zip(fallen_back.weights, eager.weights, strict=True))
-
-
 def test_ctrl_c_while_compiling_is_not_taken_for_a_compiler_failure(monkeypatch, python_sigint_handler):
     """torch's compiler wraps what it catches; a Ctrl-C inside it must still stop the program."""
 
