@@ -22,6 +22,7 @@ and depends on them, never the reverse:
                  and damage refused; one run at a time writes in a checkpoint folder
     evaluation   held-out tasks, SGD on all of them at once, tuned step sizes, curvature, the summaries
     studies      a study run: every learner trained or loaded, tuned, scored, its curvature recorded
+    processes    independent trainings side by side, one process each, on every core
     reports      the evaluation's figures and results.md tables, and each learner's label and colour
     pages        the docs pages' tables, written from the committed results into marked blocks of the pages
     curves       `python test.py --seeds N` and `--fast`

@@ -169,6 +169,7 @@ class OneTaskStreams:
 
     Seed (entropy, _) draws its task's amplitude and phase from `numpy.random.default_rng(entropy)`, then
     `support_points` + `query_points` new x per update; `amplitudes` and `phases` (N,) say which task each is.
+    The x of DRAWN_AT_ONCE updates are drawn in one call per seed, the numbers one call per update would draw.
     """
 
     def __init__(
@@ -182,13 +183,22 @@ class OneTaskStreams:
         self.amplitudes, self.phases = tasks[:, 0], tasks[:, 1]
         self.support_points = protocol.support_points
         self.points = protocol.support_points + protocol.query_points
+        self.drawn: list[torch.Tensor] = []  # x, y of the next updates, update first
+        self.next_update = 0
 
     def next_batch(self) -> list[torch.Tensor]:
-        x = np.stack([rng.uniform(*X_RANGE, (1, self.points, 1)) for rng in self.generators])  # (N, 1, n, 1)
-        y = self.amplitudes[:, None, None, None] * np.sin(x + self.phases[:, None, None, None])
-        x, y = on_device([torch.from_numpy(part.astype(np.float32)) for part in (x, y)], self.device)
+        if self.next_update == len(self.drawn[0] if self.drawn else ()):
+            self.drawn, self.next_update = self._draw(), 0
+        x, y = (part[self.next_update] for part in self.drawn)
+        self.next_update += 1
         k = self.support_points
         return [x[:, :, :k], y[:, :, :k], x[:, :, k:], y[:, :, k:]]
+
+    def _draw(self) -> list[torch.Tensor]:
+        """x, y (DRAWN_AT_ONCE, N, 1, n, 1), float32, on the device."""
+        x = np.stack([rng.uniform(*X_RANGE, (DRAWN_AT_ONCE, 1, self.points, 1)) for rng in self.generators], axis=1)
+        y = self.amplitudes[:, None, None, None] * np.sin(x + self.phases[:, None, None, None])
+        return on_device([torch.from_numpy(part.astype(np.float32)) for part in (x, y)], self.device)
 
 
 def _states_of(state: dict[str, Any], seeds: int) -> list[dict[str, Any]]:

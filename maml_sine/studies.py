@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from maml_sine import multitask
 from maml_sine.batched import initializations_from_seeds
@@ -34,7 +35,8 @@ from maml_sine.files import write_text_atomically
 from maml_sine.interrupts import stop_requested
 from maml_sine.learned import learned
 from maml_sine.learners import LEARNERS, Learner, MultiTask, Protocol, Study
-from maml_sine.training import cached, final_mse_per_seed, trained_or_loaded
+from maml_sine.processes import available_cores, in_processes
+from maml_sine.training import cached, final_mse_per_seed, trained_or_loaded, worth_compiling
 from utils import NUMPY_SEED
 
 LAMBDA_PERCENTILES = (5, 25, 50, 75, 95)
@@ -44,7 +46,8 @@ LAMBDA_PERCENTILES = (5, 25, 50, 75, 95)
 class Run:
     """A run of `study`: its learners trained with `seeds` (explicit (numpy, torch) seed pairs), their checkpoints
     in `checkpoint_dir` (trained again if `retrain`), and the multi-task baselines with `regressors` regressors
-    (None: the registry's number); every model trained or loaded onto `device`."""
+    (None: the registry's number); every model trained or loaded onto `device`. The learners without a checkpoint
+    are trained in `jobs` processes at once (`maml_sine.processes`), the same models as in one."""
 
     study: Study
     seeds: list[tuple[int, int]]
@@ -52,10 +55,18 @@ class Run:
     retrain: bool = False
     regressors: int | None = None
     device: torch.device | str = "cpu"
+    jobs: int = 1
 
     def seed_range(self) -> str:
         first, last = (seed - NUMPY_SEED for seed in (self.seeds[0][0], self.seeds[-1][0]))
         return f"seeds{first}-{last}"
+
+
+def default_jobs(study: Study, device: torch.device | str) -> int:
+    """Processes that train a study's learners at once, unless told: every core for long trainings on the CPU
+    (those `worth_compiling`, whose compiling and updates both gain), one otherwise."""
+    long = worth_compiling(min(protocol.updates for protocol in study.training))
+    return available_cores() if long and torch.device(device).type == "cpu" else 1
 
 
 def trained_learners(run: Run, saved: list[str]) -> tuple[dict, dict]:
@@ -63,17 +74,19 @@ def trained_learners(run: Run, saved: list[str]) -> tuple[dict, dict]:
     initialization} and {name: {"K=k": where it came from, its final training MSE of each seed, ...}}.
     Learners that differ only in how they are tested share one training. `saved` gains each learner as its
     checkpoint is written or found."""
-    initializations, records, shared = {}, {name: {} for name in run.study.learners}, {}
+    units, unit_of = {}, {}
     for study_protocol in run.study.training:
-        k = study_protocol.support_points
         for name in run.study.learners:
             learner = _for_this_run(LEARNERS[name], run)
             protocol = learner.trained_under(study_protocol)
             depends_on_k = isinstance(learner.algorithm, Algorithm)
             key = json.dumps([learner.training(), protocol.record() if depends_on_k else None])
-            if key not in shared:
-                shared[key] = _trained(run, name, learner, protocol, saved)
-            initializations[name, k], records[name][f"K={k}"] = shared[key]
+            units.setdefault(key, (name, learner, protocol))
+            unit_of[name, study_protocol.support_points] = key
+    trained = _all_trained(run, units, saved)
+    initializations, records = {}, {name: {} for name in run.study.learners}
+    for (name, k), key in unit_of.items():
+        initializations[name, k], records[name][f"K={k}"] = trained[key]
     return initializations, records
 
 
@@ -88,16 +101,61 @@ def _for_this_run(learner: Learner, run: Run) -> Learner:
     return replace(learner, algorithm=replace(spec, at_once=min(spec.at_once, spec.regressors)))
 
 
+def _all_trained(run: Run, units: dict, saved: list[str]) -> dict:
+    """`{key: _trained(run, *unit)}` for each `{key: (name, learner, protocol)}` of `units`: the learners without a
+    checkpoint in `run.jobs` processes at once (if more than one), then the others here, in order."""
+    to_train = {key: (run, *unit) for key, unit in units.items() if _checkpoint(run, *unit) is not None
+                and (run.retrain or not _checkpoint(run, *unit).exists())}  # fmt: skip
+    trained, interrupted = {}, False
+    if run.jobs > 1 and len(to_train) > 1:
+        description = f"{len(to_train)} learners trained in {min(run.jobs, len(to_train))} processes"
+        with tqdm(total=len(to_train), unit="learner", desc=description) as progress:
+            for key, (result, kept) in in_processes(_trained_in_worker, to_train, run.jobs):
+                saved.extend(kept)
+                interrupted |= result is None
+                if result is not None:
+                    trained[key] = result
+                    progress.update()
+    if interrupted:  # a worker stopped by a Ctrl-C that this process did not see
+        raise KeyboardInterrupt
+    return {key: trained[key] if key in trained else _trained(run, *unit, saved) for key, unit in units.items()}
+
+
+def _trained_in_worker(run: Run, name: str, learner: Learner, protocol: Protocol) -> tuple:
+    """`_trained` in a worker process: its result (None if Ctrl-C stopped it, or came before it started) and what
+    it saved."""
+    saved: list[str] = []
+    if stop_requested():  # already queued when the Ctrl-C came
+        return None, saved
+    try:
+        return _trained(run, name, learner, protocol, saved), saved
+    except KeyboardInterrupt:
+        return None, saved
+
+
+def _checkpoint(run: Run, name: str, learner: Learner, protocol: Protocol) -> Path | None:
+    """Where a learner's models are saved (None for one never trained). Meta-learners are named by their stream,
+    not the study: studies that train a learner under one protocol share its checkpoint."""
+    if learner.algorithm is None:
+        return None
+    if isinstance(learner.algorithm, MultiTask):
+        spec = learner.algorithm
+        return (
+            run.checkpoint_dir / f"{run.study.name}-{name}-{spec.regressors}x{spec.max_updates}-{run.seed_range()}.pt"
+        )
+    stem = f"{protocol.stream}-{name}-K{protocol.support_points}-{protocol.updates}"
+    return run.checkpoint_dir / f"{stem}-{run.seed_range()}.pt"
+
+
 def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: list[str]) -> tuple:
     """One learner's models (one per seed) under `protocol`, trained or loaded, and the record of where from."""
-    start, seeds, folder, stem = time.perf_counter(), run.seeds, run.checkpoint_dir, run.study.name
+    start, seeds, path = time.perf_counter(), run.seeds, _checkpoint(run, name, learner, protocol)
     if learner.algorithm is None:  # never trained: the random initialization of each seed
         models = [[weight.to(run.device) for weight in network]
                   for network in initializations_from_seeds(seeds, inputs=learner.inputs)]  # fmt: skip
         return models, {"source": "random", "updates": 0}
     if isinstance(learner.algorithm, MultiTask):
         spec = learner.algorithm
-        path = folder / f"{stem}-{name}-{spec.regressors}x{spec.max_updates}-{run.seed_range()}.pt"
         models, errors, source = multitask.trained_or_loaded(name, spec, seeds, path, retrain=run.retrain,
                                                              device=run.device)  # fmt: skip
         saved.append(name)
@@ -105,8 +163,6 @@ def _trained(run: Run, name: str, learner: Learner, protocol: Protocol, saved: l
                   "share_fitted": float((errors < spec.target_mse).float().mean())}  # fmt: skip
         return models, {**record, "seconds": round(time.perf_counter() - start, 2)}
     k = protocol.support_points
-    # Named by the stream, not the study: studies that train a learner under one protocol share its checkpoint.
-    path = folder / f"{protocol.stream}-{name}-K{k}-{protocol.updates}-{run.seed_range()}.pt"
     try:
         learners, source = trained_or_loaded(name, learner, protocol, seeds, path, retrain=run.retrain,
                                              device=run.device)  # fmt: skip
@@ -130,16 +186,22 @@ def trained_along(run: Run, saved: list[str]) -> dict:
     """The curvature learners of the study at each of its `along_training` updates (those fewer than the run's), one
     training protocol at a time, trained or loaded as any learner: {(name, K): {updates: each seed's model}}; at 0
     updates, the initialization training starts from."""
-    along = {}
+    units = {
+        (name, protocol.support_points, updates): (name, LEARNERS[name], replace(protocol, updates=updates))
+        for name in run.study.curvature
+        for protocol in run.study.training
+        for updates in run.study.along_training
+        if 0 < updates < protocol.updates
+    }
+    trained, along = _all_trained(run, units, saved), {}
     for name in run.study.curvature:
-        learner = LEARNERS[name]
         for protocol in run.study.training:
             k, earlier = protocol.support_points, {}
             for updates in (u for u in run.study.along_training if u < protocol.updates):
                 if updates == 0:
-                    earlier[0] = initializations_from_seeds(run.seeds, initialization=learner.initialization)
+                    earlier[0] = initializations_from_seeds(run.seeds, initialization=LEARNERS[name].initialization)
                 else:
-                    earlier[updates], _ = _trained(run, name, learner, replace(protocol, updates=updates), saved)
+                    earlier[updates] = trained[name, k, updates][0]
             along[name, k] = earlier
     return along
 

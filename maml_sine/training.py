@@ -33,6 +33,7 @@ from utils import FINAL_WINDOW, NUMPY_SEED, TORCH_SEED
 PROGRESS_EVERY = 250  # updates between refreshes of the progress bar's MSE
 COMPILE_FROM = 5_000  # updates: below this, compiling an update costs more than it saves
 SAVE_EVERY = 120.0  # seconds of training between two saves of a long learner's progress (`meta_trained`)
+SHOW_PROGRESS = True  # the loop's progress bar; off in worker processes, whose main process shows one for all
 T = TypeVar("T")
 
 
@@ -114,7 +115,8 @@ class LockstepRun:
         there, before the KeyboardInterrupt, and every SAVE_EVERY seconds of training, after a chunk short of the
         last update."""
         update, kept = self.taken, time.monotonic()
-        bar = tqdm(total=self.updates, initial=update, unit=self.unit, desc=self.description, mininterval=0.5)
+        bar = tqdm(total=self.updates, initial=update, unit=self.unit, desc=self.description, mininterval=0.5,
+                   disable=not SHOW_PROGRESS)  # fmt: skip
         with checked_after_each_step(), bar as progress:
             while update < self.updates:
                 batches = [self.streams.next_batch() for _ in range(min(self.chunk, self.updates - update))]

@@ -88,6 +88,7 @@ from maml_sine.reports import (
 from maml_sine.studies import (
     Run,
     cached_evaluation,
+    default_jobs,
     divergence_warnings,
     edge_of_stability,
     evaluated,
@@ -130,9 +131,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--regressors", type=whole_number(1), help="regressors per multi-task baseline (default: theirs, 500)"
     )
+    parser.add_argument(
+        "--jobs", type=whole_number(1), help="processes that train learners at once (default: every core for the "
+        "paper's long trainings on the CPU, else 1)"
+    )  # fmt: skip
     add_device_option(parser)
     args = parser.parse_args(argv)
     args.study = STUDIES[args.protocol](**({"updates": args.updates} if args.updates else {}))
+    args.jobs = args.jobs or default_jobs(args.study, args.device)
     args.out_dir = args.out_dir or OUT_DIRS.get(args.protocol, ROOT / "docs" / args.protocol)
     args.seeds = args.seeds or args.study.seeds
     make_output_folders(parser, {"--out-dir": args.out_dir, "--checkpoint-dir": args.checkpoint_dir})
@@ -148,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     start = time.perf_counter()
     try:
         seeds = lane_seeds(args.seeds, args.first_seed)
-        run = Run(study, seeds, args.checkpoint_dir, args.retrain, args.regressors, args.device)
+        run = Run(study, seeds, args.checkpoint_dir, args.retrain, args.regressors, args.device, args.jobs)
         with one_writer(args.checkpoint_dir, wait=args.wait_for_lock):
             initializations, records = trained_learners(run, saved)
             along = trained_along(run, saved)
