@@ -53,6 +53,14 @@ def stop_on_ctrl_c() -> None:
         signal.signal(signal.SIGINT, _on_ctrl_c)
 
 
+def stop_at_safe_points() -> None:
+    """The handler for a worker process (`maml_sine.processes`), which checks `stop_requested()` before each task
+    and in the training loop: there, a first Ctrl-C only sets the flag, wherever it lands, so that an idle worker
+    goes on taking tasks (each returns at once) rather than dying of a KeyboardInterrupt."""
+    stop_on_ctrl_c()
+    _ctrl_c.checking_loops += 1
+
+
 @contextlib.contextmanager
 def checked_after_each_step() -> Iterator[None]:
     """Mark a loop that calls `stop_requested()` after each step: a first Ctrl-C inside it waits for that call."""

@@ -7,13 +7,17 @@ on `cores // jobs` threads. A training gives the same numbers on any number of t
 it changes nothing but the time.
 
 The workers are spawned (a fresh interpreter each: forking a process that has run torch's thread pools can
-hang), install the project's Ctrl-C handler and draw no progress bars. Ctrl-C at the terminal reaches every
-process of the program: each worker stops its training at the end of the chunk of updates it is in and
-saves it, as the training loop does alone, and the main process waits for them before it reports what was
-kept; a second Ctrl-C ends them all at once.
+hang) with Ctrl-C ignored until their handler is in place, and draw no progress bars. Ctrl-C at the terminal
+reaches every process of the program: each worker stops at its next safe point, the end of the chunk of
+updates it is in (after compiling it, if it is compiling), and saves its learner's progress, as the training
+loop does alone; a task that starts after it returns at once. The main process waits for them before it
+reports what was kept; a second Ctrl-C ends them all at once. A SIGINT sent to the main process alone does
+not reach the workers: it waits for their learners to finish, or for a second Ctrl-C.
 """
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed, wait
 from multiprocessing import get_context
@@ -22,7 +26,7 @@ from typing import Any
 import torch
 
 from maml_sine import training
-from maml_sine.interrupts import stop_on_ctrl_c
+from maml_sine.interrupts import stop_at_safe_points
 
 
 def available_cores() -> int:
@@ -39,30 +43,43 @@ def in_processes(
 
     On KeyboardInterrupt (Ctrl-C reaches the workers too: see the module), the calls not started are dropped,
     the running ones are waited for (they stop at their next safe point), what they returned is given, and the
-    KeyboardInterrupt goes on, without waiting for the workers to exit."""
+    KeyboardInterrupt goes on once the workers have exited."""
     threads = max(1, available_cores() // jobs)
-    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,))
-    futures = {pool.submit(function, *arguments): key for key, arguments in calls.items()}
+    # Workers start with Ctrl-C ignored (as children keep it), until their handler is in place: one that came while
+    # a worker imports torch would kill it with a traceback.
+    with _ctrl_c_ignored():
+        pool = ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,)
+        )
+        futures = {pool.submit(function, *arguments): key for key, arguments in calls.items()}
     given: set[Future] = set()
     try:
         for future in as_completed(futures):
             given.add(future)
             yield futures[future], future.result()
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        running = [future for future in futures if future not in given and not future.cancelled()]
-        wait(running)
+        running = [future for future in futures if future not in given and not future.cancel()]
+        wait(running)  # each stops at its next safe point, or returns at once if it starts now
         for future in running:
             if future.exception() is None:
                 yield futures[future], future.result()
         raise
-    finally:  # on any way out: nothing more starts, and idle workers exit
-        pool.shutdown(wait=False, cancel_futures=True)
+    finally:  # on any way out: nothing more starts, and the workers exit (once their calls end)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_worker(threads: int) -> None:
-    """A worker's first step: its share of the cores, no progress bars, and the Ctrl-C handler of the program's
-    entry point."""
+    """A worker's first step: its share of the cores, no progress bars, and the project's Ctrl-C handler, which
+    stops it at its next safe point."""
     training.SHOW_PROGRESS = False
     torch.set_num_threads(threads)
-    stop_on_ctrl_c()
+    stop_at_safe_points()

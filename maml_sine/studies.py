@@ -104,13 +104,14 @@ def _for_this_run(learner: Learner, run: Run) -> Learner:
 def _all_trained(run: Run, units: dict, saved: list[str]) -> dict:
     """`{key: _trained(run, *unit)}` for each `{key: (name, learner, protocol)}` of `units`: the learners without a
     checkpoint in `run.jobs` processes at once (if more than one), then the others here, in order."""
-    to_train = {key: (run, *unit) for key, unit in units.items() if _checkpoint(run, *unit) is not None
-                and (run.retrain or not _checkpoint(run, *unit).exists())}  # fmt: skip
-    trained, interrupted = {}, False
-    if run.jobs > 1 and len(to_train) > 1:
-        description = f"{len(to_train)} learners trained in {min(run.jobs, len(to_train))} processes"
+    paths = {key: _checkpoint(run, *unit) for key, unit in units.items()}
+    to_train = {key: (run, *unit) for key, unit in units.items()
+                if paths[key] is not None and (run.retrain or not paths[key].exists())}  # fmt: skip
+    jobs, trained, interrupted = min(run.jobs, len(to_train)), {}, False
+    if jobs > 1:  # no more processes than learners, so that each has its share of the cores
+        description = f"{len(to_train)} learners trained in {jobs} processes"
         with tqdm(total=len(to_train), unit="learner", desc=description) as progress:
-            for key, (result, kept) in in_processes(_trained_in_worker, to_train, run.jobs):
+            for key, (result, kept) in in_processes(_trained_in_worker, to_train, jobs):
                 saved.extend(kept)
                 interrupted |= result is None
                 if result is not None:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from helpers import ROOT, interrupted, run_python
-from maml_sine import interrupts
+from maml_sine import interrupts, studies
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
 from maml_sine.learners import assignment_protocol
@@ -40,6 +40,17 @@ def test_a_first_ctrl_c_outside_the_training_loop_raises_at_once(handler):
         ctrl_c()
         time.sleep(5)
     assert interrupts.stop_requested()
+
+
+def test_in_a_worker_process_a_first_ctrl_c_only_asks_to_stop_wherever_it_lands(python_sigint_handler, monkeypatch):
+    """`stop_at_safe_points`, a worker's handler (`maml_sine.processes`): outside any training loop a first Ctrl-C
+    raises nothing, and the worker's next task returns at once, having trained and saved nothing."""
+    monkeypatch.setattr(interrupts._ctrl_c, "checking_loops", interrupts._ctrl_c.checking_loops)  # put back after
+    interrupts.stop_at_safe_points()
+    ctrl_c()
+    time.sleep(0.1)
+    assert interrupts.stop_requested()
+    assert studies._trained_in_worker(None, "maml", None, None) == (None, [])
 
 
 def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_chunk_it_is_in(handler):
