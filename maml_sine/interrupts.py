@@ -62,6 +62,17 @@ def stop_at_safe_points() -> None:
 
 
 @contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored inside the block, and by the processes it starts until they set a handler of their own (a
+    child keeps an ignored signal ignored); the handler before it put back after."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def checked_after_each_step() -> Iterator[None]:
     """Mark a loop that calls `stop_requested()` after each step: a first Ctrl-C inside it waits for that call."""
     _ctrl_c.checking_loops += 1

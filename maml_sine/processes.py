@@ -15,9 +15,7 @@ reports what was kept; a second Ctrl-C ends them all at once. A SIGINT sent to t
 not reach the workers: it waits for their learners to finish, or for a second Ctrl-C.
 """
 
-import contextlib
 import os
-import signal
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed, wait
 from multiprocessing import get_context
@@ -26,7 +24,7 @@ from typing import Any
 import torch
 
 from maml_sine import training
-from maml_sine.interrupts import stop_at_safe_points
+from maml_sine.interrupts import ctrl_c_ignored, stop_at_safe_points
 
 
 def available_cores() -> int:
@@ -47,7 +45,7 @@ def in_processes(
     threads = max(1, available_cores() // jobs)
     # Workers start with Ctrl-C ignored (as children keep it), until their handler is in place: one that came while
     # a worker imports torch would kill it with a traceback.
-    with _ctrl_c_ignored():
+    with ctrl_c_ignored():
         pool = ProcessPoolExecutor(
             jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(threads,)
         )
@@ -66,15 +64,6 @@ def in_processes(
         raise
     finally:  # on any way out: nothing more starts, and the workers exit (once their calls end)
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextlib.contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _start_worker(threads: int) -> None:

@@ -187,7 +187,7 @@ class OneTaskStreams:
         self.next_update = 0
 
     def next_batch(self) -> list[torch.Tensor]:
-        if self.next_update == len(self.drawn[0] if self.drawn else ()):
+        if not self.drawn or self.next_update == DRAWN_AT_ONCE:
             self.drawn, self.next_update = self._draw(), 0
         x, y = (part[self.next_update] for part in self.drawn)
         self.next_update += 1

@@ -132,8 +132,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--regressors", type=whole_number(1), help="regressors per multi-task baseline (default: theirs, 500)"
     )
     parser.add_argument(
-        "--jobs", type=whole_number(1), help="processes that train learners at once (default: every core for the "
-        "paper's long trainings on the CPU, else 1)"
+        "--jobs", type=whole_number(1), help="processes that train learners at once (default: every core for "
+        "trainings of 5,000 updates or more on the CPU, else 1)"
     )  # fmt: skip
     add_device_option(parser)
     args = parser.parse_args(argv)
