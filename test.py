@@ -40,9 +40,12 @@ if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_
     signal.signal(signal.SIGINT, _exit_while_starting)
 
 import argparse
+import contextlib
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -58,14 +61,13 @@ from utils import (
     TORCH_SEED,
     SineGenerator,
     TrainFromScratch,
-    WriteError,
-    check_writable,
     final_mse,
     plot_history,
-    save_figure,
     show_figures,
-    whole_number,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PROGRESS_EVERY = 1000  # episodes between progress lines where tqdm is not installed
 
@@ -95,7 +97,7 @@ def learning_curve(
         scratch_history = scratch.history if plot_tfs else None
         figure = plot_history(scratch_history, maml.history, maml_steps=maml_steps, tfs_steps=TFS_STEPS, show=False)
         if out is not None:
-            save_figure(figure, out)
+            save_png(figure, Path(out))
         if show:
             show_figures()
 
@@ -110,6 +112,31 @@ def learning_curve(
         raise KeyboardInterrupt(saved) from None
     plot()
     return maml, scratch if plot_tfs else None
+
+
+class FigureWriteError(OSError):
+    """The figure could not be written (a full disk, say): its text is one line naming the file."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Save `figure` at `path` whole or not at all: into a temporary file beside it, renamed onto it once complete,
+    so a full disk or a Ctrl-C leaves the old figure, if any, and nothing else. (The package writes its files
+    the same way; this file runs without it.) An operating-system error is raised as a FigureWriteError."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            figure.savefig(file, format="png", dpi=150)
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise FigureWriteError(error.errno, error.strerror, str(path)) from None
+        raise
 
 
 def with_progress(tasks: Iterable, episodes: int) -> Iterable:
@@ -130,15 +157,18 @@ def _progress_lines(tasks: Iterable, episodes: int) -> Iterable:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=whole_number(0), default=1, help="MAML inner steps S (default 1)")
-    parser.add_argument("--episodes", type=whole_number(1), default=EPISODES, help="tasks to train on (default 40000)")
+    parser.add_argument("--steps", type=int, default=1, help="MAML inner steps S (default 1)")
+    parser.add_argument("--episodes", type=int, default=EPISODES, help="tasks to train on (default 40000)")
     parser.add_argument("--plot-tfs", action="store_true", help="also train and plot the from-scratch learner")
     parser.add_argument("--out", type=Path, default=Path("learning_curve.png"), help="PNG to write")
     parser.add_argument("--no-show", action="store_true", help="save the figure without opening a window")
-    parser.add_argument("--seeds", type=whole_number(1), default=1, help="seeds trained at once (needs maml_sine)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds trained at once (needs maml_sine)")
     parser.add_argument("--fast", action="store_true", help="compile the updates (needs maml_sine)")
     parser.add_argument("--device", default="cpu", help="with --seeds or --fast: cpu (default) or cuda (cuda:N)")
     args = parser.parse_args(argv)
+    for name, minimum in (("steps", 0), ("episodes", 1), ("seeds", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"argument --{name}: must be at least {minimum}, got {getattr(args, name)}")
     check_png_path(parser, "--out", args.out)
     if args.seeds > 1 or args.fast:
         try:
@@ -162,7 +192,11 @@ def check_png_path(parser: argparse.ArgumentParser, option: str, path: Path) -> 
         parser.error(f"{option}: folder {str(path.parent)!r} does not exist")
     if path.suffix.lower() != ".png":
         parser.error(f"{option}: {str(path)!r} must end in .png (the figure is saved as a PNG)")
-    check_writable(parser, option, path.parent)
+    try:  # creating a file is the one reliable test: root ignores permission bits, and /proc refuses anyway
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        parser.error(f"{option}: cannot write in folder {str(path.parent)!r} ({error.strerror})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -218,5 +252,5 @@ if __name__ == "__main__":
         print(interrupt, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(INTERRUPTED)  # not through the interpreter's teardown, where a second Ctrl-C would kill it
-    except WriteError as error:  # a full disk, say: one line naming the file, status 1
+    except OSError as error:  # a figure not written (a full disk, say): one line naming the file, status 1
         sys.exit(f"error: {error}")

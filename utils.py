@@ -1,21 +1,14 @@
-"""The assignment's sine tasks, functional base-learner, from-scratch baseline and learning-curve plot, and the
-atomic saves and argument checks that test.py shares with the project. It imports nothing of the project.
-`assignment.py` takes only `BaseLearner` from here and may run beside the assignment's original `utils.py`
-instead, so each of the two files checks its own input.
-"""
+"""The assignment's sine tasks, functional base-learner, from-scratch baseline and learning-curve plot. It imports
+nothing of the project. `assignment.py` takes only `BaseLearner` from here and may run beside the assignment's
+original `utils.py` instead, so each of the two files checks its own input."""
 
 # Runs from Python 3.8, torch 1.6 and matplotlib 3.1 on: annotations are never evaluated.
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -78,9 +71,8 @@ class BaseLearner:
 
     @staticmethod
     def random_initial_weights(*, inputs: int = LAYER_SIZES[0]) -> list[torch.Tensor]:
-        """Six leaves: `nn.Linear`'s weights, drawn from torch's RNG exactly as building the three layers draws
-        them (their biases too, then replaced by zeros). More `inputs` widen the first layer alone: the project's
-        networks that are given more of a task than x draw theirs here too, so the layout is written once."""
+        """Six leaves drawn from torch's RNG exactly as building the three `nn.Linear` layers draws them (biases
+        too, then zeros). More `inputs` widen the first layer: the project's networks given more than x use it."""
         weights, sizes = [], (inputs, *LAYER_SIZES[1:])
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             weights.append(torch.nn.Linear(fan_in, fan_out).weight.detach().requires_grad_())
@@ -119,9 +111,8 @@ class TrainFromScratch:
         with torch.no_grad():
             mse = self.loss_fn(BaseLearner.forward(test_x, weights), test_y).item()
         if not math.isfinite(mse):
-            raise FloatingPointError(
-                f"the query loss is {mse}: the losses overflow {test_y.dtype}; nothing was recorded"
-            )
+            message = f"the query loss is {mse}: the losses overflow {test_y.dtype}; nothing was recorded"
+            raise FloatingPointError(message)
         self.history.append(mse)
 
 
@@ -157,8 +148,7 @@ def final_mse(history: Sequence[float]) -> float:
 
 
 def windowed_mean(history: Sequence[float], window: int = PLOT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
-    """(episodes, means): means[i] averages the `window` losses ending at 1-based episode episodes[i] (all the
-    losses, if there are fewer)."""
+    """(episodes, means): means[i] averages the `window` losses up to 1-based episode episodes[i] (all, if fewer)."""
     window = max(1, min(window, len(history)))
     sums = np.cumsum(np.concatenate([[0.0], np.asarray(history, dtype=np.float64)]))
     return np.arange(window, len(history) + 1), (sums[window:] - sums[:-window]) / window
@@ -200,103 +190,9 @@ def plot_history(
 
 
 def show_figures() -> None:
-    """Open pyplot's figures where a display exists; on a headless machine (Agg), do nothing rather than warn."""
+    """Open pyplot's figures, except on a headless machine (matplotlib's Agg), where pyplot would only warn."""
     import matplotlib
     import matplotlib.pyplot as plt
 
-    try:
-        from matplotlib.backends import BackendFilter, backend_registry  # matplotlib >= 3.9
-
-        interactive = backend_registry.list_builtin(BackendFilter.INTERACTIVE)
-    except ImportError:
-        from matplotlib.rcsetup import interactive_bk as interactive  # matplotlib < 3.9
-    if matplotlib.get_backend().lower() in [name.lower() for name in interactive]:
+    if matplotlib.get_backend().lower() != "agg":
         plt.show()
-
-
-# Shared by test.py and the project's scripts: a file is written whole or not at all (one that cannot be written
-# ends a script with one line naming it, status 1), and a bad argument ends a script with argparse's usage line
-# and status 2 before any training.
-
-
-class WriteError(OSError):
-    """A file that could not be written, and why (a full disk, say). Its text is one line that names the file, for a
-    script to end with instead of a traceback; `kept` adds what is safe on disk all the same."""
-
-    def __init__(self, path: str | os.PathLike, reason: OSError, kept: str = "") -> None:
-        super().__init__(reason.errno, reason.strerror or str(reason), os.fspath(path))
-        self.kept = kept
-
-    def __str__(self) -> str:
-        line = f"cannot write {self.filename}: {self.strerror}"
-        return f"{line}; {self.kept}" if self.kept else line
-
-    def keeping(self, kept: str) -> WriteError:
-        """This error, saying also what is kept (`kept`, in place of what it said)."""
-        return WriteError(self.filename, self, kept)
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, sync it and rename it onto `path`. Readers see the
-    old file or the whole new one; if anything fails or interrupts, the old file stays and the temporary goes.
-    An operating-system error (no space left, no permission) is raised as a `WriteError` naming `path`."""
-    try:
-        _write_beside_and_rename(path, write)
-    except Exception as error:
-        reason = _os_error_behind(error)
-        if reason is None:
-            raise
-        raise WriteError(path, reason) from error
-
-
-def _write_beside_and_rename(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files readable by their owner only
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _os_error_behind(error: BaseException | None) -> OSError | None:
-    """`error` if it is an OSError, else the OSError it was raised from or while handling, if any: torch's save
-    meets a full disk as an OSError and raises a RuntimeError while handling it."""
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
-    return error
-
-
-def save_figure(figure: Figure, path: str | os.PathLike) -> None:
-    """Write `figure` as a PNG at `path`, atomically."""
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=150))
-
-
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse `type=` that accepts the text of an integer >= `minimum` and refuses anything else."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def check_writable(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
-    """Refuse (status 2) a folder no file can be created in: trying is the only reliable test, since root
-    ignores permission bits and read-only mounts do not."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")

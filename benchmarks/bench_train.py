@@ -60,11 +60,11 @@ import torch.nn.functional as F
 
 from assignment import MAML
 from maml_sine.batched import CHUNK, BatchedMAML, BatchedTrainFromScratch, initializations_from_seeds
-from maml_sine.cli import add_device_option, run_command
+from maml_sine.cli import add_device_option, run_command, whole_number
 from maml_sine.core import Algorithm, LearnerState, named
 from maml_sine.learners import FAMILY, LEARNERS, assignment_protocol, paper_protocol
 from maml_sine.training import lane_seeds
-from utils import BaseLearner, SineGenerator, TrainFromScratch, whole_number
+from utils import BaseLearner, SineGenerator, TrainFromScratch
 
 SEED = 0
 QUERY_POINTS = 40

@@ -26,7 +26,7 @@ and depends on them, never the reverse:
     reports      the evaluation's figures and results.md tables, and each learner's label and colour
     pages        the docs pages' tables, written from the committed results into marked blocks of the pages
     curves       `python test.py --seeds N` and `--fast`
-    files        text and strict JSON, written atomically
-    cli          the scripts' shared conventions: output folders, the device, the Ctrl-C handler, exit status 130
+    files        figures, text and strict JSON, written whole or not at all (WriteError names a file that fails)
+    cli          the scripts' shared conventions: counts, output folders, the device, Ctrl-C and exit status
     interrupts   Ctrl-C at the entry point: the first stops training after an update, a second ends the program
 """

@@ -46,7 +46,7 @@ import torch
 
 from maml_sine.batched import BatchedMAML
 from maml_sine.core import Algorithm, LearnerState, network_shapes
-from utils import write_atomically
+from maml_sine.files import write_atomically
 
 FORMAT = "maml-sine-checkpoint"
 VERSION = 5  # 3: a digest of every tensor; 4: named tensors, whatever the learner learns; 5: part of a run

@@ -7,15 +7,41 @@ that cannot be written (a full disk) ends it with one line naming the file and s
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from maml_sine.files import WriteError
 from maml_sine.interrupts import exit_interrupted, stop_on_ctrl_c
-from utils import WriteError, check_writable
 
 DEVICE_HELP = "where the learners train and are evaluated: cpu (default) or cuda (cuda:N), where torch sees one"
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse `type=` that accepts the text of an integer >= `minimum` and refuses anything else."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def check_writable(parser: argparse.ArgumentParser, option: str, folder: Path) -> None:
+    """Refuse (status 2) a folder no file can be created in: trying is the only reliable test, since root
+    ignores permission bits and read-only mounts do not."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        parser.error(f"{option}: cannot write in folder {str(folder)!r} ({error.strerror})")
 
 
 def parse_device(text: str) -> torch.device:

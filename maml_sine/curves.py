@@ -12,11 +12,11 @@ import torch
 
 from maml_sine.batched import initializations_from_seeds
 from maml_sine.core import Algorithm
-from maml_sine.files import write_json_atomically
+from maml_sine.files import WriteError, save_figure, write_json_atomically
 from maml_sine.learners import ASSIGNMENT
 from maml_sine.reports import plot_curves_over_seeds
 from maml_sine.training import LockstepRun, final_mse_per_seed, lane_seeds
-from utils import TFS_STEPS, WriteError, final_mse, plot_history, save_figure
+from utils import TFS_STEPS, final_mse, plot_history
 
 NAMES = {"maml": "MAML (S={steps})", "scratch": f"from scratch ({TFS_STEPS} Adam steps)"}
 

@@ -15,9 +15,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from maml_sine.evaluation import DIVERGED, MAX_STEPS, HeldOutTasks, one_run_difference, scored_sets
+from maml_sine.files import save_figure
 from maml_sine.learners import LEARNERS, Plot, Section, Study
 from maml_sine.published import PAPER_TABLE_2, TABLE_2_ROWS, TABLE_2_STEPS
-from utils import PLOT_WINDOW, save_figure, windowed_mean
+from utils import PLOT_WINDOW, windowed_mean
 
 STYLES = {  # each learner's label and colour, in every figure and table
     "maml": ("MAML, S=1", "tab:blue"),

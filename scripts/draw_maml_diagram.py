@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Ellipse
 
 from maml_sine.cli import run_command
-from utils import save_figure
+from maml_sine.files import save_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 

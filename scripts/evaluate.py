@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from maml_sine.checkpoints import CheckpointError, one_writer
-from maml_sine.cli import add_device_option, make_output_folders, run_command
+from maml_sine.cli import add_device_option, make_output_folders, run_command, whole_number
 from maml_sine.evaluation import (
     HELD_OUT_SEED,
     HELD_OUT_TASKS,
@@ -73,7 +73,7 @@ from maml_sine.evaluation import (
     draw_held_out_tasks,
     task_to_draw,
 )
-from maml_sine.files import as_written, write_json_atomically, write_text_atomically
+from maml_sine.files import WriteError, as_written, write_json_atomically, write_text_atomically
 from maml_sine.learners import LEARNERS, STUDIES
 from maml_sine.reports import (
     SCORES,
@@ -99,7 +99,6 @@ from maml_sine.studies import (
     what_was_learned,
 )
 from maml_sine.training import lane_seeds
-from utils import WriteError, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIRS = {"assignment": ROOT / "docs" / "evaluation", "paper": ROOT / "docs" / "paper_protocol"}  # else docs/<study>

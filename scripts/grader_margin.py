@@ -44,13 +44,13 @@ from tqdm import tqdm
 
 from assignment import MAML
 from maml_sine.batched import initializations_from_seeds
-from maml_sine.cli import make_output_folders, run_command
+from maml_sine.cli import make_output_folders, run_command, whole_number
 from maml_sine.core import Algorithm
-from maml_sine.files import as_written, write_json_atomically, write_text_atomically
+from maml_sine.files import WriteError, as_written, save_figure, write_json_atomically, write_text_atomically
 from maml_sine.learners import assignment_protocol
 from maml_sine.pages import margin_table
 from maml_sine.training import LockstepRun, lane_seeds
-from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator, WriteError, save_figure, whole_number
+from utils import EPISODES, FINAL_WINDOW, QUERY_POINTS, SineGenerator
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"K10-S1": {"k": 10, "num_steps": 1, "threshold": 0.7}, "K5-S5": {"k": 5, "num_steps": 5, "threshold": 0.8}}

@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
-from maml_sine.cli import add_device_option, make_output_folders, run_command
+from maml_sine.cli import add_device_option, make_output_folders, run_command, whole_number
 from maml_sine.core import Algorithm
 from maml_sine.evaluation import (
     HELD_OUT_SEED,
@@ -57,12 +57,12 @@ from maml_sine.evaluation import (
     scored_sets,
     summarize,
 )
-from maml_sine.files import as_written, write_json_atomically, write_text_atomically
+from maml_sine.files import WriteError, as_written, save_figure, write_json_atomically, write_text_atomically
 from maml_sine.learners import paper_protocol
 from maml_sine.reports import SCORES
 from maml_sine.reports import cell as table_cell
 from maml_sine.training import LockstepRun, final_mse_per_seed, lane_seeds
-from utils import FINAL_WINDOW, WriteError, save_figure, whole_number
+from utils import FINAL_WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 10  # support (and query) points per task, in training and at test

@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from maml_sine.cli import run_command
+from maml_sine.cli import run_command, whole_number
 from maml_sine.files import write_json_atomically
 from maml_sine.learners import LEARNERS, STARTS
 from maml_sine.multitask import averaged_regressors
 from maml_sine.training import lane_seeds
-from utils import whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_DECAYS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

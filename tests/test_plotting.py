@@ -5,7 +5,7 @@ import pytest
 
 import utils
 from helpers import ROOT, is_png, run_python
-from utils import save_figure
+from maml_sine.files import save_figure
 
 
 def test_windowed_mean_matches_a_plain_loop():

@@ -11,10 +11,9 @@ from helpers import ROOT, import_script, is_png
 from maml_sine.batched import BatchedMAML, initializations_from_seeds
 from maml_sine.core import Algorithm
 from maml_sine.evaluation import draw_held_out_tasks, mse_after_each_step, scored_sets, summarize
-from maml_sine.files import as_written
+from maml_sine.files import WriteError, as_written
 from maml_sine.learners import paper_protocol
 from maml_sine.training import LockstepRun, final_mse_per_seed, lane_seeds
-from utils import WriteError
 
 SEEDS, UPDATES, TASKS = 2, 3, 6
 

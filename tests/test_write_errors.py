@@ -19,14 +19,13 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import utils
 from helpers import ROOT, import_script, run_python
-from maml_sine import checkpoints
+from maml_sine import checkpoints, files
 from maml_sine.checkpoints import load
 from maml_sine.cli import run_command
+from maml_sine.files import WriteError, write_atomically
 from maml_sine.learners import LEARNERS, assignment_protocol
 from maml_sine.training import lane_seeds
-from utils import WriteError, write_atomically
 
 NO_SPACE = os.strerror(errno.ENOSPC)
 FILLER = "filler"
@@ -75,12 +74,12 @@ def _fails_in_torch_save(monkeypatch):
 
 
 def _fails_to_create_the_temporary(monkeypatch):
-    monkeypatch.setattr(utils.tempfile, "mkstemp", lambda **kwargs: no_space())
+    monkeypatch.setattr(files.tempfile, "mkstemp", lambda **kwargs: no_space())
     return lambda file: file.write(b"new")
 
 
 def _fails_to_rename(monkeypatch):
-    monkeypatch.setattr(utils.os, "replace", lambda source, target: no_space())
+    monkeypatch.setattr(files.os, "replace", lambda source, target: no_space())
     return lambda file: file.write(b"new")
 
 
