@@ -129,6 +129,7 @@ def save_png(figure: Figure, path: Path) -> None:
     try:
         with open(temporary, "wb") as file:
             figure.savefig(file, format="png", dpi=150)
+            file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException as error:

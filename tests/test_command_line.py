@@ -3,6 +3,8 @@
 The runs of the script in a process of its own (end to end, compiled, interrupted) are the slow tier.
 """
 
+import errno
+import os
 import re
 import sys
 import time
@@ -28,6 +30,28 @@ def test_learning_curve_saves_a_png(script, tmp_path):
     maml, scratch = script.learning_curve(maml_steps=1, plot_tfs=True, episodes=50, out=out, show=False)
     assert len(maml.history) == len(scratch.history) == 50
     assert is_png(out)
+
+
+@pytest.mark.parametrize("fails_in", ["savefig", "replace"])
+def test_a_figure_that_cannot_be_written_is_named_and_the_old_one_stays(script, tmp_path, monkeypatch, fails_in):
+    """test.py's own atomic save (it runs without the package): one line naming the file, the old file whole,
+    no temporary file left."""
+    out = tmp_path / "curve.png"
+    out.write_bytes(b"the old figure")
+    figure = script.plot_history(None, [1.0, 2.0], show=False)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if fails_in == "savefig":
+        monkeypatch.setattr(figure, "savefig", no_space)
+    else:
+        monkeypatch.setattr(script.os, "replace", no_space)
+    with pytest.raises(script.FigureWriteError) as error:
+        script.save_png(figure, out)
+    assert str(error.value) == f"cannot write {out}: {os.strerror(errno.ENOSPC)}"
+    assert out.read_bytes() == b"the old figure"
+    assert [path.name for path in tmp_path.iterdir()] == ["curve.png"]
 
 
 @pytest.mark.slow
