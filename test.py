@@ -249,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
+        # Done and saved: a Ctrl-C in the teardown (where Python puts back the default handler) must not kill it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line saying what was kept, status 130, at once
         print(interrupt, file=sys.stderr, flush=True)
         sys.stdout.flush()

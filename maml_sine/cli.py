@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from maml_sine.files import WriteError
-from maml_sine.interrupts import exit_interrupted, stop_on_ctrl_c
+from maml_sine.interrupts import ctrl_c_ignored_from_now, exit_interrupted, stop_on_ctrl_c
 
 DEVICE_HELP = "where the learners train and are evaluated: cpu (default) or cuda (cuda:N), where torch sees one"
 
@@ -84,7 +84,8 @@ def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path
 
 
 def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:
-    """Run a script's `main(argv)` with the project's Ctrl-C handler (`interrupts`). A KeyboardInterrupt
+    """Run a script's `main(argv)` with the project's Ctrl-C handler (`interrupts`), and with Ctrl-C ignored once it
+    has returned (its files are written; only the interpreter's teardown is left). A KeyboardInterrupt
     ends it with the interrupt's message, which says where it stopped and what is kept, and status 130; a
     `WriteError` with `error: ` and its line, which names the file and what is kept, and status 1."""
     stop_on_ctrl_c()
@@ -94,3 +95,4 @@ def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) ->
         exit_interrupted(str(interrupt) or "interrupted")
     except WriteError as error:
         sys.exit(f"error: {error}")
+    ctrl_c_ignored_from_now()

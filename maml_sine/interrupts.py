@@ -14,6 +14,10 @@ once (`cli.run_command` does, and `test.py`). From then on:
 - a second Ctrl-C ends the program at once with status 130. Every file is written atomically, so
   what was saved before it is whole.
 
+Once the entry point's work is done and saved, `ctrl_c_ignored_from_now()` lets the program end as it
+finished (status 0): a Ctrl-C during the interpreter's teardown, where Python puts its default handler
+back, would otherwise kill the finished program by the signal.
+
 Without the handler (the package imported by a notebook or the tests) Ctrl-C is Python's own
 KeyboardInterrupt everywhere.
 """
@@ -59,6 +63,12 @@ def stop_at_safe_points() -> None:
     goes on taking tasks (each returns at once) rather than dying of a KeyboardInterrupt."""
     stop_on_ctrl_c()
     _ctrl_c.checking_loops += 1
+
+
+def ctrl_c_ignored_from_now() -> None:
+    """Ignore Ctrl-C for the rest of the process: for an entry point whose work is done and saved. The teardown
+    that follows (torch's compile workers can make it last seconds) then ends with the status the work earned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

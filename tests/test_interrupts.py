@@ -16,6 +16,7 @@ import pytest
 from helpers import ROOT, interrupted, run_python
 from maml_sine import interrupts, studies
 from maml_sine.batched import initializations_from_seeds
+from maml_sine.cli import run_command
 from maml_sine.core import Algorithm
 from maml_sine.learners import assignment_protocol
 from maml_sine.training import LockstepRun, lane_seeds
@@ -69,6 +70,16 @@ def test_a_first_ctrl_c_in_the_training_loop_stops_it_after_the_chunk_it_is_in(h
         run.train()
     assert learners.histories.shape == (2, 20)
     assert (learners.state.step == 20).all()
+
+
+def test_once_a_script_has_done_its_work_a_ctrl_c_in_the_teardown_changes_nothing(python_sigint_handler):
+    """`cli.run_command` ignores Ctrl-C once the script's `main` has returned: Python puts its default handler back
+    during the interpreter's teardown, where a Ctrl-C would kill the finished program by the signal."""
+    done = []
+    run_command(lambda argv: done.append(argv), ["--x"])
+    assert done == [["--x"]]
+    ctrl_c()  # ignored: the test goes on
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_without_the_handler_ctrl_c_is_pythons_own(handler):
