@@ -122,16 +122,21 @@ def test_a_second_ctrl_c_ends_the_program_at_once_with_130():
 def test_ctrl_c_while_an_entry_point_imports_ends_it_at_once_with_one_line_and_130(tmp_path, entry_point, arguments):
     """`python test.py` and a script, each sent a real SIGINT at moments spread over its imports (torch's take a
     second or more; the faster of two `--help` runs times them): status 130 after the one Ctrl-C, one line on
-    stderr, no traceback."""
+    stderr, no traceback. A run can import faster than the `--help` runs did (once in CI: past its imports at 70%
+    of their time), and a late moment then meets the script's own handler, whose one line is as right; the early
+    moments must land in the imports."""
     script, arguments = ROOT / entry_point, [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
     importing = min(seconds_to_help(script) for _ in range(2))
+    while_starting = []
     for share in (0.1, 0.25, 0.4, 0.55, 0.7):
         moment, log = share * importing, tmp_path / f"stderr-{share}.txt"
         status, _, twice = interrupted(script, arguments, lambda process, moment=moment: time.sleep(moment), log)
         errors = log.read_text()
         assert (status, twice) == (130, False), f"SIGINT at {moment:.2f} s: status {status}, {errors}"
         lines = [line for line in errors.splitlines() if line.strip()]
-        assert lines == ["interrupted while starting; nothing was run"], f"SIGINT at {moment:.2f} s: {errors}"
+        assert len(lines) == 1 and lines[0].startswith("interrupted"), f"SIGINT at {moment:.2f} s: {errors}"
+        while_starting.append(lines == ["interrupted while starting; nothing was run"])
+    assert while_starting[:2] == [True, True], f"the SIGINTs at 10% and 25% of the imports: {while_starting}"
 
 
 def seconds_to_help(script) -> float:
