@@ -115,10 +115,8 @@ def learning_curve(
 
 
 class FigureWriteError(OSError):
-    """The figure could not be written (a full disk, say): its text is one line naming the file."""
-
-    def __str__(self) -> str:
-        return f"cannot write {self.filename}: {self.strerror}"
+    """The figure (with --seeds or --fast, a file the package writes) could not be written, a full disk say: its
+    text is one line naming the file, for the script to end with (status 1)."""
 
 
 def save_png(figure: Figure, path: Path) -> None:
@@ -136,7 +134,7 @@ def save_png(figure: Figure, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         if isinstance(error, OSError):
-            raise FigureWriteError(error.errno, error.strerror, str(path)) from None
+            raise FigureWriteError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 
@@ -212,38 +210,52 @@ def main(argv: Sequence[str] | None = None) -> None:
     # OpenMP threads that wait on each other cost more than they compute.
     torch.set_num_threads(1)
     start = time.perf_counter()
+    summary = train_and_save(args, own_process=argv is None)
+    try:
+        for line in summary:
+            print(f"{line} (mean of the last {FINAL_WINDOW} query losses)")
+        print(f"{args.episodes} episodes in {time.perf_counter() - start:.1f} s; figure saved to {args.out}")
+        if not args.no_show:
+            show_figures()
+    except KeyboardInterrupt:  # while the window is open, say: the run is complete
+        raise KeyboardInterrupt(f"interrupted; the figure is saved to {args.out}") from None
+
+
+def train_and_save(args: argparse.Namespace, own_process: bool) -> list[str]:
+    """Train the learners `args` ask for, save the figure at `args.out` and return the summary's lines. A Ctrl-C
+    comes out as a KeyboardInterrupt whose message says what was saved; a file that cannot be written, as a
+    FigureWriteError."""
     kept: list[str] = []  # what the package saved before a Ctrl-C, in its own words
     try:
         if args.seeds > 1 or args.fast:
             from maml_sine.curves import curves_over_seeds  # the package's batched, compiled learners
+            from maml_sine.files import WriteError
             from maml_sine.interrupts import stop_on_ctrl_c
 
-            if argv is None:
+            if own_process:
                 stop_on_ctrl_c()
-            summary = curves_over_seeds(
-                args.seeds,
-                args.steps,
-                args.plot_tfs,
-                episodes=args.episodes,
-                out=args.out,
-                fast=args.fast,
-                kept=kept,
-                device=args.device,
-            )
-        else:
-            if signal.getsignal(signal.SIGINT) is _exit_while_starting:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-            maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
-            summary = [f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f}"]
-            if scratch is not None:
-                summary.append(f"from scratch ({TFS_STEPS} Adam steps): query MSE {final_mse(scratch.history):.3f}")
+            try:
+                return curves_over_seeds(
+                    args.seeds,
+                    args.steps,
+                    args.plot_tfs,
+                    episodes=args.episodes,
+                    out=args.out,
+                    fast=args.fast,
+                    kept=kept,
+                    device=args.device,
+                )
+            except WriteError as error:  # its one line names the file and what is kept
+                raise FigureWriteError(str(error)) from None
+        if signal.getsignal(signal.SIGINT) is _exit_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        maml, scratch = learning_curve(args.steps, args.plot_tfs, episodes=args.episodes, out=args.out, show=False)
     except KeyboardInterrupt as interrupt:  # its message, if it has one, says what was saved
         raise KeyboardInterrupt(str(interrupt) or "".join(kept) or "interrupted before any curve was saved") from None
-    for line in summary:
-        print(f"{line} (mean of the last {FINAL_WINDOW} query losses)")
-    print(f"{args.episodes} episodes in {time.perf_counter() - start:.1f} s; figure saved to {args.out}")
-    if not args.no_show:
-        show_figures()
+    summary = [f"MAML (S={args.steps}): query MSE {final_mse(maml.history):.3f}"]
+    if scratch is not None:
+        summary.append(f"from scratch ({TFS_STEPS} Adam steps): query MSE {final_mse(scratch.history):.3f}")
+    return summary
 
 
 if __name__ == "__main__":
@@ -255,5 +267,6 @@ if __name__ == "__main__":
         print(interrupt, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(INTERRUPTED)  # not through the interpreter's teardown, where a second Ctrl-C would kill it
-    except OSError as error:  # a figure not written (a full disk, say): one line naming the file, status 1
+    except FigureWriteError as error:  # a full disk, say: one line naming the file, status 1
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as after a finished run: nothing more is saved
         sys.exit(f"error: {error}")

@@ -84,15 +84,17 @@ def make_output_folders(parser: argparse.ArgumentParser, folders: dict[str, Path
 
 
 def run_command(main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> None:
-    """Run a script's `main(argv)` with the project's Ctrl-C handler (`interrupts`), and with Ctrl-C ignored once it
-    has returned (its files are written; only the interpreter's teardown is left). A KeyboardInterrupt
+    """Run a script's `main(argv)`, from its `__main__` block, with the project's Ctrl-C handler (`interrupts`),
+    and with Ctrl-C ignored for the rest of the process once it has returned or failed to write a file (nothing
+    more is saved; only the interpreter's teardown is left). A KeyboardInterrupt
     ends it with the interrupt's message, which says where it stopped and what is kept, and status 130; a
     `WriteError` with `error: ` and its line, which names the file and what is kept, and status 1."""
     stop_on_ctrl_c()
     try:
         main(argv)
+        ctrl_c_ignored_from_now()
     except KeyboardInterrupt as interrupt:
         exit_interrupted(str(interrupt) or "interrupted")
     except WriteError as error:
+        ctrl_c_ignored_from_now()  # nothing more is saved: a Ctrl-C in the teardown must not change the status
         sys.exit(f"error: {error}")
-    ctrl_c_ignored_from_now()

@@ -6,6 +6,8 @@ The runs of the script in a process of its own (end to end, compiled, interrupte
 import errno
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 
@@ -164,6 +166,47 @@ def test_ctrl_c_saves_the_curve_so_far_and_exits_130(tmp_path):
     assert done and int(done[1].replace(",", "")) > 0, errors
     assert f"the curve so far is saved to {out}" in errors
     assert is_png(out)
+
+
+def test_ctrl_c_once_the_figure_is_saved_says_so(script, tmp_path, monkeypatch):
+    """While the window is open, say: the run is complete, and the interrupt's one line says where its figure is."""
+    out = tmp_path / "curve.png"
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "show_figures", ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match=f"interrupted; the figure is saved to {re.escape(str(out))}"):
+        script.main(["--episodes", "5", "--out", str(out)])
+    assert is_png(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX's")
+def test_a_ctrl_c_as_a_finished_run_exits_changes_nothing(tmp_path):
+    """A SIGINT just after the last line, in the interpreter's teardown (where Python puts back the default handler,
+    which would kill the finished run by the signal): status 0, no traceback."""
+    out = tmp_path / "curve.png"
+    for delay in (0.05, 0.2, 0.4):
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--episodes", "30", "--no-show", "--out", str(out)],
+            cwd=ROOT,
+            env={**HEADLESS, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for line in process.stdout:
+                if "figure saved" in line:
+                    time.sleep(delay)
+                    process.send_signal(signal.SIGINT)
+                    break
+            _, errors = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert process.returncode == 0, f"SIGINT {delay} s after the last line: status {process.returncode}, {errors}"
+        assert "Traceback" not in errors
 
 
 @pytest.mark.slow
